@@ -1,0 +1,237 @@
+"""The AlexNet-style convolutional autoencoder and its classification head.
+
+One Flax module, `RoadNet`, holds three parameter trees with fixed names:
+`encoder` (AlexNet's convolutions), `decoder` (their mirror, reconstructing the
+input image) and `head` (AlexNet's dense layers). Objectives use it through
+`reconstruct`, `classify` and `__call__` (both at once), so every stage of a
+run shares one parameter layout and a checkpoint of any stage can seed another.
+
+Layers follow Keras semantics (the published model was Keras): glorot-uniform
+kernels, zero biases, `VALID` / `SAME` padding as in `tf.keras`.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from roadflax.errors import UserError
+
+HEAD_INPUTS = ("latent", "decoder")
+
+_glorot = nn.initializers.glorot_uniform()
+_Conv = functools.partial(nn.Conv, kernel_init=_glorot)
+_ConvTranspose = functools.partial(nn.ConvTranspose, kernel_init=_glorot)
+_Dense = functools.partial(nn.Dense, kernel_init=_glorot)
+
+
+def _pool_size(size: int) -> int:
+  """Output size of a 3x3 stride-2 VALID max pool."""
+  return (size - 3) // 2 + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSizes:
+  """Spatial size (one dimension) after each down-sampling layer."""
+  conv1: int
+  pool1: int
+  pool2: int
+  pool5: int
+
+
+def feature_sizes(size: int) -> FeatureSizes:
+  """Sizes along one image dimension of `size` pixels (may be < 1 if too small)."""
+  conv1 = (size - 11) // 4 + 1
+  pool1 = _pool_size(conv1)
+  pool2 = _pool_size(pool1)
+  return FeatureSizes(conv1, pool1, pool2, _pool_size(pool2))
+
+
+def _smallest_size() -> int:
+  size = 11
+  while feature_sizes(size).pool5 < 1:
+    size += 1
+  return size
+
+
+MIN_IMAGE_SIZE = _smallest_size()  # 67: the head's pool5 output is then 1x1
+
+
+def check_image_size(height: int, width: int) -> None:
+  """Raises a UserError for inputs the network cannot take."""
+  if min(height, width) < MIN_IMAGE_SIZE:
+    raise UserError(
+        f"image size {height}x{width} is below the minimum of "
+        f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} that this network accepts "
+        f"(set data.image_size >= {MIN_IMAGE_SIZE})")
+
+
+def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Bilinear up-sampling to an exact size (the encoder's sizes are not 2x)."""
+  return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), "bilinear")
+
+
+class Encoder(nn.Module):
+  """AlexNet's convolutions; returns the encoded state (conv6)."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.relu(_Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    x = nn.relu(_Conv(256, (5, 5), padding="SAME", name="conv2")(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    for name, features in (("conv3", 384), ("conv4", 384), ("conv5", 256), ("conv6", 256)):
+      x = nn.relu(_Conv(features, (3, 3), padding="SAME", name=name)(x))
+    return x
+
+
+class Decoder(nn.Module):
+  """The encoder's mirror; reconstructs an image of the encoder's input size."""
+
+  @nn.compact
+  def __call__(self, latent: jax.Array, image_hw: tuple[int, int], *,
+               features_only: bool = False) -> jax.Array:
+    """The reconstruction, or with `features_only` the 96-channel map at
+    conv2's spatial size (what `head_input='decoder'` reads)."""
+    sizes = [feature_sizes(s) for s in image_hw]
+    x = latent
+    for name, features in (("deconv6", 256), ("deconv5", 384), ("deconv4", 384), ("deconv3", 256)):
+      x = nn.relu(_ConvTranspose(features, (3, 3), padding="SAME", name=name)(x))
+    x = _resize(x, sizes[0].pool1, sizes[1].pool1)
+    x = nn.relu(_ConvTranspose(96, (5, 5), padding="SAME", name="deconv2")(x))
+    if features_only:
+      return x
+    x = _resize(x, sizes[0].conv1, sizes[1].conv1)
+    # A VALID stride-4 transpose gives (conv1 - 1) * 4 + 11 pixels, up to three
+    # short of the input; extra padding at the end restores the exact size.
+    padding = [(10, 10 + size - ((s.conv1 - 1) * 4 + 11)) for size, s in zip(image_hw, sizes)]
+    return _ConvTranspose(3, (11, 11), strides=(4, 4), padding=padding, name="deconv1")(x)
+
+
+class Head(nn.Module):
+  """AlexNet's pool5 and dense layers; returns logits."""
+  num_classes: int
+  dropout_rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    x = x.reshape((x.shape[0], -1))
+    for name in ("fc1", "fc2"):
+      x = nn.relu(_Dense(4096, name=name)(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return _Dense(self.num_classes, name="logits")(x)
+
+
+class RoadNet(nn.Module):
+  """Encoder, decoder and head; methods pick the path an objective needs."""
+  num_classes: int
+  head_input: str = "latent"
+  dropout_rate: float = 0.5
+
+  def setup(self):
+    if self.head_input not in HEAD_INPUTS:
+      raise UserError(f"model.head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
+    self.encoder = Encoder()
+    self.decoder = Decoder()
+    self.head = Head(self.num_classes, self.dropout_rate)
+
+  def _head_features(self, latent: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
+    if self.head_input == "decoder":
+      return self.decoder(latent, image_hw, features_only=True)
+    return latent
+
+  def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """(logits, reconstruction) from one encoder pass; also initialises every tree."""
+    image_hw = images.shape[1:3]
+    latent = self.encoder(images)
+    logits = self.head(self._head_features(latent, image_hw), train=train)
+    return logits, self.decoder(latent, image_hw)
+
+  def classify(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    image_hw = images.shape[1:3]
+    return self.head(self._head_features(self.encoder(images), image_hw), train=train)
+
+  def reconstruct(self, images: jax.Array) -> jax.Array:
+    return self.decoder(self.encoder(images), images.shape[1:3])
+
+
+def create_model(model_config: Any, num_classes: int) -> RoadNet:
+  """The model a config's `model` block describes."""
+  return RoadNet(num_classes=num_classes, head_input=model_config.head_input,
+                 dropout_rate=model_config.dropout_rate)
+
+
+def init_params(model: RoadNet, rng: jax.Array, image_size: int) -> dict:
+  """Parameters for square `image_size` inputs (the head's width depends on it)."""
+  check_image_size(image_size, image_size)
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  return model.init({"params": rng}, images)["params"]
+
+
+def count_params(tree: Any) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
+
+
+def summary(model: RoadNet, image_size: int) -> str:
+  """A per-layer table: output shape, parameter shapes and counts, and totals."""
+  check_image_size(image_size, image_size)
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  params = variables["params"]
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
+      variables, images)
+  outputs = _call_outputs(state["intermediates"])
+  rows = [("layer", "output", "parameters", "count")]
+  for module, layer in sorted(_layers(params).items(), key=lambda kv: _LAYER_ORDER.index(kv[0])):
+    shapes = ", ".join(f"{name} {tuple(leaf.shape)}" for name, leaf in layer.items())
+    rows.append((module, outputs.get(module, ""), shapes, f"{count_params(layer):,}"))
+  widths = [max(len(row[i]) for row in rows) for i in range(4)]
+  lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                     for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+  lines.insert(1, "-" * len(lines[0]))
+  totals = {name: count_params(params[name]) for name in ("encoder", "decoder", "head")}
+  totals["classifier (encoder + head)"] = totals["encoder"] + totals["head"]
+  totals["total"] = count_params(params)
+  lines.append("-" * len(lines[0]))
+  lines += [f"{name}: {count:,}" for name, count in totals.items()]
+  return (f"RoadNet at {image_size}x{image_size}x3, {model.num_classes} classes, "
+          f"head_input={model.head_input}\n" + "\n".join(lines))
+
+
+def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, prefix + (key,)))
+    else:
+      flat[prefix + (key,)] = value
+  return flat
+
+
+def _call_outputs(intermediates: dict) -> dict[str, str]:
+  """{'encoder/conv1': '(1, 54, 54, 96)', ...} from captured `__call__` outputs."""
+  outputs = {}
+  for path, value in _flatten(intermediates).items():
+    if path[-1] == "__call__" and not isinstance(value[0], tuple):
+      outputs["/".join(path[:-1])] = str(tuple(value[0].shape))
+  return outputs
+
+
+def _layers(params: dict) -> dict[str, dict[str, Any]]:
+  """{'encoder/conv1': {'kernel': ..., 'bias': ...}, ...}."""
+  layers: dict[str, dict[str, Any]] = {}
+  for path, leaf in _flatten(params).items():
+    layers.setdefault("/".join(path[:-1]), {})[path[-1]] = leaf
+  return layers
+
+
+# Data-flow order of the layers, for reading a summary top to bottom.
+_LAYER_ORDER = tuple(
+    [f"encoder/conv{i}" for i in range(1, 7)]
+    + [f"decoder/deconv{i}" for i in range(6, 0, -1)]
+    + ["head/fc1", "head/fc2", "head/logits"])
