@@ -1,0 +1,77 @@
+"""Checks of a resolved config, so a wrong value fails at once with one clear line.
+
+ml_collections already refuses unknown keys and values of the wrong type on
+the command line; this checks what types cannot: names, ranges, stage order.
+"""
+
+import os
+from typing import Any
+
+import ml_collections
+
+from roadflax import data_sources, models, objectives, optimizers
+from roadflax.errors import UserError
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise UserError(message)
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], key: str) -> None:
+  _require(value in allowed, f"--config.{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  _check_data(config.data)
+  _one_of(config.model.head_input, models.HEAD_INPUTS, "model.head_input")
+  _require(0 <= config.model.dropout_rate < 1,
+           f"--config.model.dropout_rate={config.model.dropout_rate} must be in [0, 1)")
+  for key in ("eval_batch_size", "log_every_steps", "keep_checkpoints"):
+    _require(config[key] >= 1, f"--config.{key}={config[key]} must be at least 1")
+  _require(config.checkpoint_every_steps >= 0,
+           f"--config.checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0")
+  order = tuple(config.stage_order)
+  _require(len(order) > 0, "--config.stage_order is empty: name at least one stage")
+  for position, name in enumerate(order):
+    _require(name in config.stages,
+             f"--config.stage_order names {name!r}, which is not in config.stages "
+             f"({', '.join(config.stages.keys())})")
+    _require(name not in order[:position], f"--config.stage_order names {name!r} twice")
+    _check_stage(config.stages[name], f"stages.{name}", earlier=order[:position])
+
+
+def _check_data(data: ml_collections.ConfigDict) -> None:
+  _one_of(data.source, tuple(data_sources.SOURCES), "data.source")
+  if data.source == "folder":
+    _require(bool(data.root), "data.source is 'folder' but no data.root is given: "
+             "add --config.data.root=/path/to/ROOT (with train/, val/, test/ inside)")
+  models.check_image_size(data.image_size, data.image_size)
+  _require(data.contrast > 0, f"--config.data.contrast={data.contrast} must be > 0 (1.0 = unchanged)")
+  _require(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0,
+           "--config.data.mean and --config.data.std need three values, std all > 0")
+  augment = data.augment
+  _require(0 < augment.crop_scale <= 1,
+           f"--config.data.augment.crop_scale={augment.crop_scale} must be in (0, 1]")
+  _require(0 <= augment.brightness <= 1,
+           f"--config.data.augment.brightness={augment.brightness} must be in [0, 1]")
+
+
+def _check_stage(stage: ml_collections.ConfigDict, key: str, earlier: tuple[str, ...]) -> None:
+  _one_of(stage.objective, objectives.OBJECTIVES, f"{key}.objective")
+  _one_of(stage.optimizer, optimizers.OPTIMIZERS, f"{key}.optimizer")
+  _one_of(stage.schedule, optimizers.SCHEDULES, f"{key}.schedule")
+  _require(stage.learning_rate > 0, f"--config.{key}.learning_rate must be > 0")
+  _require(stage.batch_size >= 1, f"--config.{key}.batch_size must be at least 1")
+  _require(stage.epochs >= 1 or stage.steps >= 1,
+           f"--config.{key}: set epochs >= 1 or steps >= 1")
+  _require(stage.steps >= 0, f"--config.{key}.steps must be >= 0")
+  for field in ("warmup_epochs", "weight_decay", "grad_clip_norm", "label_smoothing",
+                "reconstruction_weight"):
+    _require(stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0")
+  _require(stage.label_smoothing < 1, f"--config.{key}.label_smoothing must be < 1")
+  init_from = stage.init_from
+  if init_from and not (os.sep in init_from or os.path.isabs(init_from)):
+    _require(init_from in earlier,
+             f"--config.{key}.init_from={init_from!r} must name an earlier stage "
+             f"({', '.join(earlier) or 'none'}) or a WORKDIR/STAGE path")

@@ -1,0 +1,84 @@
+"""Evaluation of a split, the test report of a classifier, and `--mode=evaluate`."""
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from roadflax import checkpoints, data_sources, input_pipeline, models, objectives
+from roadflax import reports, sharding, steps, workdirs
+from roadflax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  metrics: dict[str, float]
+  confusion: np.ndarray | None  # rows = true class, columns = predicted
+
+
+def evaluate_split(params: Any, pipeline: "input_pipeline.SplitPipeline",
+                   eval_step: Callable[..., Any], *, batch_size: int,
+                   mesh: jax.sharding.Mesh) -> EvalResult:
+  """Every example of the split counted once (padding is masked); one host
+  sync at the end."""
+  totals, confusion = None, None
+  for batch in pipeline.eval_batches(batch_size=sharding.per_process_batch_size(batch_size)):
+    batch_metrics, batch_confusion = eval_step(params, sharding.shard_batch(batch, mesh))
+    totals = batch_metrics if totals is None else totals.merge(batch_metrics)
+    if batch_confusion is not None:
+      confusion = batch_confusion if confusion is None else confusion + batch_confusion
+  values = {name: float(value) for name, value in totals.compute().items()}
+  return EvalResult(values, None if confusion is None else np.asarray(confusion))
+
+
+def write_test_report(params: Any, model: models.RoadNet, folder: Any,
+                      config: ml_collections.ConfigDict, stage_dir: str, *, stage_name: str,
+                      checkpoint_step: int, mesh: jax.sharding.Mesh,
+                      writer: Any | None = None) -> dict[str, Any]:
+  """Evaluates `params` on the test split into STAGE/report.json and report.md."""
+  objective = objectives.Objective("classification")
+  pipeline = input_pipeline.SplitPipeline(folder.splits["test"], config.data)
+  result = evaluate_split(params, pipeline, steps.jit_eval_step(model, objective),
+                          batch_size=config.eval_batch_size, mesh=mesh)
+  report = reports.classification_report(
+      result.confusion, folder.class_names, checkpoint_step=checkpoint_step,
+      extra={"stage": stage_name, "split": "test", "data_root": folder.root,
+             "loss": result.metrics["loss"],
+             "skipped_files": list(folder.splits["test"].skipped)})
+  if jax.process_index() == 0:
+    json_path, _ = reports.write_report(report, stage_dir)
+    logging.info("test accuracy %.4f on %d images: %s", report["accuracy"],
+                 report["num_examples"], json_path)
+  if writer is not None:
+    writer.write_scalars(checkpoint_step, {"test_accuracy": report["accuracy"],
+                                           "test_loss": result.metrics["loss"]})
+    writer.flush()
+  return report
+
+
+def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None) -> None:
+  """Rebuilds the test report of every classification stage of `workdir`.
+
+  The model and its preprocessing come from the checkpoints' metadata; the data
+  come from `data_config` when given (another folder), else from the run's own.
+  """
+  run = workdirs.load_run(workdir)
+  config = workdirs.run_config(workdir, data_config)
+  folder = data_sources.load_image_folder(config.data)
+  if tuple(folder.class_names) != tuple(run["class_names"]):
+    raise UserError(f"{folder.root} has classes {list(folder.class_names)} but the model in "
+                    f"{workdir} was trained on {run['class_names']}")
+  mesh = sharding.data_mesh()
+  stage_names = workdirs.classifier_stages(workdir)
+  if not stage_names:
+    raise UserError(f"{workdir} has no trained classification stage to evaluate")
+  for stage_name in stage_names:
+    stage_dir = os.path.join(workdir, stage_name)
+    params, model, step = workdirs.load_best_params(stage_dir, run)
+    report = write_test_report(params, model, folder, config, stage_dir,
+                               stage_name=stage_name, checkpoint_step=step, mesh=mesh)
+    print(reports.format_markdown(report))

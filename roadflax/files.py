@@ -1,0 +1,30 @@
+"""Writing files so that a crash never leaves a half-written one behind."""
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to a temporary file beside `path`, then renames it over
+  `path`: readers see the old file or the new one, never a mix."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+  atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str) -> Any:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)

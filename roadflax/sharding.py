@@ -1,0 +1,38 @@
+"""Data parallelism: one mesh axis over every device of every process.
+
+Parameters and optimiser state are replicated; each batch is split along its
+first axis. The same code runs on one CPU, one GPU, or many hosts (each
+process feeds its own slice of the global batch).
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def data_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """This process's part of a global batch -> global arrays split over devices."""
+  sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  return {name: jax.make_array_from_process_local_data(sharding, value)
+          for name, value in batch.items()}
+
+
+def per_process_batch_size(global_batch_size: int) -> int:
+  """Raises ValueError unless the global batch splits evenly over devices."""
+  devices = jax.device_count()
+  if global_batch_size % devices:
+    raise ValueError(f"batch size {global_batch_size} is not a multiple of the "
+                     f"{devices} devices it is split over")
+  return global_batch_size // jax.process_count()

@@ -1,0 +1,121 @@
+"""The train state and the pure, jit-compiled train and eval steps.
+
+(No `from __future__ import annotations` here: clu's `metrics.Collection`
+reads its fields' annotations at class creation.)
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics
+from flax.training import train_state
+
+from roadflax.models import RoadNet
+from roadflax.objectives import Objective, objective_outputs
+
+
+class TrainState(train_state.TrainState):
+  """Flax's train state plus the first step whose loss was not finite (-1: none).
+
+  Tracking it on the device lets the host look only every few steps and still
+  name the exact step where training diverged.
+  """
+  nonfinite_step: jax.Array = flax.struct.field(default_factory=lambda: jnp.array(-1, jnp.int32))
+
+
+@flax.struct.dataclass
+class ReconstructionMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  mse: metrics.Average.from_output("squared_error")
+
+
+@flax.struct.dataclass
+class ClassificationMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Accuracy
+
+
+@flax.struct.dataclass
+class JointMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Accuracy
+  mse: metrics.Average.from_output("squared_error")
+
+
+def metrics_class(objective: Objective) -> type[metrics.Collection]:
+  return {"reconstruction": ReconstructionMetrics,
+          "classification": ClassificationMetrics,
+          "joint": JointMetrics}[objective.name]
+
+
+def _gather_metrics(objective: Objective, outputs: dict[str, jax.Array],
+                    batch: dict[str, jax.Array], mask: jax.Array | None) -> metrics.Collection:
+  return metrics_class(objective).gather_from_model_output(
+      loss=outputs["loss"], logits=outputs.get("logits"),
+      squared_error=outputs.get("squared_error"), labels=batch["label"], mask=mask)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: RoadNet,
+               objective: Objective, dropout_key: jax.Array,
+               freeze_encoder: bool) -> tuple[TrainState, metrics.Collection]:
+  """One optimiser update on one global batch."""
+  dropout_rng = jax.random.fold_in(dropout_key, state.step)
+
+  def loss_fn(params):
+    if freeze_encoder:  # no gradient flows into (or is computed for) the encoder
+      params = {**params, "encoder": jax.lax.stop_gradient(params["encoder"])}
+    outputs = objective_outputs(objective, model, params, batch, train=True,
+                                dropout_rng=dropout_rng)
+    return jnp.mean(outputs["loss"]), outputs
+
+  (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads)
+  diverged = (state.nonfinite_step < 0) & ~jnp.isfinite(loss)
+  new_state = new_state.replace(
+      nonfinite_step=jnp.where(diverged, state.step, state.nonfinite_step))
+  return new_state, _gather_metrics(objective, outputs, batch, mask=None)
+
+
+def eval_step(params: Any, batch: dict[str, jax.Array], *, model: RoadNet,
+              objective: Objective) -> tuple[metrics.Collection, jax.Array | None]:
+  """Metrics of one padded batch (padding masked out) and, when the objective
+  classifies, its confusion counts (rows = true class, columns = predicted)."""
+  outputs = objective_outputs(objective, model, params, batch, train=False)
+  mask = batch["mask"]
+  confusion = None
+  if objective.classifies:
+    num_classes = outputs["logits"].shape[-1]
+    predictions = jnp.argmax(outputs["logits"], axis=-1)
+    confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[
+        batch["label"], predictions].add(mask.astype(jnp.int32))
+  return _gather_metrics(objective, outputs, batch, mask), confusion
+
+
+def predict_step(params: Any, images: jax.Array, *, model: RoadNet) -> jax.Array:
+  """Class probabilities."""
+  return jax.nn.softmax(model.apply({"params": params}, images, method=RoadNet.classify))
+
+
+def jit_train_step(model: RoadNet, objective: Objective, seed: int,
+                   freeze_encoder: bool) -> Callable[..., Any]:
+  """`train_step` compiled once per stage; the old state's buffers are donated."""
+  step = functools.partial(train_step, model=model, objective=objective,
+                           dropout_key=jax.random.key(seed), freeze_encoder=freeze_encoder)
+  return jax.jit(step, donate_argnums=0)
+
+
+def jit_eval_step(model: RoadNet, objective: Objective) -> Callable[..., Any]:
+  return jax.jit(functools.partial(eval_step, model=model, objective=objective))
+
+
+def jit_predict_step(model: RoadNet) -> Callable[..., Any]:
+  return jax.jit(functools.partial(predict_step, model=model))
+
+
+def create_train_state(model: RoadNet, params: Any,
+                       tx: optax.GradientTransformation) -> TrainState:
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)

@@ -1,0 +1,124 @@
+"""What a workdir holds, and rebuilding a model from it alone.
+
+WORKDIR/run.json      what defines the model: class names, image size,
+                      preprocessing, architecture; checked on every run so a
+                      workdir never mixes two models
+WORKDIR/config.json   the resolved config of the latest run
+WORKDIR/STAGE/        TensorBoard events, checkpoints/, summary.json when the
+                      stage is complete, report.json/.md for classifiers
+"""
+
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+import roadflax
+from roadflax import checkpoints, models
+from roadflax.errors import UserError
+from roadflax.files import atomic_write_json, atomic_write_text, read_json
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+# Fields of run.json that must match for a checkpoint to be reused.
+_IDENTITY = ("class_names", "image_size", "head_input", "contrast", "mean", "std")
+
+
+def run_info(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) -> dict[str, Any]:
+  """Everything needed to rebuild the model and preprocess its inputs."""
+  return {
+      "roadflax_version": roadflax.__version__,
+      "class_names": list(class_names),
+      "image_size": config.data.image_size,
+      "contrast": config.data.contrast,
+      "mean": list(config.data.mean),
+      "std": list(config.data.std),
+      "head_input": config.model.head_input,
+      "dropout_rate": config.model.dropout_rate,
+  }
+
+
+def check_compatible(found: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+  differences = [f"{key} {found.get(key)!r} (this run: {expected[key]!r})"
+                 for key in _IDENTITY if found.get(key) != expected[key]]
+  if differences:
+    raise UserError(f"{where} holds another model or class set: {'; '.join(differences)}; "
+                    "use a new --workdir")
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict,
+            class_names: tuple[str, ...]) -> dict[str, Any]:
+  """Checks that `workdir` is new or holds this model; records the run."""
+  info = run_info(config, class_names)
+  run_path = os.path.join(workdir, RUN_FILE)
+  if os.path.exists(run_path):
+    check_compatible(read_json(run_path), info, workdir)
+  elif os.path.isdir(workdir) and os.listdir(workdir):
+    stages = [d for d in os.listdir(workdir) if os.path.isdir(os.path.join(workdir, d, "checkpoints"))]
+    if stages:
+      raise UserError(f"{workdir} holds checkpoints ({', '.join(stages)}) but no {RUN_FILE}; "
+                      "use a new --workdir")
+  if jax.process_index() == 0:
+    atomic_write_json(run_path, info)
+    atomic_write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2) + "\n")
+  return info
+
+
+def stage_complete(stage_dir: str) -> bool:
+  return os.path.exists(os.path.join(stage_dir, SUMMARY_FILE))
+
+
+def resolve_stage_dir(init_from: str, workdir: str) -> str:
+  """`init_from` names an earlier stage of this workdir or a stage directory."""
+  candidate = init_from if os.path.isabs(init_from) or os.sep in init_from else os.path.join(workdir, init_from)
+  if not os.path.isdir(os.path.join(candidate, "checkpoints")):
+    raise UserError(f"init_from {init_from!r}: {candidate} has no checkpoints/ "
+                    "(name an earlier stage or a trained WORKDIR/STAGE directory)")
+  return candidate
+
+
+def load_run(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, RUN_FILE)
+  if not os.path.exists(path):
+    raise UserError(f"{workdir} is not a roadflax workdir (no {RUN_FILE}); train there first")
+  return read_json(path)
+
+
+def run_config(workdir: str, data_config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+  """The workdir's config, reading data from `data_config`'s location when given."""
+  with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if data_config is not None:
+    for key in ("source", "root", "cache_dir", "synthetic"):
+      config.data[key] = data_config[key]
+  return config
+
+
+def classifier_stages(workdir: str) -> list[str]:
+  """Stages of the workdir's config that train a classifier and have checkpoints."""
+  config = run_config(workdir, None)
+  return [name for name in config.stage_order
+          if config.stages[name].objective in ("classification", "joint")
+          and os.path.isdir(os.path.join(workdir, name, "checkpoints"))]
+
+
+def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, models.RoadNet, int]:
+  """(params, model, step) of a stage's best checkpoint, built from metadata alone."""
+  ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
+  step = ckpts.best_step()
+  if step is None:
+    raise UserError(f"no checkpoint in {ckpts.directory}: train this stage first")
+  metadata = ckpts.restore_metadata(step)
+  check_compatible(metadata, run, ckpts.directory)
+  model = models.RoadNet(num_classes=len(metadata["class_names"]),
+                         head_input=metadata["head_input"],
+                         dropout_rate=metadata["dropout_rate"])
+  abstract = jax.eval_shape(functools.partial(models.init_params, model, image_size=metadata["image_size"]),
+                            jax.random.key(0))
+  params = ckpts.restore(step, params=abstract)["params"]
+  ckpts.close()
+  return params, model, step

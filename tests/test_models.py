@@ -1,0 +1,90 @@
+"""Model shapes, exact parameter counts, and the size limits."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from roadflax import models
+from roadflax.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def params_224():
+  return jax.eval_shape(lambda key: models.init_params(models.RoadNet(num_classes=3), key, 224),
+                        jax.random.key(0))
+
+
+def test_parameter_counts_at_224(params_224):
+  counts = {name: models.count_params(params_224[name]) for name in ("encoder", "decoder", "head")}
+  assert counts == {"encoder": 4_337_280, "decoder": 4_337_027, "head": 43_012_099}
+  assert counts["encoder"] + counts["head"] == 47_349_379
+
+
+def test_encoder_layer_shapes_follow_keras_semantics():
+  model = models.RoadNet(num_classes=3)
+  images = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
+      variables, images)
+  encoder = state["intermediates"]["encoder"]
+  assert encoder["conv1"]["__call__"][0].shape == (2, 54, 54, 96)
+  assert encoder["conv2"]["__call__"][0].shape == (2, 26, 26, 256)
+  assert encoder["conv6"]["__call__"][0].shape == (2, 12, 12, 256)
+  assert encoder["__call__"][0].shape == (2, 12, 12, 256)
+
+
+@pytest.mark.parametrize("size", [224, 160, 227, 256, models.MIN_IMAGE_SIZE])
+def test_reconstruction_has_the_input_size(size):
+  model = models.RoadNet(num_classes=5)
+  images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  logits, reconstruction = jax.eval_shape(model.apply, variables, images)
+  assert reconstruction.shape == (2, size, size, 3)
+  assert logits.shape == (2, 5)
+
+
+def test_non_square_inputs_reconstruct_exactly():
+  model = models.RoadNet(num_classes=3)
+  images = jax.ShapeDtypeStruct((1, 240, 360, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  recon = jax.eval_shape(lambda v, x: model.apply(v, x, method=models.RoadNet.reconstruct),
+                         variables, images)
+  assert recon.shape == (1, 240, 360, 3)
+
+
+def test_minimum_size_is_where_pool5_is_one_pixel():
+  assert models.MIN_IMAGE_SIZE == 67
+  assert models.feature_sizes(67).pool5 == 1
+  assert models.feature_sizes(66).pool5 == 0
+
+
+def test_sizes_below_the_minimum_are_refused_naming_it():
+  with pytest.raises(UserError, match="minimum of 67x67"):
+    models.init_params(models.RoadNet(num_classes=3), jax.random.key(0), 64)
+
+
+def test_head_on_the_decoder_reads_its_96_channel_map():
+  model = models.RoadNet(num_classes=3, head_input="decoder")
+  params = jax.eval_shape(lambda key: models.init_params(model, key, 224), jax.random.key(0))
+  # pool5 of the 26x26x96 decoder map is 12x12x96.
+  assert params["head"]["fc1"]["kernel"].shape == (12 * 12 * 96, 4096)
+
+
+def test_forward_pass_is_deterministic_without_dropout():
+  model = models.RoadNet(num_classes=3)
+  params = models.init_params(model, jax.random.key(0), 67)
+  x = jax.random.normal(jax.random.key(1), (2, 67, 67, 3))
+  a = model.apply({"params": params}, x, method=models.RoadNet.classify)
+  b = model.apply({"params": params}, x, method=models.RoadNet.classify)
+  assert jnp.array_equal(a, b)
+  dropped = model.apply({"params": params}, x, train=True, method=models.RoadNet.classify,
+                        rngs={"dropout": jax.random.key(2)})
+  assert not jnp.array_equal(a, dropped)
+
+
+def test_summary_prints_the_totals():
+  text = models.summary(models.RoadNet(num_classes=3), 224)
+  for expected in ("encoder: 4,337,280", "decoder: 4,337,027", "head: 43,012,099",
+                   "classifier (encoder + head): 47,349,379", "encoder/conv1", "(1, 54, 54, 96)"):
+    assert expected in text
