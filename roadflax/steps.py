@@ -54,7 +54,7 @@ def metrics_class(objective: Objective) -> type[metrics.Collection]:
 
 def _gather_metrics(objective: Objective, outputs: dict[str, jax.Array],
                     batch: dict[str, jax.Array], mask: jax.Array | None) -> metrics.Collection:
-  return metrics_class(objective).gather_from_model_output(
+  return metrics_class(objective).single_from_model_output(
       loss=outputs["loss"], logits=outputs.get("logits"),
       squared_error=outputs.get("squared_error"), labels=batch["label"], mask=mask)
 
