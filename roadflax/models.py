@@ -74,6 +74,45 @@ def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
   return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), "bilinear")
 
 
+class StridedConvTranspose(nn.Module):
+  """`nn.ConvTranspose` with `strides == (s, s)` and end padding, computed fast.
+
+  XLA computes a strided transposed convolution as a convolution over an
+  input dilated with zeros, so a 4x stride spends 15/16 of its work on zeros
+  (and its gradient is as slow). The same output is a stride-1 convolution
+  with a ceil(k/s)-tap kernel producing s*s*features channels, rearranged
+  depth-to-space ("sub-pixel" convolution). The parameters are exactly those
+  of `nn.ConvTranspose(features, (k, k), strides=(s, s),
+  padding=[(k - 1, k - 1 + extra)] * 2)`, so checkpoints do not change.
+  """
+  features: int
+  kernel_size: int
+  stride: int
+  out_hw: tuple[int, int]  # output size: (in - 1) * stride + kernel + extra
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s = self.kernel_size, self.stride
+    kernel = self.param("kernel", _glorot, (k, k, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    taps = -(-k // s)
+    # Output pixel s*q + r is the sum over t < taps of input q + t - (taps - 1)
+    # times kernel tap s*t + s - 1 - r - front; taps below 0 read the zeros
+    # padded in front of the kernel.
+    front = taps * s - k
+    padded = jnp.pad(kernel, ((front, 0), (front, 0), (0, 0), (0, 0)))
+    index = s * jnp.arange(taps)[:, None] + (s - 1) - jnp.arange(s)[None, :]  # [taps, s]
+    sub = padded[index][:, :, index]  # [taps, s, taps, s, in, out]
+    sub = sub.transpose(0, 2, 4, 1, 3, 5).reshape(taps, taps, x.shape[-1], s * s * self.features)
+    rows, cols = (-(-n // s) for n in self.out_hw)
+    x = jnp.pad(x, ((0, 0), (taps - 1, rows - x.shape[1]), (taps - 1, cols - x.shape[2]), (0, 0)))
+    y = jax.lax.conv_general_dilated(x, sub, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(y.shape[0], rows, cols, s, s, self.features).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(y.shape[0], rows * s, cols * s, self.features)
+    return y[:, :self.out_hw[0], :self.out_hw[1]] + bias
+
+
 class Encoder(nn.Module):
   """AlexNet's convolutions; returns the encoded state (conv6)."""
 
@@ -106,9 +145,8 @@ class Decoder(nn.Module):
       return x
     x = _resize(x, sizes[0].conv1, sizes[1].conv1)
     # A VALID stride-4 transpose gives (conv1 - 1) * 4 + 11 pixels, up to three
-    # short of the input; extra padding at the end restores the exact size.
-    padding = [(10, 10 + size - ((s.conv1 - 1) * 4 + 11)) for size, s in zip(image_hw, sizes)]
-    return _ConvTranspose(3, (11, 11), strides=(4, 4), padding=padding, name="deconv1")(x)
+    # short of the input; padding at the end restores the exact size.
+    return StridedConvTranspose(3, 11, 4, tuple(image_hw), name="deconv1")(x)
 
 
 class Head(nn.Module):

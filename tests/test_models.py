@@ -88,3 +88,21 @@ def test_summary_prints_the_totals():
   for expected in ("encoder: 4,337,280", "decoder: 4,337,027", "head: 43,012,099",
                    "classifier (encoder + head): 47,349,379", "encoder/conv1", "(1, 54, 54, 96)"):
     assert expected in text
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((26, 26), (112, 112)), ((54, 54), (224, 224)),
+                                          ((15, 16), (67, 70)), ((55, 55), (227, 227))])
+def test_fast_strided_transpose_equals_flax_conv_transpose(in_hw, out_hw):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(1), (2, *in_hw, 5))
+  padding = [(10, 10 + out - ((n - 1) * 4 + 11)) for n, out in zip(in_hw, out_hw)]
+  reference = nn.ConvTranspose(3, (11, 11), strides=(4, 4), padding=padding)
+  variables = reference.init(jax.random.key(0), x)
+  variables = {"params": {**variables["params"], "bias": jnp.array([0.1, -0.2, 0.3])}}
+  fast = models.StridedConvTranspose(3, 11, 4, out_hw)
+  assert jax.tree_util.tree_structure(fast.init(jax.random.key(0), x)) == \
+      jax.tree_util.tree_structure(variables)
+  expected = reference.apply(variables, x)
+  actual = fast.apply(variables, x)
+  assert actual.shape == expected.shape == (2, *out_hw, 3)
+  assert jnp.max(jnp.abs(actual - expected)) < 1e-5
