@@ -15,7 +15,10 @@ DATA_AXIS = "data"
 
 
 def data_mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+  """Auto axis type: XLA propagates the batch sharding through the model, so
+  model code never names a sharding."""
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:

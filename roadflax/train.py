@@ -190,11 +190,11 @@ def _initial_params(config: ml_collections.ConfigDict, workdir: str, stage_name:
   source_metadata = source.restore_metadata(step)
   workdirs.check_compatible(source_metadata, run_info, source.directory)
   trees = source_metadata["trained_trees"]
-  restored = source.restore(step, params={tree: params[tree] for tree in trees})["params"]
+  restored = source.restore(step, params=params)["params"]
   source.close()
   logging.info("stage %r starts from %s of %s (step %d)", stage_name, ", ".join(trees),
                source_dir, step)
-  return {**params, **restored}
+  return {**params, **{tree: restored[tree] for tree in trees}}
 
 
 def _check_finite(state: steps.TrainState, stage_name: str,
