@@ -7,6 +7,7 @@
 """
 
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
@@ -32,7 +33,13 @@ FLAGS = flags.FLAGS
 def run(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: every option is a --flag")
-  config, workdir = FLAGS.config, FLAGS.workdir
+  try:
+    config = FLAGS.config
+    if config is not None:
+      config.keys()  # config_flags defers a load failure to the first use
+  except OSError as error:
+    raise UserError(f"cannot load the --config file: {str(error).strip().splitlines()[-1].strip()}") from None
+  workdir = FLAGS.workdir
   if FLAGS.mode in ("train", "summary") and config is None:
     raise UserError(f"--mode={FLAGS.mode} needs --config=configs/NAME.py")
   if FLAGS.mode != "summary" and not workdir:
@@ -48,14 +55,32 @@ def run(argv: list[str]) -> None:
     predict.predict_main(workdir, FLAGS.input, FLAGS.output, FLAGS.stage)
 
 
+def fail(message: str) -> None:
+  logging.flush()
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with config mistakes reported in one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    fail(str(error))
+  except (AttributeError, KeyError) as error:  # ml_collections: no such config key
+    key = re.search(r'instead of "(\w+)"', str(error)) or re.search(r"'(\w+)'", str(error))
+    hint = re.search(r'Did you mean "(\w+)"', str(error))
+    fail(f"unknown config key {key.group(1) if key else str(error)!r}"
+         + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+         + "; every key is listed in configs/default.py")
+
+
 def main(argv: list[str]) -> None:
   try:
     run(argv)
   except UserError as error:
-    logging.flush()
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(error))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
