@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from roadflax import evaluate, models, predict, train
+from roadflax import console, evaluate, models, predict, train
 from roadflax.errors import UserError
 
 MODES = ("train", "evaluate", "predict", "summary")
@@ -31,6 +31,7 @@ FLAGS = flags.FLAGS
 
 
 def run(argv: list[str]) -> None:
+  console.show_roadflax_logs_only()
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: every option is a --flag")
   try:

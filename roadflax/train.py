@@ -30,6 +30,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   configuration.check_config(config)
   logging.info("JAX %s on %d process(es), devices: %s", jax.__version__,
                jax.process_count(), jax.devices())
+  logging.info("config (also in %s):\n%s", os.path.join(workdir, workdirs.CONFIG_FILE), config)
   folder = data_sources.load_image_folder(config.data)
   run_info = workdirs.prepare(workdir, config, folder.class_names)
   data_sources.log_class_counts(folder)
