@@ -1,8 +1,10 @@
-"""roadflax command line: train, evaluate, predict, or summarise a model.
+"""roadflax command line: train, evaluate, predict, serve, compare, or summarise.
 
   python main.py --config=configs/synthetic.py --workdir=runs/demo
   python main.py --mode=evaluate --workdir=runs/demo
   python main.py --mode=predict --workdir=runs/demo --input=photo.jpg
+  python main.py --mode=serve --workdir=runs/demo
+  python main.py --mode=compare --workdir='runs/*' --output=runs
   python main.py --mode=summary --config=configs/default.py
 """
 
@@ -18,15 +20,20 @@ from ml_collections import config_flags
 from roadflax import console, evaluate, models, predict, train
 from roadflax.errors import UserError
 
-MODES = ("train", "evaluate", "predict", "summary")
+MODES = ("train", "evaluate", "predict", "serve", "compare", "summary")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py).",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and reports.")
+flags.DEFINE_multi_string("workdir", [], "Directory for checkpoints, TensorBoard events and "
+                          "reports; compare: several, or a quoted glob.")
 flags.DEFINE_enum("mode", "train", MODES, "The job to run.")
 flags.DEFINE_multi_string("input", [], "predict: image files or folders.")
-flags.DEFINE_string("output", None, "predict: also write the predictions as JSON here.")
-flags.DEFINE_string("stage", None, "predict: the stage to use (default: the last classifier).")
+flags.DEFINE_string("output", None, "predict: a JSON file for the predictions; "
+                    "compare: the folder for comparison.md/.csv/.png (default: .).")
+flags.DEFINE_string("stage", None, "predict, serve: the stage to use (default: the last "
+                    "classification stage).")
+flags.DEFINE_string("address", "localhost", "serve: the address to listen on.")
+flags.DEFINE_integer("port", 8501, "serve: the port to listen on.")
 FLAGS = flags.FLAGS
 
 
@@ -40,20 +47,29 @@ def run(argv: list[str]) -> None:
       config.keys()  # config_flags defers a load failure to the first use
   except OSError as error:
     raise UserError(f"cannot load the --config file: {str(error).strip().splitlines()[-1].strip()}") from None
-  workdir = FLAGS.workdir
-  if FLAGS.mode in ("train", "summary") and config is None:
-    raise UserError(f"--mode={FLAGS.mode} needs --config=configs/NAME.py")
-  if FLAGS.mode != "summary" and not workdir:
-    raise UserError(f"--mode={FLAGS.mode} needs --workdir=DIR")
-  if FLAGS.mode == "summary":
+  mode, workdirs = FLAGS.mode, FLAGS.workdir
+  if mode in ("train", "summary") and config is None:
+    raise UserError(f"--mode={mode} needs --config=configs/NAME.py")
+  if mode == "compare":
+    from roadflax import compare  # matplotlib is needed by this mode only
+    compare.compare_main(workdirs, FLAGS.output or ".")
+    return
+  if mode == "summary":
     model = models.create_model(config.model, num_classes=3)
     print(models.summary(model, config.data.image_size))
-  elif FLAGS.mode == "train":
+    return
+  if len(workdirs) != 1:
+    raise UserError(f"--mode={mode} needs one --workdir=DIR")
+  workdir = workdirs[0]
+  if mode == "train":
     train.train_and_evaluate(config, workdir)
-  elif FLAGS.mode == "evaluate":
+  elif mode == "evaluate":
     evaluate.evaluate_workdir(workdir, config.data if config is not None else None)
-  else:
+  elif mode == "predict":
     predict.predict_main(workdir, FLAGS.input, FLAGS.output, FLAGS.stage)
+  else:
+    from roadflax import serving  # streamlit is needed by this mode only
+    serving.serve(workdir, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port)
 
 
 def fail(message: str) -> None:

@@ -86,7 +86,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
       every_steps=config.log_every_steps)
 
   step = start_step
-  stage_start = time.time()
+  stage_start, step_loop_seconds = time.time(), 0.0
   logging.info("stage %r (%s): %d epochs of %d steps, batch %d, %s lr %g, training %s",
                stage_name, objective.name, num_epochs, steps_per_epoch,
                stage_config.batch_size, stage_config.optimizer,
@@ -121,6 +121,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
         _check_finite(state, stage_name, ckpts)
         ckpts.save(step, params=state.params, train=_train_items(state), metadata=metadata)
     progress.close()
+    step_loop_seconds += time.time() - epoch_start
 
     result = evaluate.evaluate_split(state.params, val_pipeline, eval_step,
                                      batch_size=config.eval_batch_size, mesh=mesh)
@@ -140,7 +141,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   summary = {
       "stage": stage_name, "objective": objective.name, "total_steps": total_steps,
       "epochs": num_epochs, "best_step": best_step, "best_metric": best_metric,
-      "train_seconds_this_run": round(time.time() - stage_start, 1),
+      # Of this run only: a resumed stage counts the part it trained.
+      "seconds": round(time.time() - stage_start, 1),
+      "train_images_per_second": round(
+          (total_steps - start_step) * stage_config.batch_size / max(step_loop_seconds, 1e-9), 1),
+      "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
   if objective.classifies:
     best_params = ckpts.restore(best_step, params=state.params)["params"]
