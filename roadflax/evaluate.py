@@ -10,7 +10,7 @@ import numpy as np
 from absl import logging
 
 from roadflax import checkpoints, data_sources, input_pipeline, models, objectives
-from roadflax import reports, sharding, steps, workdirs
+from roadflax import reports, sharding, steps, visuals, workdirs
 from roadflax.errors import UserError
 
 
@@ -56,6 +56,8 @@ def write_test_report(params: Any, model: models.RoadNet, folder: Any,
   if writer is not None:
     writer.write_scalars(checkpoint_step, {"test_accuracy": report["accuracy"],
                                            "test_loss": result.metrics["loss"]})
+    writer.write_images(checkpoint_step, {"test_confusion_matrix": visuals.confusion_image(
+        result.confusion, folder.class_names, f"test, checkpoint step {checkpoint_step}")[None]})
     writer.flush()
   return report
 

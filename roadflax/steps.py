@@ -100,6 +100,11 @@ def predict_step(params: Any, images: jax.Array, *, model: RoadNet) -> jax.Array
   return jax.nn.softmax(model.apply({"params": params}, images, method=RoadNet.classify))
 
 
+def reconstruct_step(params: Any, images: jax.Array, *, model: RoadNet) -> jax.Array:
+  """The autoencoder's reconstruction (normalised, like its input)."""
+  return model.apply({"params": params}, images, method=RoadNet.reconstruct)
+
+
 def jit_train_step(model: RoadNet, objective: Objective, seed: int,
                    freeze_encoder: bool) -> Callable[..., Any]:
   """`train_step` compiled once per stage; the old state's buffers are donated."""
@@ -114,6 +119,10 @@ def jit_eval_step(model: RoadNet, objective: Objective) -> Callable[..., Any]:
 
 def jit_predict_step(model: RoadNet) -> Callable[..., Any]:
   return jax.jit(functools.partial(predict_step, model=model))
+
+
+def jit_reconstruct_step(model: RoadNet) -> Callable[..., Any]:
+  return jax.jit(functools.partial(reconstruct_step, model=model))
 
 
 def create_train_state(model: RoadNet, params: Any,

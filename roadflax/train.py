@@ -20,7 +20,7 @@ from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
 from roadflax import checkpoints, configuration, data_sources, evaluate, input_pipeline
-from roadflax import models, objectives, optimizers, sharding, steps, workdirs
+from roadflax import models, objectives, optimizers, reports, sharding, steps, visuals, workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json
 
@@ -85,6 +85,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
       num_train_steps=total_steps, writer=writer, every_secs=None,
       every_steps=config.log_every_steps)
 
+  pictures = _PictureInputs(model, objective, val_pipeline, config.data)
   step = start_step
   stage_start, step_loop_seconds = time.time(), 0.0
   logging.info("stage %r (%s): %d epochs of %d steps, batch %d, %s lr %g, training %s",
@@ -126,6 +127,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
     result = evaluate.evaluate_split(state.params, val_pipeline, eval_step,
                                      batch_size=config.eval_batch_size, mesh=mesh)
     writer.write_scalars(step, {f"val_{k}": v for k, v in result.metrics.items()})
+    _write_pictures(writer, step, state.params, result, folder.class_names, pictures)
     score = result.metrics[best_metric] * (1 if best_mode == "max" else -1)
     ckpts.save(step, params=state.params, train=_train_items(state), metadata=metadata,
                best_score=score)
@@ -158,6 +160,38 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   if jax.process_index() == 0:
     atomic_write_json(os.path.join(stage_dir, workdirs.SUMMARY_FILE), summary)
   logging.info("stage %r complete: best step %s", stage_name, best_step)
+
+
+class _PictureInputs:
+  """A fixed handful of validation images, reconstructed each epoch."""
+
+  def __init__(self, model: models.RoadNet, objective: objectives.Objective,
+               pipeline: input_pipeline.SplitPipeline, data: ml_collections.ConfigDict,
+               count: int = 8):
+    self.images = None
+    self.mean, self.std = data.mean, data.std
+    if objective.reconstructs and jax.process_index() == 0:
+      batch = next(pipeline.eval_batches(batch_size=count))
+      self.images = batch["image"][batch["mask"]]
+      self.reconstruct = steps.jit_reconstruct_step(model)
+
+
+def _write_pictures(writer: metric_writers.MetricWriter, step: int, params: Any,
+                    result: evaluate.EvalResult, class_names: tuple[str, ...],
+                    pictures: _PictureInputs) -> None:
+  """Confusion matrix and per-class precision/recall, or reconstructions."""
+  if result.confusion is not None:
+    writer.write_images(step, {"val_confusion_matrix": visuals.confusion_image(
+        result.confusion, class_names, f"validation, step {step}")[None]})
+    per_class = reports.classification_report(
+        result.confusion, class_names, checkpoint_step=step)["per_class"]
+    writer.write_scalars(step, {f"val_{metric}/{name}": values[metric]
+                                for name, values in per_class.items()
+                                for metric in ("precision", "recall")})
+  if pictures.images is not None:
+    reconstructions = np.asarray(pictures.reconstruct(params, pictures.images))
+    writer.write_images(step, {"val_reconstructions": visuals.reconstruction_grid(
+        pictures.images, reconstructions, pictures.mean, pictures.std)[None]})
 
 
 def _take(iterator: Iterator[Any], count: int) -> Iterator[Any]:

@@ -124,3 +124,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
   with pytest.raises(UserError, match=r"non-finite at step \d+"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not workdirs.stage_complete(str(tmp_path / "classify"))
+
+
+def _event_tags(stage_dir):
+  import tensorflow as tf
+  tags = set()
+  for name in os.listdir(stage_dir):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(stage_dir, name)):
+        tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+def test_tensorboard_gets_curves_and_pictures(trained):
+  pretrain = _event_tags(os.path.join(trained, "pretrain"))
+  assert {"train_loss", "val_loss", "val_mse", "learning_rate", "val_reconstructions"} <= pretrain
+  classify = _event_tags(os.path.join(trained, "classify"))
+  assert {"train_accuracy", "val_accuracy", "val_confusion_matrix", "test_confusion_matrix",
+          "test_accuracy", f"val_precision/{helpers.CLASSES[0]}",
+          f"val_recall/{helpers.CLASSES[2]}"} <= classify
