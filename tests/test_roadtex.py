@@ -1,0 +1,113 @@
+"""The built-in synthetic set: determinism, layout, atomicity, and that colour
+alone does not separate its classes while texture does."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from roadflax import image_folder, roadtex
+
+
+def test_frames_are_deterministic_per_seed():
+  a = roadtex.render_frame(2, np.random.default_rng([0, 0, 2, 5]))
+  b = roadtex.render_frame(2, np.random.default_rng([0, 0, 2, 5]))
+  c = roadtex.render_frame(2, np.random.default_rng([1, 0, 2, 5]))
+  assert a.shape == (240, 360, 3) and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp("cache"))
+  return roadtex.ensure_generated(train_per_class=60, val_per_class=2, test_per_class=45,
+                                  seed=3, cache_dir=cache, progress=False)
+
+
+def test_tree_layout_and_reuse(small_set):
+  folder = image_folder.scan_image_folder(small_set)
+  assert folder.class_names == roadtex.CLASS_NAMES
+  assert [len(folder.splits[s]) for s in ("train", "val", "test")] == [180, 6, 135]
+  marker = os.path.join(small_set, "roadtex.json")
+  before = os.path.getmtime(marker)
+  again = roadtex.ensure_generated(train_per_class=60, val_per_class=2, test_per_class=45,
+                                   seed=3, cache_dir=os.path.dirname(small_set), progress=False)
+  assert again == small_set and os.path.getmtime(marker) == before
+
+
+def test_files_do_not_depend_on_the_worker_count(small_set, tmp_path, monkeypatch):
+  monkeypatch.setattr(os, "cpu_count", lambda: 1)
+  other = roadtex.ensure_generated(train_per_class=1, val_per_class=1, test_per_class=1,
+                                   seed=3, cache_dir=str(tmp_path), progress=False)
+  name = os.path.join("train", roadtex.CLASS_NAMES[1], "000000.jpg")
+  with open(os.path.join(other, name), "rb") as a, open(os.path.join(small_set, name), "rb") as b:
+    assert a.read() == b.read()
+
+
+def test_interrupted_generation_leaves_no_tree(tmp_path, monkeypatch):
+  def broken(job):
+    raise RuntimeError("interrupted")
+
+  monkeypatch.setattr(roadtex, "_render_jpeg", broken)
+  monkeypatch.setattr(os, "cpu_count", lambda: 1)
+  with pytest.raises(Exception):
+    roadtex.ensure_generated(train_per_class=2, val_per_class=1, test_per_class=1,
+                             cache_dir=str(tmp_path), progress=False)
+  assert os.listdir(tmp_path) == []
+
+
+def _features(root, split, feature):
+  folder = image_folder.scan_image_folder(root)
+  images = [np.asarray(Image.open(p), np.float32) / 255 for p in folder.splits[split].paths]
+  return np.array([feature(image) for image in images]), folder.splits[split].labels
+
+
+def _logistic_regression_accuracy(train, test, steps=3000, rate=0.5):
+  (x, y), (x_test, y_test) = train, test
+  mean, std = x.mean(0), x.std(0) + 1e-9
+  x, x_test = (x - mean) / std, (x_test - mean) / std
+  weights, bias = np.zeros((x.shape[1], 3)), np.zeros(3)
+  for _ in range(steps):
+    logits = x @ weights + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    weights -= rate * x.T @ p / len(y)
+    bias -= rate * p.mean(0)
+  return float(np.mean(np.argmax(x_test @ weights + bias, 1) == y_test))
+
+
+def _colour(image):
+  return np.concatenate([image.mean((0, 1)), image.std((0, 1))])
+
+
+def _texture(image):
+  """Gradient statistics of the brightness, normalised by its spread."""
+  grey = image.mean(-1)[::2, ::2]
+  grey = (grey - grey.mean()) / (grey.std() + 1e-6)
+  dx, dy = np.diff(grey, axis=1), np.diff(grey, axis=0)
+  return np.array([np.abs(dx).mean(), np.abs(dy).mean(), (dx ** 2).mean(), (dy ** 2).mean(),
+                   np.mean(np.abs(dx) > 1.0), np.mean(np.abs(dy) > 1.0)])
+
+
+def test_colour_and_brightness_alone_do_not_separate_the_classes(small_set):
+  accuracy = _logistic_regression_accuracy(_features(small_set, "train", _colour),
+                                           _features(small_set, "test", _colour))
+  assert accuracy < 0.75
+
+
+def test_the_same_classifier_does_separate_colour_coded_classes():
+  """The check above can fail: colour-coded classes are found at once."""
+  rng = np.random.default_rng(0)
+  def sample(n):
+    y = rng.integers(0, 3, n)
+    return rng.normal(size=(n, 6)) * 0.3 + y[:, None], y
+  assert _logistic_regression_accuracy(sample(150), sample(90)) > 0.9
+
+
+def test_texture_separates_the_classes(small_set):
+  accuracy = _logistic_regression_accuracy(_features(small_set, "train", _texture),
+                                           _features(small_set, "test", _texture))
+  assert accuracy > 0.8
