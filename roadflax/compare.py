@@ -1,0 +1,363 @@
+"""Several runs side by side: a results table and their validation curves.
+
+Everything comes from what training leaves in each workdir (run.json,
+config.json, STAGE/summary.json, STAGE/report.json, TensorBoard events), so
+runs are compared without loading a checkpoint or the data, and an unfinished
+run shows what it has so far ("—" elsewhere).
+
+  python main.py --mode=compare --workdir='runs/*' --output=runs
+
+writes comparison.md (the printed table), comparison.csv (the same numbers
+unformatted, for a spreadsheet) and comparison.png (validation curves).
+"""
+
+import csv
+import dataclasses
+import functools
+import glob
+import io
+import itertools
+import os
+import tempfile
+from typing import Any, Callable
+
+import jax
+import matplotlib
+import ml_collections
+import numpy as np
+from absl import logging
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+
+from roadflax import models, objectives, workdirs
+from roadflax.errors import UserError
+from roadflax.files import atomic_write_text, read_json
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib import ticker  # noqa: E402
+
+MISSING = "—"
+MARKDOWN_FILE, CSV_FILE, PLOT_FILE = "comparison.md", "comparison.csv", "comparison.png"
+_EVENTS = "events.out.tfevents.*"
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+  """One stage's validation metric, one point per evaluation (epoch end)."""
+  label: str
+  steps: tuple[int, ...]
+  values: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+  """One row of the table and the run's curves; None where not (yet) known."""
+  name: str
+  class_names: tuple[str, ...]
+  description: str
+  optimizer: str | None
+  learning_rate: float | None
+  epochs: int | None
+  test_accuracy: float | None
+  f1: dict[str, float]
+  parameters: int | None
+  seconds: float | None
+  images_per_second: float | None
+  accuracy_curves: tuple[Curve, ...]
+  reconstruction_curves: tuple[Curve, ...]
+
+
+def compare_main(workdirs_or_globs: list[str], output_dir: str) -> None:
+  """Compares the runs in `workdirs_or_globs` into `output_dir`."""
+  paths = expand_workdirs(workdirs_or_globs)
+  names = run_names(paths)
+  runs = [summarize_run(path, name) for path, name in zip(paths, names)]
+  class_names = _union_class_names(runs)
+  table = markdown_table(runs, class_names)
+  atomic_write_text(os.path.join(output_dir, MARKDOWN_FILE),
+                    f"# Run comparison\n\n{table}\n\n![Validation curves]({PLOT_FILE})\n")
+  atomic_write_text(os.path.join(output_dir, CSV_FILE), csv_text(runs, class_names))
+  write_plot(runs, os.path.join(output_dir, PLOT_FILE))
+  print(table)
+  logging.info("compared %d runs into %s: %s, %s, %s", len(runs), output_dir,
+               MARKDOWN_FILE, CSV_FILE, PLOT_FILE)
+
+
+def expand_workdirs(items: list[str]) -> list[str]:
+  """Workdirs named or matched by globs (each glob sorted), without repeats.
+
+  A glob may match other folders too (`runs/*` beside `runs/logs`); those are
+  skipped, but a glob matching no workdir at all, or a named folder that is
+  not one, is a mistake.
+  """
+  if not items:
+    raise UserError("--mode=compare needs --workdir=DIR (several, or a quoted glob like 'runs/*')")
+  paths = []
+  for item in items:
+    if glob.has_magic(item):
+      matches = sorted(glob.glob(item))
+      if not matches:
+        raise UserError(f"--workdir={item} matches nothing")
+      found = [path for path in matches if _is_workdir(path)]
+      if not found:
+        raise UserError(f"--workdir={item} matches no roadflax workdir (no "
+                        f"{workdirs.RUN_FILE} in {', '.join(matches)})")
+      paths += found
+    elif _is_workdir(item):
+      paths.append(item)
+    elif not os.path.exists(item):
+      raise UserError(f"--workdir={item}: no such folder")
+    else:
+      raise UserError(f"{item} is not a roadflax workdir (no {workdirs.RUN_FILE})")
+  return list(dict.fromkeys(os.path.normpath(path) for path in paths))
+
+
+def _is_workdir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, workdirs.RUN_FILE))
+
+
+def run_names(paths: list[str]) -> list[str]:
+  """Folder names, or the whole paths where two runs share a folder name."""
+  names = [os.path.basename(os.path.abspath(path)) for path in paths]
+  return names if len(set(names)) == len(names) else list(paths)
+
+
+def summarize_run(workdir: str, name: str) -> RunSummary:
+  """What the table and the plot show of one workdir."""
+  run = read_json(os.path.join(workdir, workdirs.RUN_FILE))
+  config_path = os.path.join(workdir, workdirs.CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise UserError(f"{workdir} has {workdirs.RUN_FILE} but no {workdirs.CONFIG_FILE}")
+  config = workdirs.run_config(workdir, None)
+  stage_order = list(config.stage_order)
+  summaries = {stage: _read_optional_json(os.path.join(workdir, stage, workdirs.SUMMARY_FILE))
+               for stage in stage_order}
+  classifiers = [s for s in stage_order if _classifies(config.stages[s])]
+  last = classifiers[-1] if classifiers else None
+  stage = config.stages[last] if last else None
+  summary = summaries.get(last) or {}
+  report = (_read_optional_json(os.path.join(workdir, last, "report.json")) or {}) if last else {}
+  seconds = [s["seconds"] for s in summaries.values() if s and "seconds" in s]
+  return RunSummary(
+      name=name,
+      class_names=tuple(run.get("class_names", ())) + tuple(report.get("per_class", {})),
+      description=describe_stages(config),
+      optimizer=stage.optimizer if stage else None,
+      learning_rate=stage.learning_rate if stage else None,
+      epochs=summary.get("epochs") or (stage.epochs if stage and not stage.steps else None),
+      test_accuracy=report.get("accuracy"),
+      f1={cls: values["f1"] for cls, values in report.get("per_class", {}).items()},
+      parameters=classifier_parameters(run.get("image_size"), len(run.get("class_names", ())),
+                                       run.get("head_input", "latent")),
+      seconds=sum(seconds) if seconds else None,
+      images_per_second=summary.get("train_images_per_second"),
+      accuracy_curves=_curves(workdir, name, classifiers, "val_accuracy"),
+      reconstruction_curves=_curves(
+          workdir, name, [s for s in stage_order if config.stages[s].objective == "reconstruction"],
+          "val_loss"),
+  )
+
+
+def _classifies(stage: ml_collections.ConfigDict) -> bool:
+  return objectives.Objective(stage.objective).classifies
+
+
+def _read_optional_json(path: str) -> Any:
+  return read_json(path) if os.path.isfile(path) else None
+
+
+def describe_stages(config: ml_collections.ConfigDict) -> str:
+  """e.g. `pretrain(reconstruction, adam 1e-3, 2 ep) -> classify(...)`: the
+  config file's name is not recorded, so the stages stand for it."""
+  parts = []
+  for name in config.stage_order:
+    stage = config.stages[name]
+    length = f"{stage.steps} steps" if stage.steps else f"{stage.epochs} ep"
+    parts.append(f"{name}({stage.objective}, {stage.optimizer} "
+                 f"{format_learning_rate(stage.learning_rate)}, {length})")
+  return " -> ".join(parts)
+
+
+def format_learning_rate(value: float) -> str:
+  """0.1, 0.01, then 5e-3, 1e-3, 2.5e-4: as rates are usually written."""
+  if 0 < abs(value) < 0.01:
+    return np.format_float_scientific(value, trim="-", exp_digits=1)
+  return f"{value:g}"
+
+
+@functools.lru_cache(maxsize=None)
+def classifier_parameters(image_size: int | None, num_classes: int, head_input: str) -> int | None:
+  """Parameters the classifier reads (encoder, head, and with
+  head_input='decoder' the decoder up to its 96-channel map), from shapes alone."""
+  if not image_size or not num_classes:
+    return None
+  model = models.RoadNet(num_classes=num_classes, head_input=head_input)
+  params = jax.eval_shape(functools.partial(models.init_params, model, image_size=image_size),
+                          jax.random.key(0))
+  count = models.count_params(params["encoder"]) + models.count_params(params["head"])
+  if head_input == "decoder":  # its last layer draws the image, which the head never reads
+    count += sum(models.count_params(layer) for name, layer in params["decoder"].items()
+                 if name != "deconv1")
+  return count
+
+
+def _curves(workdir: str, run_name: str, stages: list[str], tag: str) -> tuple[Curve, ...]:
+  """`tag` of each stage that has logged it, labelled by the run (and by the
+  stage too when the run has several)."""
+  curves = []
+  for stage in stages:
+    points = read_scalar(os.path.join(workdir, stage), tag)
+    if points:
+      steps, values = zip(*points)
+      curves.append(Curve(f"{run_name}: {stage}" if len(stages) > 1 else run_name, steps, values))
+  return tuple(curves)
+
+
+def read_scalar(stage_dir: str, tag: str) -> list[tuple[int, float]]:
+  """(step, value) of one scalar from a stage's TensorBoard events, by step.
+
+  clu writes scalars through tf.summary when TensorFlow is installed, and they
+  are then stored as tensor summaries (the Tensors of an EventAccumulator, not
+  its Scalars); other writers store classic scalars, so both are read. A step
+  written twice (a run resumed after its last evaluation) keeps the later value.
+  """
+  if not glob.glob(os.path.join(stage_dir, _EVENTS)):
+    return []
+  accumulator = EventAccumulator(stage_dir, size_guidance={"scalars": 0, "tensors": 0})
+  accumulator.Reload()
+  tags = accumulator.Tags()
+  if tag in tags["scalars"]:
+    points = {event.step: event.value for event in accumulator.Scalars(tag)}
+  elif tag in tags["tensors"]:
+    points = {event.step: float(tensor_util.make_ndarray(event.tensor_proto))
+              for event in accumulator.Tensors(tag)}
+  else:
+    return []
+  return sorted(points.items())
+
+
+def _union_class_names(runs: list[RunSummary]) -> list[str]:
+  """Every class of every run, in first-seen order."""
+  return list(dict.fromkeys(cls for run in runs for cls in run.class_names))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Column:
+  csv_name: str
+  title: str
+  value: Callable[[RunSummary], Any]
+  markdown: Callable[[Any], str] = str
+  numeric: bool = True
+
+
+def _format_seconds(seconds: float) -> str:
+  minutes, secs = divmod(round(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  if hours:
+    return f"{hours}h {minutes:02d}m"
+  return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _columns(class_names: list[str]) -> list[_Column]:
+  return [
+      _Column("run", "run", lambda r: r.name, numeric=False),
+      _Column("config", "config", lambda r: r.description, numeric=False),
+      _Column("optimizer", "optimizer", lambda r: r.optimizer, numeric=False),
+      _Column("learning_rate", "lr", lambda r: r.learning_rate, format_learning_rate),
+      _Column("epochs", "epochs", lambda r: r.epochs),
+      _Column("test_accuracy", "test accuracy", lambda r: r.test_accuracy, "{:.1%}".format),
+      *[_Column(f"f1_{cls}", f"F1 {cls}", lambda r, cls=cls: r.f1.get(cls), "{:.2f}".format)
+        for cls in class_names],
+      _Column("parameters", "parameters", lambda r: r.parameters, "{:,}".format),
+      _Column("training_seconds", "training time", lambda r: r.seconds, _format_seconds),
+      _Column("train_images_per_second", "images/s", lambda r: r.images_per_second,
+              "{:.0f}".format),
+  ]
+
+
+def markdown_table(runs: list[RunSummary], class_names: list[str]) -> str:
+  """A Markdown table, padded so that it also reads well as plain text."""
+  columns = _columns(class_names)
+  cells = [[column.title for column in columns]]
+  for run in runs:
+    values = [column.value(run) for column in columns]
+    cells.append([MISSING if value is None else column.markdown(value).replace("|", r"\|")
+                  for column, value in zip(columns, values)])
+  widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+
+  def line(row: list[str]) -> str:
+    padded = [cell.rjust(width) if column.numeric else cell.ljust(width)
+              for cell, width, column in zip(row, widths, columns)]
+    return "| " + " | ".join(padded) + " |"
+
+  rule = ["-" * (width - 1) + ":" if column.numeric else "-" * width
+          for width, column in zip(widths, columns)]
+  return "\n".join([line(cells[0]), line(rule)] + [line(row) for row in cells[1:]])
+
+
+def csv_text(runs: list[RunSummary], class_names: list[str]) -> str:
+  """The table's raw numbers (accuracy as a fraction, time in seconds); empty
+  where unknown."""
+  columns = _columns(class_names)
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow([column.csv_name for column in columns])
+  for run in runs:
+    writer.writerow(["" if (value := column.value(run)) is None else value for column in columns])
+  return buffer.getvalue()
+
+
+def write_plot(runs: list[RunSummary], path: str) -> None:
+  """Validation accuracy of the classifier stages, and beside it the
+  validation loss of reconstruction stages when any run has one."""
+  panels = [("Validation accuracy (classification)", "accuracy", True,
+             lambda run: run.accuracy_curves)]
+  if any(run.reconstruction_curves for run in runs):
+    panels.append(("Validation loss (reconstruction)", "loss (MSE)", False,
+                   lambda run: run.reconstruction_curves))
+  figure, axes_list = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), dpi=110,
+                                   squeeze=False)
+  colours = plt.get_cmap("tab10")
+  for axes, (title, ylabel, percent, curves_of) in zip(axes_list[0], panels):
+    for index, run in enumerate(runs):
+      # A run's stages share its colour and differ in line style.
+      for curve, style in zip(curves_of(run), itertools.cycle(("-", "--", ":", "-."))):
+        epochs = np.arange(1, len(curve.values) + 1)
+        axes.plot(epochs, curve.values, style, marker="o", markersize=3.5, linewidth=1.6,
+                  color=colours(index % 10), label=curve.label)
+    _style_axes(axes, title, ylabel, percent)
+  figure.tight_layout()
+  _save_figure(figure, path)
+
+
+def _style_axes(axes: Any, title: str, ylabel: str, percent: bool) -> None:
+  axes.set_title(title, fontsize=11)
+  axes.set_xlabel("epoch")
+  axes.set_ylabel(ylabel)
+  axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  if percent:
+    axes.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0))
+  axes.grid(True, alpha=0.3)
+  axes.spines[["top", "right"]].set_visible(False)
+  if axes.lines:
+    axes.legend(fontsize=8, frameon=False)
+  else:
+    axes.text(0.5, 0.5, "no validation points yet", ha="center", va="center",
+              transform=axes.transAxes, color="grey")
+
+
+def _save_figure(figure: Any, path: str) -> None:
+  """Saves beside `path`, then renames: never a half-written picture."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      figure.savefig(f, format="png")
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  finally:
+    plt.close(figure)
