@@ -47,12 +47,12 @@ def test_files_do_not_depend_on_the_worker_count(small_set, tmp_path, monkeypatc
 
 
 def test_interrupted_generation_leaves_no_tree(tmp_path, monkeypatch):
-  def broken(job):
-    raise RuntimeError("interrupted")
+  def interrupted_after_one(results, **kwargs):
+    yield next(iter(results))
+    raise KeyboardInterrupt  # as if Ctrl-C during generation
 
-  monkeypatch.setattr(roadtex, "_render_jpeg", broken)
-  monkeypatch.setattr(os, "cpu_count", lambda: 1)
-  with pytest.raises(Exception):
+  monkeypatch.setattr(roadtex, "tqdm", interrupted_after_one)
+  with pytest.raises(KeyboardInterrupt):
     roadtex.ensure_generated(train_per_class=2, val_per_class=1, test_per_class=1,
                              cache_dir=str(tmp_path), progress=False)
   assert os.listdir(tmp_path) == []

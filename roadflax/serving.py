@@ -1,0 +1,98 @@
+"""`--mode=serve`: the web app (`roadflax/app.py`) in a Streamlit server.
+
+The workdir is checked here, before Streamlit starts, so that a wrong
+`--workdir` ends in one `error:` line rather than a page that only says so in
+a browser. The server runs as a child process in its own session: the terminal's
+Ctrl-C reaches this process alone, which passes it on once, and a SIGTERM (a
+service manager stopping the app) is passed on as well instead of orphaning
+the server.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+from roadflax import workdirs
+from roadflax.errors import UserError
+
+APP_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.py")
+_REPO_ROOT = os.path.dirname(os.path.dirname(APP_SCRIPT))
+_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def classifier_stages(workdir: str) -> list[str]:
+  """The workdir's classification stages that have checkpoints, in run order.
+
+  Cheap (two small JSON files and a few directory checks), so the app and
+  `serve` can check a workdir without loading any parameters.
+
+  Raises:
+    UserError: `workdir` is no roadflax workdir or has no trained classifier.
+  """
+  workdirs.load_run(workdir)
+  stages = workdirs.classifier_stages(workdir)
+  if not stages:
+    raise UserError(f"{workdir} has no trained classification stage yet; "
+                    f"train one first (python main.py --config=... "
+                    f"--workdir={workdir})")
+  return stages
+
+
+def _streamlit_command(workdir: str, *, stage: str | None, address: str,
+                      port: int) -> list[str]:
+  """The command line that serves the app for `workdir`."""
+  command = [
+      sys.executable, "-m", "streamlit", "run", APP_SCRIPT,
+      "--server.address", address, "--server.port", str(port),
+      "--server.headless", "true", "--browser.gatherUsageStats", "false",
+      # A served app does not change under it; watching the sources would
+      # only cost CPU.
+      "--server.fileWatcherType", "none",
+      # No developer menu (deploy, rerun, settings) for users of the app.
+      "--client.toolbarMode", "minimal",
+      "--", "--workdir", workdir,
+  ]
+  return command + (["--stage", stage] if stage is not None else [])
+
+
+def serve(workdir: str, *, stage: str | None, address: str, port: int) -> None:
+  """Serves the web app until Ctrl-C or SIGTERM.
+
+  Raises:
+    UserError: the workdir has no trained classifier (or no stage `stage`),
+      or the server stopped with an error on its own (its messages, such as a
+      port already in use, are printed above).
+  """
+  stages = classifier_stages(workdir)
+  if stage is not None and stage not in stages:
+    raise UserError(f"{workdir} has no trained classification stage {stage!r} "
+                    f"(it has: {', '.join(stages)})")
+  # The app imports roadflax, which Python finds from the repo root only.
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      filter(None, [_REPO_ROOT, env.get("PYTHONPATH")]))
+  server = subprocess.Popen(
+      _streamlit_command(workdir, stage=stage, address=address, port=port),
+      env=env, start_new_session=True)
+  stopped = _forward_signals_to(server)
+  print(f"roadflax: serving {workdir} at http://{address}:{port}/ "
+        "(Ctrl-C stops it)", flush=True)
+  status = server.wait()
+  if status != 0 and not stopped:
+    raise UserError(f"the web server stopped with exit status {status}; its "
+                    "messages are above")
+
+
+def _forward_signals_to(server: subprocess.Popen) -> list[int]:
+  """Passes Ctrl-C and SIGTERM on to `server`; returns the signals passed."""
+  stopped = []
+
+  def forward(signum: int, frame) -> None:
+    del frame  # Unused.
+    stopped.append(signum)
+    server.send_signal(signum)
+
+  for signum in _FORWARDED_SIGNALS:
+    signal.signal(signum, forward)
+  return stopped
