@@ -1,534 +1,227 @@
 """roadtex: the built-in synthetic road-surface data set.
 
-Procedural 240x360 (H x W) colour frames of three dry road surfaces, as seen by
-a forward-looking vehicle camera:
+Procedural 240x360 camera frames of three surfaces — `dry_asphalt_smooth`
+(dark fine aggregate, bitumen speckle, now and then lane paint or tyre
+marks), `dry_concrete_smooth` (smoother, brushed, slab joints and hairline
+cracks) and `dry_gravel` (loose stones of many sizes and shades, shadowed
+gaps). Each texture is drawn on the ground plane and seen through a
+forward-looking camera, so it shrinks toward the horizon.
 
-* `dry_asphalt_smooth`: a dark bitumen matrix with fine aggregate chips (a few
-  bright quartz specks, a few dark pores), sometimes lane paint or tyre marks;
-* `dry_concrete_smooth`: a smoother, lighter-on-average slab with a brushed
-  (tined) finish, mottling, slab joints and hairline cracks;
-* `dry_gravel`: loose stones of many sizes and shades, lit from one side and
-  casting shadows onto the stones beneath.
+What must not give the class away is shared: every texture is scaled to a
+contrast drawn from one distribution and laid on a base shade drawn from one
+distribution, and then light (exposure, white balance, cast shadows,
+vignetting), perspective and blur vary the same way for every class. Colour
+and brightness statistics therefore overlap; texture is what separates the
+classes.
 
-Each class is defined by its texture, not its colour. Everything else -- the
-surface albedo range, camera height and tilt (texture shrinks toward the
-horizon), roll and yaw, sky or verge at the top, sun and sky light, cast
-shadow bands, haze, auto-exposure, white balance, tone curve, lens blur and
-sensor noise -- is drawn from one distribution shared by all classes, so that
-global colour and brightness statistics barely separate them.
-
-Frames are written once, on first use, as an ordinary image-folder tree
-`ROOT/{train,val,test}/CLASS/NNNNNN.jpg`, so they go through the same reader as
-real data. Each image is rendered from its own random generator seeded with
-(seed, split, class, index): the files do not depend on generation order or
-on how many worker processes made them.
+The set is generated once into an ordinary image-folder tree,
+`ROOT/{train,val,test}/CLASS/NNNNNN.jpg`, read by the same code as real data.
+Every image has its own random stream seeded by (seed, split, class, index),
+so the files do not depend on generation order or on the number of workers.
 """
 
 import concurrent.futures
-import dataclasses
 import json
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 from PIL import Image
-import tqdm
-
-from roadflax.errors import UserError
+from scipy import ndimage
+from tqdm import tqdm
 
 CLASS_NAMES: tuple[str, ...] = ("dry_asphalt_smooth", "dry_concrete_smooth", "dry_gravel")
 IMAGE_HEIGHT, IMAGE_WIDTH = 240, 360
 SPLITS = ("train", "val", "test")
-
-_VERSION = 1  # bump whenever the rendered images change, to invalidate caches
+VERSION = 1
 _MARKER = "roadtex.json"
-_JPEG_QUALITY = 90
-_CHUNK = 25  # images per worker task
-_LATTICE = 64  # period of the value-noise lattices, in cells (a power of two)
 
 
-# ----------------------------------------------------------------------------
-# Geometry: where each pixel lands on the ground plane.
+def _value_noise(u: np.ndarray, v: np.ndarray, rng: np.random.Generator,
+                 cell: float) -> np.ndarray:
+  """Smooth noise in [-1, 1] on the ground plane with feature size `cell`."""
+  gu, gv = u / cell, v / cell
+  u0, v0 = np.floor(gu), np.floor(gv)
+  fu, fv = gu - u0, gv - v0
+  fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)  # smoothstep
+  size = 129
+  table = rng.uniform(-1, 1, (size, size)).astype(np.float32)
+  i0 = (u0.astype(np.int64) % (size - 1))
+  j0 = (v0.astype(np.int64) % (size - 1))
+  a, b = table[i0, j0], table[i0 + 1, j0]
+  c, d = table[i0, j0 + 1], table[i0 + 1, j0 + 1]
+  return (a * (1 - fu) + b * fu) * (1 - fv) + (c * (1 - fu) + d * fu) * fv
 
 
-@dataclasses.dataclass(frozen=True)
-class _View:
-  """Ground-plane coordinates of every pixel, for one camera pose.
-
-  Ground units ("texture units") are pixels of the bottom row of a 240-row
-  frame at unit zoom, so texture sizes below read as pixels near the bottom.
-  """
-  x: np.ndarray  # HxW, across the road
-  z: np.ndarray  # HxW, along the road (away from the camera)
-  foot: np.ndarray  # HxW, ground units covered by one pixel along z
-  sky: np.ndarray  # HxW in [0, 1]: 1 above the horizon, soft at the edge
+def _fractal(u, v, rng, cell, octaves=3, gain=0.5) -> np.ndarray:
+  total, amplitude = 0.0, 1.0
+  for _ in range(octaves):
+    total = total + amplitude * _value_noise(u, v, rng, cell)
+    cell, amplitude = cell / 2, amplitude * gain
+  return total
 
 
-def _sample_view(rng: np.random.Generator, height: int, width: int) -> _View:
-  """A random pinhole camera over a flat road.
-
-  With the horizon at row `v_h` (above the frame, or in it for frames with a
-  sliver of sky), a ground point's distance is proportional to 1 / (v - v_h):
-  across the road the texture scales with (v - v_h), along it with its square
-  (foreshortening), so far texture is both smaller and flatter.
-  """
-  roll = rng.uniform(-0.06, 0.06)
-  yaw = rng.uniform(-0.15, 0.15)
-  zoom = np.exp(rng.uniform(np.log(0.75), np.log(1.3))) * height / IMAGE_HEIGHT
-  if rng.random() < 0.25:  # horizon in the frame: a band of sky at the top
-    v_h = rng.uniform(0.03, 0.13) * height
-  else:  # looking down: texture at the top is 40% to 90% of its bottom size
-    top_scale = rng.uniform(0.4, 0.9)
-    v_h = -top_scale * height / (1.0 - top_scale)
-  cy, cx = height / 2.0, width / 2.0
-  v = np.arange(height, dtype=np.float32)[:, None] + 0.5 - cy
-  u = np.arange(width, dtype=np.float32)[None, :] + 0.5 - cx
-  v_rot = cy + v * np.cos(roll) + u * np.sin(roll)
-  u_rot = u * np.cos(roll) - v * np.sin(roll)
-  span = height - v_h  # bottom row to horizon
-  above = v_rot - v_h
-  sky = np.clip(1.0 - above / 1.5, 0.0, 1.0).astype(np.float32)
-  depth = span / np.maximum(above, 0.02 * span)  # 1 at the bottom row
-  x = u_rot * depth / zoom
-  z = span * depth / zoom
-  x, z = x * np.cos(yaw) - z * np.sin(yaw), x * np.sin(yaw) + z * np.cos(yaw)
-  return _View(x=x.astype(np.float32), z=z.astype(np.float32),
-               foot=(depth * depth / zoom).astype(np.float32), sky=sky)
+def _asphalt(u, v, rng) -> np.ndarray:
+  grain = _value_noise(u, v, rng, rng.uniform(0.6, 1.0))
+  fine = _value_noise(u, v, rng, rng.uniform(0.25, 0.4))
+  speckle = (_value_noise(u, v, rng, rng.uniform(0.5, 0.8)) > 0.75) * 1.5
+  texture = 0.8 * grain + 0.6 * fine + speckle + 0.3 * _value_noise(u, v, rng, 30.0)
+  mark = rng.uniform()
+  if mark < 0.25:  # a painted lane line, running away from the camera
+    centre, width = rng.uniform(-150, 150), rng.uniform(10, 15)
+    texture = np.where(np.abs(u - centre) < width, texture + 3.0, texture)
+  elif mark < 0.5:  # darker tyre tracks
+    centre = rng.uniform(-100, 100)
+    texture = texture - 1.0 * np.exp(-((u - centre) / 25.0) ** 2)
+  return texture
 
 
-def _fade(view: _View, size: float) -> np.ndarray:
-  """How visible a detail of `size` ground units is at each pixel (0..1).
-
-  Details under about a pixel would alias into noise; a camera averages them
-  away instead, so their contrast fades out as they shrink toward the horizon.
-  """
-  return np.clip((size / view.foot - 1.0) * 0.5, 0.0, 1.0)
-
-
-# ----------------------------------------------------------------------------
-# Procedural primitives, evaluated at each pixel's ground coordinates.
-
-
-def _value_noise(rng: np.random.Generator, view: _View, wavelength: float,
-                 channels: int = 1, stretch: float = 1.0) -> np.ndarray:
-  """Smooth value noise in [0, 1], channels x H x W, one lattice cell per `wavelength`.
-
-  `stretch` > 1 elongates the features across the road (a brushed finish).
-  Each lattice point stores its cell's four corners, so one gather per pixel
-  fetches everything the interpolation needs (a fancy-indexed gather is the
-  expensive part).
-  """
-  n = _LATTICE
-  values = rng.random((n, n, channels), dtype=np.float32)
-  corners = np.concatenate(
-      [values, np.roll(values, -1, 1), np.roll(values, -1, 0),
-       np.roll(values, (-1, -1), (0, 1))], axis=2).reshape(n * n, 4 * channels)
-  a = view.x / (wavelength * stretch) + rng.uniform(0, n)
-  b = view.z / wavelength + rng.uniform(0, n)
-  ia, ib = np.floor(a), np.floor(b)
-  fa, fb = a - ia, b - ib
-  index = (ib.astype(np.int32) & (n - 1)) * n + (ia.astype(np.int32) & (n - 1))
-  # Strided views, not a transposed copy: numpy's transpose is slow here.
-  c = np.moveaxis(np.take(corners, index, axis=0).reshape(*a.shape, 4, channels), (2, 3), (0, 1))
-  sa, sb = fa * fa * (3 - 2 * fa), fb * fb * (3 - 2 * fb)
-  top = c[0] + (c[1] - c[0]) * sa
-  bottom = c[2] + (c[3] - c[2]) * sa
-  return top + (bottom - top) * sb
+def _concrete(u, v, rng) -> np.ndarray:
+  texture = 0.25 * _fractal(u, v, rng, rng.uniform(20, 40))
+  # Brushed finish: fine, slightly wavy grooves across the direction of travel.
+  period = rng.uniform(1.0, 1.8)
+  wobble = 0.5 * _value_noise(u, v, rng, 60.0)
+  texture = texture + 0.12 * np.sin(2 * np.pi * v / period + wobble)
+  slab, lane = rng.uniform(300, 450), rng.uniform(300, 400)
+  offset_v, offset_u = rng.uniform(0, slab), rng.uniform(0, lane)
+  joints = (np.abs(((v + offset_v) % slab) - slab / 2) > slab / 2 - 1.5) | \
+           (np.abs(((u + offset_u) % lane) - lane / 2) > lane / 2 - 1.5)
+  texture = np.where(joints, texture - 3.0, texture)
+  cracks = np.abs(_fractal(u, v, rng, rng.uniform(40, 80), octaves=3)) < rng.uniform(0.004, 0.012)
+  return np.where(cracks, texture - 1.5, texture)
 
 
-def _grain(rng: np.random.Generator, view: _View, amplitude: float, size: float) -> np.ndarray:
-  """Per-pixel grain (zero mean) for details of about `size` ground units or less.
-
-  Drawn in screen space (cheap): what matters at this scale is only that its
-  contrast falls off with distance like that of real sub-pixel texture.
-  """
-  noise = rng.random(view.x.shape, dtype=np.float32) - 0.5
-  return noise * (amplitude * 2.0) * np.minimum(1.0, size / view.foot)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stones:
-  """One layer of stones on a jittered grid; all fields HxW."""
-  inside: np.ndarray  # bool: the pixel shows a stone of this layer
-  shadow: np.ndarray  # bool: outside, but in the shadow of this cell's stone
-  lit: np.ndarray  # Lambert shading of the stone's dome (0..1)
-  tone: np.ndarray  # the stone's own albedo factor
-  tint: np.ndarray  # the stone's own red-blue colour shift
-  fade: np.ndarray  # visibility of stones this size (see `_fade`)
-
-
-def _stones(rng: np.random.Generator, view: _View, cell: float, fill: float,
-            tone: np.ndarray, light: np.ndarray, wobble: np.ndarray,
-            radius: tuple[float, float] = (0.3, 0.5)) -> _Stones:
-  """Elliptical stones, at most one per `cell`-sized ground cell.
-
-  Each stone lies wholly inside its cell, so a pixel only has to look at its
-  own cell: one gather, whatever the number of stones. Layers of different
-  cell sizes, drawn over one another, hide the grid. `tone` holds candidate
-  albedo factors (one is drawn per stone), `light` the unit light direction
-  (across, along, up) and `wobble` (HxW, about -0.5..0.5) roughens outlines.
-  """
-  n = _LATTICE
-  count = n * n
-  r = rng.uniform(*radius, count).astype(np.float32)
-  aspect = rng.uniform(0.55, 1.0, count).astype(np.float32)
-  angle = rng.uniform(0, np.pi, count).astype(np.float32)
-  table = np.stack([
-      rng.uniform(r, 1 - r),  # centre across, in cell units
-      rng.uniform(r, 1 - r),  # centre along
-      1 / r,
-      1 / (r * aspect),
-      np.cos(angle),
-      np.sin(angle),
-      np.where(rng.random(count) < fill, 1.0, 0.0),
-      rng.choice(tone, count),
-      rng.normal(0, 0.08, count),
-  ], axis=1).astype(np.float32)
-  a = view.x / cell + rng.uniform(0, n)
-  b = view.z / cell + rng.uniform(0, n)
-  ia, ib = np.floor(a), np.floor(b)
-  index = (ib.astype(np.int32) & (n - 1)) * n + (ia.astype(np.int32) & (n - 1))
-  cx, cz, inv_major, inv_minor, cos, sin, present, stone_tone, tint = (
-      np.moveaxis(np.take(table, index, axis=0), 2, 0))
-  dx, dz = a - ia - cx, b - ib - cz
-  p = (dx * cos + dz * sin) * inv_major
-  q = (dz * cos - dx * sin) * inv_minor
-  d2 = p * p + q * q + wobble
-  inside = (d2 < 1.0) & (present > 0)
-  # Shadow: the stone's outline shifted away from the light.
-  shift = 0.6 / inv_major
-  sx, sz = dx + light[0] * shift, dz + light[1] * shift
-  ps = (sx * cos + sz * sin) * inv_major
-  qs = (sz * cos - sx * sin) * inv_major
-  shadow = ~inside & (present > 0) & (ps * ps + qs * qs + wobble < 1.0)
-  # Lambert shading of a dome: normal ~ (dx/r, dz/r, height).
-  height = np.sqrt(np.maximum(1.0 - d2, 0.0))
-  nx, nz = dx * inv_major, dz * inv_major
-  lit = (nx * light[0] + nz * light[1] + height * light[2]) / np.sqrt(nx * nx + nz * nz + height * height + 1e-6)
-  return _Stones(inside=inside, shadow=shadow, lit=np.clip(lit, 0.0, 1.0),
-                 tone=stone_tone, tint=tint, fade=_fade(view, cell))
-
-
-def _stripe(distance: np.ndarray, width: float, foot: np.ndarray) -> np.ndarray:
-  """Profile (0..1) of a line `width` ground units wide at `distance` from its axis.
-
-  Blurred by the pixel footprint and dimmed to keep its total darkness when
-  narrower than a pixel, as a camera would see it.
-  """
-  sigma = np.sqrt((0.5 * width) ** 2 + (0.5 * foot) ** 2)
-  return np.exp(-0.5 * (distance / sigma) ** 2) * (0.5 * width / sigma)
-
-
-def _periodic_distance(coordinate: np.ndarray, period: float, offset: float) -> np.ndarray:
-  """Distance to the nearest of lines repeating every `period` units."""
-  t = np.mod(coordinate - offset, period)
-  return np.minimum(t, period - t)
-
-
-# ----------------------------------------------------------------------------
-# The three surfaces. Each returns an RGB albedo, 3 x H x W, given the image's
-# base albedo `base` (3,) drawn from the same distribution for every class.
-
-
-def _asphalt(rng: np.random.Generator, view: _View, base: np.ndarray,
-             light: np.ndarray) -> np.ndarray:
-  """Dark bitumen with fine aggregate chips and speckle; paint or tyre marks."""
-  mottle = _value_noise(rng, view, rng.uniform(40, 120), channels=2)
-  wobble = (mottle[1] - 0.5) * 0.4
-  # Chip tones: mostly grey aggregate, some bright quartz, some dark pores.
-  chip_tones = np.concatenate([rng.uniform(0.9, 1.6, 40), rng.uniform(2.2, 3.2, 3),
-                               rng.uniform(0.35, 0.5, 4)])
-  chips = _stones(rng, view, rng.uniform(4.0, 5.5), 0.85, chip_tones, light, wobble,
-                  radius=(0.28, 0.45))
-  matrix = 0.7 * (1.0 + 0.25 * (mottle[0] - 0.5))
-  chip = chips.tone * (0.75 + 0.35 * chips.lit)
-  lum = np.where(chips.inside, chip, np.where(chips.shadow, matrix * 0.8, matrix))
-  lum = matrix + (lum - matrix) * chips.fade
-  lum = lum + _grain(rng, view, 0.12, 2.0)
-  # Tyre marks: darker, polished bands in the two wheel paths.
-  if rng.random() < 0.35:
-    centre, gauge, width = rng.uniform(-60, 60), rng.uniform(70, 100), rng.uniform(12, 25)
-    for path in (centre - gauge, centre + gauge):
-      lum = lum * (1.0 - rng.uniform(0.15, 0.35) * _stripe(view.x - path, width, view.foot))
-  albedo = lum * base[:, None, None]
-  # Lane paint: a worn white or yellow line, solid or dashed.
-  if rng.random() < 0.25:
-    colour = np.array([0.75, 0.75, 0.72] if rng.random() < 0.7 else [0.75, 0.6, 0.2], np.float32)
-    colour = colour * rng.uniform(0.5, 1.0)
-    cover = _stripe(view.x - rng.uniform(-150, 150), rng.uniform(10, 22), view.foot / 2)
-    cover = np.clip(cover * 3.0 - 1.0, 0.0, 1.0) * np.clip(mottle[1] * 3.0 - 0.4, 0.0, 1.0)
-    if rng.random() < 0.5:
-      period = rng.uniform(250, 400)
-      cover = cover * (_periodic_distance(view.z, period, rng.uniform(0, period)) < period / 4)
-    albedo = albedo + (colour[:, None, None] - albedo) * cover
-  return albedo
-
-
-def _concrete(rng: np.random.Generator, view: _View, base: np.ndarray,
-              light: np.ndarray) -> np.ndarray:
-  """Smooth mottled slabs: brushed finish, joints, hairline cracks."""
-  del light  # the surface is flat: nothing to shade
-  broad = _value_noise(rng, view, rng.uniform(50, 110), channels=3)
-  fine = _value_noise(rng, view, rng.uniform(10, 16), channels=2)
-  brushed = _value_noise(rng, view, rng.uniform(2.5, 4.0), stretch=rng.uniform(8, 20))[0]
-  lum = (1.0 + 0.3 * (broad[0] - 0.5) + 0.12 * (fine[0] - 0.5)
-         + 0.2 * (brushed - 0.5) * _fade(view, 3.0))
-  # Slabs: each one a slightly different shade, with dark sealed joints.
-  length, lane = rng.uniform(150, 280), rng.uniform(220, 380)
-  z0, x0 = rng.uniform(0, length), rng.uniform(0, lane)
-  shades = rng.uniform(0.92, 1.08, 64).astype(np.float32)
-  slab = (np.floor((view.z - z0) / length).astype(np.int32) * 7
-          + np.floor((view.x - x0) / lane).astype(np.int32)) & 63
-  lum = lum * np.take(shades, slab)
-  depth = rng.uniform(0.45, 0.75)
-  joints = _stripe(_periodic_distance(view.z, length, z0), rng.uniform(1.5, 3.0), view.foot)
-  if rng.random() < 0.6:
-    joints = np.maximum(joints, _stripe(_periodic_distance(view.x, lane, x0),
-                                        rng.uniform(1.5, 3.0), view.foot / 2))
-  lum = lum * (1.0 - depth * joints)
-  # Hairline cracks: iso-lines of roughened noise, shown only in some patches.
-  if rng.random() < 0.75:
-    field = broad[1] + 0.25 * (fine[1] - 0.5)
-    crack = np.exp(-(((field - 0.5) / 0.012) ** 2)) * (broad[2] > rng.uniform(0.35, 0.6))
-    lum = lum * (1.0 - rng.uniform(0.3, 0.6) * crack * _fade(view, 6.0))
-  lum = lum + _grain(rng, view, 0.05, 1.0)
-  return lum * base[:, None, None]
-
-
-def _gravel(rng: np.random.Generator, view: _View, base: np.ndarray,
-            light: np.ndarray) -> np.ndarray:
-  """Loose stones of many sizes and shades over a bed of fines, with shadows."""
-  bed_noise = _value_noise(rng, view, rng.uniform(6, 12), channels=2)
-  wobble = (bed_noise[1] - 0.5) * 0.5
-  bed = 0.45 * (1.0 + 0.4 * (bed_noise[0] - 0.5))
-  lum = bed + _grain(rng, view, 0.15, 2.0)
-  tint = np.zeros_like(lum)
-  spread = rng.uniform(0.2, 0.45)  # how varied the stones' shades are
-  tones = np.exp(rng.normal(0, spread, 64))
-  scale = rng.uniform(0.8, 1.25)
-  for cell, fill in ((5.0, 0.9), (9.0, 0.8), (16.0, 0.7)):
-    stones = _stones(rng, view, cell * scale, fill, tones, light, wobble)
-    shaded = stones.tone * (0.35 + 0.85 * stones.lit)
-    layer = np.where(stones.inside, shaded, np.where(stones.shadow, lum * 0.45, lum))
-    lum = lum + (layer - lum) * stones.fade
-    tint = np.where(stones.inside, stones.tint, tint)
-  albedo = lum * base[:, None, None]
-  albedo[0] *= 1.0 + tint
-  albedo[2] *= 1.0 - tint
-  return albedo
+def _gravel(u, v, rng) -> np.ndarray:
+  cell = rng.uniform(2.5, 4.5)
+  gu, gv = u / cell, v / cell
+  iu, iv = np.floor(gu).astype(np.int64), np.floor(gv).astype(np.int64)
+  size = 192
+  centres = rng.uniform(0.15, 0.85, (size, size, 2)).astype(np.float32)
+  radii = rng.uniform(0.35, 0.75, (size, size)).astype(np.float32)
+  shades = rng.normal(0, 1.0, (size, size)).astype(np.float32)
+  best = np.full(u.shape, np.inf, np.float32)
+  shade = np.zeros(u.shape, np.float32)
+  dome = np.zeros(u.shape, np.float32)
+  for du in (-1, 0, 1):
+    for dv in (-1, 0, 1):
+      cu, cv = (iu + du) % size, (iv + dv) % size
+      pu = iu + du + centres[cu, cv, 0]
+      pv = iv + dv + centres[cu, cv, 1]
+      distance = np.hypot(gu - pu, gv - pv) / radii[cu, cv]
+      closer = distance < best
+      best = np.where(closer, distance, best)
+      shade = np.where(closer, shades[cu, cv], shade)
+      # Light from the top of the frame: the far side of each stone is lit.
+      dome = np.where(closer, (pv - gv) / radii[cu, cv], dome)
+  inside = best < 1.0
+  texture = np.where(inside, shade + 0.8 * dome * np.sqrt(np.clip(1 - best, 0, 1)), -2.5)
+  return texture + 0.3 * _value_noise(u, v, rng, 0.5)
 
 
 _TEXTURES = (_asphalt, _concrete, _gravel)
 
 
-# ----------------------------------------------------------------------------
-# Light and camera: shared by all classes.
-
-
-def _sun_direction(rng: np.random.Generator) -> np.ndarray:
-  """Unit vector toward the sun: (across, along, up)."""
-  azimuth, elevation = rng.uniform(0, 2 * np.pi), rng.uniform(0.35, 1.1)
-  return np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation),
-                   np.sin(elevation)], np.float32)
-
-
-def _sun_visibility(rng: np.random.Generator, view: _View) -> np.ndarray:
-  """1 in sunlight, 0 in shade: maybe a soft shadow band cast across the road."""
-  visibility = np.ones_like(view.x)
-  if rng.random() < 0.5:
-    angle = rng.uniform(0, np.pi)
-    along = view.x * np.cos(angle) + view.z * np.sin(angle)
-    edge = _value_noise(rng, view, rng.uniform(30, 80))[0]
-    along = along + (edge - 0.5) * rng.uniform(0, 60)
-    centre = np.percentile(along[::8, ::8], rng.uniform(10, 90))
-    half_width = rng.uniform(30, 250)
-    softness = rng.uniform(2, 25)
-    inside = np.clip((half_width - np.abs(along - centre)) / softness + 0.5, 0.0, 1.0)
-    visibility = 1.0 - inside * rng.uniform(0.7, 1.0)
-  return visibility
-
-
-def _white_balance(rng: np.random.Generator) -> np.ndarray:
-  """Per-channel gains of an imperfect white balance (warm or cool, some tint)."""
-  temperature, tint = rng.normal(0, 0.12), rng.normal(0, 0.04)
-  return np.exp(np.array([temperature, tint, -temperature], np.float32))
-
-
-def _sky(rng: np.random.Generator, view: _View) -> np.ndarray:
-  """Radiance (3 x H x W) of what lies above the horizon: sky, or a verge."""
-  rows = np.linspace(0, 1, view.x.shape[0], dtype=np.float32)[None, :, None]
-  if rng.random() < 0.5:  # overcast or blue sky, brighter than the road
-    colour = np.array([0.75, 0.85, 1.0], np.float32) * rng.uniform(1.5, 4.0)
-    return np.broadcast_to(colour[:, None, None] * (1.0 - 0.3 * rows), (3,) + view.x.shape)
-  foliage = _value_noise(rng, view, 1.0, channels=1)[0]  # vegetation, distant
-  colour = np.array([rng.uniform(0.15, 0.35), rng.uniform(0.25, 0.4), 0.12], np.float32)
-  return colour[:, None, None] * (0.6 + 0.8 * foliage)
-
-
-def _tone_curve(rng: np.random.Generator) -> np.ndarray:
-  """uint8 lookup table from linear [0, 1] (4096 steps): gamma and an S-curve."""
-  x = np.linspace(0, 1, 4096)
-  y = x ** (1 / rng.uniform(1.9, 2.5))
-  contrast = rng.uniform(-0.4, 0.8)
-  y = y + contrast * y * (1 - y) * (y - 0.5) * 2
-  return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
-
-
-def _blur(image: np.ndarray, passes: int) -> np.ndarray:
-  """Lens blur: `passes` rounds of a separable [1, 2, 1] / 4 filter (sigma ~0.7 each)."""
-  for _ in range(passes):
-    y = image * 0.5
-    y[:, 1:] += image[:, :-1] * 0.25
-    y[:, :-1] += image[:, 1:] * 0.25
-    image = y * 0.5
-    image[:, :, 1:] += y[:, :, :-1] * 0.25
-    image[:, :, :-1] += y[:, :, 1:] * 0.25
-  return image
-
-
 def render_frame(class_id: int, rng: np.random.Generator, height: int = IMAGE_HEIGHT,
                  width: int = IMAGE_WIDTH) -> np.ndarray:
-  """One uint8 HxWx3 frame of class `class_id` (an index into CLASS_NAMES).
+  """One uint8 HxWx3 frame of class `class_id`."""
+  # Camera: the horizon sits above or near the top of the frame.
+  horizon = rng.uniform(-0.6, 0.15) * height
+  focal = rng.uniform(0.9, 1.3) * width
+  camera_height = rng.uniform(110.0, 160.0)  # cm
+  tilt = rng.uniform(-0.08, 0.08)  # roll of the camera
+  rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+  x = cols - width / 2
+  y = rows - horizon + tilt * x
+  below = np.maximum(y, 1.0)
+  depth = camera_height * focal / below
+  u = x * depth / focal + rng.uniform(-500, 500)
+  v = depth + rng.uniform(0, 5000)
+  texture = _TEXTURES[class_id](u, v, rng)
+  # Distance haze: texture fades into the mean far away (same for all classes).
+  texture = texture * np.exp(-depth / rng.uniform(3000, 8000))
+  texture = (texture - texture.mean()) / (texture.std() + 1e-6)
 
-  Consumes `rng`; the same generator state always gives the same frame.
-  """
-  view = _sample_view(rng, height, width)
-  sun = _sun_direction(rng)
-  # Base albedo: one wide, shared range for all classes (a grey with a warm or
-  # cool cast); each texture sets its own contrast around it.
-  base = rng.uniform(0.12, 0.5) * np.exp(np.array([1, 0, -1], np.float32) * rng.uniform(-0.04, 0.1))
-  albedo = _TEXTURES[class_id](rng, view, base.astype(np.float32), sun)
-  # Texture contrast varies per image too, so a class's spread of grey levels
-  # is no more telling than its mean.
-  mean = albedo.mean(axis=(1, 2), keepdims=True)
-  albedo = np.maximum(mean + (albedo - mean) * np.exp(rng.uniform(-0.5, 0.35)), 0.0)
-  sun_colour = np.array([1.0, 0.95, 0.85], np.float32) * rng.uniform(0.0, 2.5) * sun[2]
-  sky_colour = np.array([0.75, 0.85, 1.0], np.float32) * rng.uniform(0.25, 0.6)
-  irradiance = (sun_colour[:, None, None] * _sun_visibility(rng, view)
-                + sky_colour[:, None, None])
-  radiance = albedo * irradiance
-  # Uneven light and lens vignetting: a linear ramp times a radial falloff.
-  v = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
-  u = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
-  ramp_u, ramp_v = rng.uniform(-0.3, 0.3, 2)
-  radiance *= (1.0 + ramp_u * u + ramp_v * v) * (1.0 - rng.uniform(0, 0.35) * (u * u + v * v) / 2)
-  haze = rng.uniform(0.0, 0.5) * (1.0 - np.minimum(1.0, 2.0 / view.foot))
-  radiance = radiance + (sky_colour[:, None, None] * 1.5 - radiance) * haze
-  if view.sky.any():
-    radiance = radiance + (_sky(rng, view) - radiance) * view.sky
-  # Auto-exposure (only partly successful) toward a random grey level.
-  target = rng.uniform(0.1, 0.35)
-  gain = (target / radiance.mean()) ** rng.uniform(0.6, 1.0)
-  image = radiance * (gain * _white_balance(rng))[:, None, None]
-  image = _blur(image, rng.integers(0, 3))
-  image = image + (rng.random((height, width), dtype=np.float32) - 0.5) * rng.uniform(0.0, 0.03)
-  codes = (np.clip(image, 0.0, 1.0) * 4095).astype(np.int16)
-  return np.ascontiguousarray(np.take(_tone_curve(rng), codes).transpose(1, 2, 0))
-
-
-# ----------------------------------------------------------------------------
-# The cached image-folder tree.
+  contrast = rng.uniform(0.05, 0.16)
+  base = rng.uniform(0.25, 0.6)
+  tint = rng.normal(0, 0.012, 3)
+  grey = base + contrast * texture
+  image = grey[..., None] + tint
+  image = image * rng.uniform(0.93, 1.07, 3)  # white balance
+  # A cast shadow (pole, tree, vehicle) with a soft edge, on half the frames.
+  if rng.uniform() < 0.5:
+    angle = rng.uniform(0, np.pi)
+    edge = np.cos(angle) * cols + np.sin(angle) * rows - rng.uniform(0, width)
+    softness = rng.uniform(3, 25)
+    image = image * (1 - rng.uniform(0.3, 0.6) / (1 + np.exp(-edge / softness)))[..., None]
+  # Sky or verge above the horizon.
+  sky = y < 2.0
+  if sky.any():
+    sky_colour = rng.uniform(0.55, 0.95) * rng.uniform(0.85, 1.1, 3)
+    image = np.where(sky[..., None], sky_colour, image)
+  vignette = 1 - rng.uniform(0, 0.35) * (((cols - width / 2) / width) ** 2 + ((rows - height / 2) / height) ** 2)
+  image = image * vignette[..., None] * rng.uniform(0.7, 1.35)  # exposure
+  sigma = rng.uniform(0.0, 1.2)
+  if sigma > 0.3:
+    image = ndimage.gaussian_filter(image, (sigma, sigma, 0))
+  image = image + rng.normal(0, rng.uniform(0.005, 0.02), image.shape)  # sensor noise
+  return (np.clip(image, 0, 1) ** rng.uniform(0.85, 1.15) * 255 + 0.5).astype(np.uint8)
 
 
 def default_cache_dir() -> str:
-  """$XDG_CACHE_HOME/roadflax, else ~/.cache/roadflax."""
+  """`$XDG_CACHE_HOME/roadflax`, else `~/.cache/roadflax`."""
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "roadflax")
 
 
-def _image_rng(seed: int, split: str, class_id: int, index: int) -> np.random.Generator:
-  """The generator of one image, independent of every other image's."""
-  return np.random.default_rng([seed, SPLITS.index(split), class_id, index])
-
-
-def _render_chunk(root: str, seed: int, split: str, class_id: int, start: int, stop: int) -> int:
-  """Renders and writes images start..stop-1 of one class and split; returns the count."""
-  folder = os.path.join(root, split, CLASS_NAMES[class_id])
-  for index in range(start, stop):
-    frame = render_frame(class_id, _image_rng(seed, split, class_id, index))
-    Image.fromarray(frame).save(os.path.join(folder, f"{index:06d}.jpg"), quality=_JPEG_QUALITY)
-  return stop - start
-
-
-def _read_marker(root: str) -> dict | None:
-  try:
-    with open(os.path.join(root, _MARKER)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _workers(total: int) -> int:
-  """Worker processes: none for small sets (starting one costs ~1 s), else all cores."""
-  if total < 300:
-    return 0
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return max(1, cores or 1)
-
-
-def _generate(root: str, counts: dict[str, int], seed: int, progress: bool) -> None:
-  """Writes every image of the tree under `root` (which exists)."""
-  tasks = []
-  for split in SPLITS:
-    for class_id, name in enumerate(CLASS_NAMES):
-      os.makedirs(os.path.join(root, split, name))
-      for start in range(0, counts[split], _CHUNK):
-        tasks.append((root, seed, split, class_id, start, min(start + _CHUNK, counts[split])))
-  total = sum(stop - start for *_, start, stop in tasks)
-  workers = _workers(total)
-  with tqdm.tqdm(total=total, desc="roadtex", unit="img", file=sys.stderr,
-                 disable=not progress) as bar:
-    if not workers:
-      for task in tasks:
-        bar.update(_render_chunk(*task))
-      return
-    # "spawn": the parent may hold JAX's threads, which forking would copy.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-      futures = [pool.submit(_render_chunk, *task) for task in tasks]
-      try:
-        for future in concurrent.futures.as_completed(futures):
-          bar.update(future.result())
-      except BaseException:
-        for future in futures:
-          future.cancel()
-        raise
+def _render_jpeg(job: tuple[int, int, int, int, str]) -> None:
+  seed, split_id, class_id, index, path = job
+  rng = np.random.default_rng([seed, split_id, class_id, index])
+  Image.fromarray(render_frame(class_id, rng)).save(path, quality=90)
 
 
 def ensure_generated(*, train_per_class: int, val_per_class: int, test_per_class: int,
                      seed: int = 0, cache_dir: str = "", progress: bool = True) -> str:
-  """Returns the root of the generated tree (generating it first if needed).
+  """The root of the generated tree, generating it first if it is not there.
 
-  The root, `CACHE/roadtex-v{version}-s{seed}-{train}-{val}-{test}`, is complete
-  exactly when it exists: images are written to a temporary sibling that is
-  renamed into place only once finished, with a `roadtex.json` marker holding
-  the parameters. An interrupted run leaves at most a stray temporary folder.
+  The tree is written into a temporary sibling folder and renamed into place
+  once complete, so an interrupted generation is never taken for a finished
+  one; the root's name holds every parameter, so sets never collide.
   """
   counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
-  for split, count in counts.items():
-    if not isinstance(count, int) or count < 1:
-      raise UserError(f"data.synthetic.{split}_per_class must be a positive integer, got {count!r}")
+  if min(counts.values()) < 1:
+    raise ValueError(f"roadtex needs at least one image per class and split, got {counts}")
   cache_dir = cache_dir or default_cache_dir()
-  name = f"roadtex-v{_VERSION}-s{seed}-{train_per_class}-{val_per_class}-{test_per_class}"
+  name = f"roadtex-v{VERSION}-s{seed}-{train_per_class}-{val_per_class}-{test_per_class}"
   root = os.path.join(cache_dir, name)
-  marker = {"version": _VERSION, "seed": seed, "classes": list(CLASS_NAMES),
-            "image_size": [IMAGE_HEIGHT, IMAGE_WIDTH], "per_class": counts}
-  if _read_marker(root) == marker:
+  if os.path.exists(os.path.join(root, _MARKER)):
     return root
   os.makedirs(cache_dir, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir)
+  building = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir)
   try:
-    _generate(staging, counts, seed, progress)
-    with open(os.path.join(staging, _MARKER), "w") as f:
-      json.dump(marker, f, indent=2)
-    if os.path.exists(root):
-      if _read_marker(root) == marker:  # another process finished first
-        return root
-      shutil.rmtree(root)  # not ours, or incomplete: a leftover under our name
-    os.replace(staging, root)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    jobs = []
+    for split_id, split in enumerate(SPLITS):
+      for class_id, class_name in enumerate(CLASS_NAMES):
+        folder = os.path.join(building, split, class_name)
+        os.makedirs(folder)
+        jobs += [(seed, split_id, class_id, i, os.path.join(folder, f"{i:06d}.jpg"))
+                 for i in range(counts[split])]
+    workers = os.cpu_count() or 1
+    # Spawned, not forked: the caller may already run JAX's threads.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      done = pool.map(_render_jpeg, jobs, chunksize=16)
+      for _ in tqdm(done, total=len(jobs), desc="generating roadtex", unit="img",
+                    disable=not progress):
+        pass
+    with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:
+      json.dump({"version": VERSION, "seed": seed, "images_per_class": counts,
+                 "class_names": list(CLASS_NAMES)}, f, indent=2)
+    if os.path.exists(root):  # an unmarked, incomplete leftover
+      shutil.rmtree(root)
+    os.replace(building, root)
+  except BaseException:
+    shutil.rmtree(building, ignore_errors=True)
+    raise
   return root

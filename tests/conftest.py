@@ -1,4 +1,5 @@
-"""Shared test setup: quiet TensorFlow, the repo root importable (configs/)."""
+"""Shared test setup: quiet TensorFlow, the repo root importable (configs/),
+and one small image tree and one trained workdir for the whole session."""
 
 import os
 import sys
@@ -7,3 +8,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+from tests import helpers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+  return helpers.write_image_tree(str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(data_root, tmp_path_factory):
+  """Both stages of `helpers.tiny_config`, trained once; tests only read it."""
+  from roadflax import train
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train_and_evaluate(helpers.tiny_config(data_root), workdir)
+  return workdir

@@ -42,15 +42,8 @@ MAX_PIXELS = app.DEFAULT_MAX_MEGAPIXELS * 1_000_000
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  return helpers.write_image_tree(str(tmp_path_factory.mktemp("data")))
-
-
-@pytest.fixture(scope="module")
-def workdir(data_root, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(helpers.tiny_config(data_root), workdir)
-  return workdir
+def workdir(trained_workdir):
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")

@@ -36,11 +36,6 @@ def tiny_flags(root):
   return flags + ["--config.stages.classify.learning_rate=0.01"]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  return helpers.write_image_tree(str(tmp_path_factory.mktemp("data")))
-
-
 def test_summary_prints_the_parameter_table():
   result = main("--mode=summary", "--config=configs/default.py", check=True)
   assert "classifier (encoder + head): 47,349,379" in result.stdout

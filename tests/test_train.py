@@ -12,18 +12,6 @@ from roadflax.errors import UserError
 from tests import helpers
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  return helpers.write_image_tree(str(tmp_path_factory.mktemp("data")))
-
-
-@pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(helpers.tiny_config(data_root), workdir)
-  return workdir
-
-
 def _final_params(stage_dir):
   """(latest step, its parameters) of a stage."""
   ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
@@ -32,39 +20,39 @@ def _final_params(stage_dir):
   return step, ckpts.restore(step, params=like)["params"]
 
 
-def test_both_stages_write_their_outputs(trained):
+def test_both_stages_write_their_outputs(trained_workdir):
   for stage in ("pretrain", "classify"):
-    stage_dir = os.path.join(trained, stage)
+    stage_dir = os.path.join(trained_workdir, stage)
     assert os.path.exists(os.path.join(stage_dir, workdirs.SUMMARY_FILE))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(stage_dir))
-  with open(os.path.join(trained, "classify", "report.json")) as f:
+  with open(os.path.join(trained_workdir, "classify", "report.json")) as f:
     report = json.load(f)
   assert report["num_examples"] == 12  # every test image, exactly once
   assert report["class_names"] == list(helpers.CLASSES)
   assert np.array(report["confusion_matrix"]).sum() == 12
-  assert os.path.exists(os.path.join(trained, "classify", "report.md"))
-  with open(os.path.join(trained, workdirs.RUN_FILE)) as f:
+  assert os.path.exists(os.path.join(trained_workdir, "classify", "report.md"))
+  with open(os.path.join(trained_workdir, workdirs.RUN_FILE)) as f:
     assert json.load(f)["image_size"] == 67
 
 
-def test_classifier_starts_from_the_pretrained_encoder(trained):
-  run = workdirs.load_run(trained)
-  pretrained, _, _ = workdirs.load_best_params(os.path.join(trained, "pretrain"), run)
-  ckpts = checkpoints.StageCheckpoints(os.path.join(trained, "classify", "checkpoints"),
+def test_classifier_starts_from_the_pretrained_encoder(trained_workdir):
+  run = workdirs.load_run(trained_workdir)
+  pretrained, _, _ = workdirs.load_best_params(os.path.join(trained_workdir, "pretrain"), run)
+  ckpts = checkpoints.StageCheckpoints(os.path.join(trained_workdir, "classify", "checkpoints"),
                                        read_only=True)
-  # The decoder is not trained by the classifier: it is the pre-trained one.
-  classify, _, _ = workdirs.load_best_params(os.path.join(trained, "classify"), run)
+  # The decoder is not trained_workdir by the classifier: it is the pre-trained_workdir one.
+  classify, _, _ = workdirs.load_best_params(os.path.join(trained_workdir, "classify"), run)
   for a, b in zip(jax.tree_util.tree_leaves(pretrained["decoder"]),
                   jax.tree_util.tree_leaves(classify["decoder"])):
     np.testing.assert_array_equal(a, b)
   assert ckpts.best_step() is not None
 
 
-def test_rerun_skips_complete_stages(trained, data_root):
-  before = {s: os.path.getmtime(os.path.join(trained, s, workdirs.SUMMARY_FILE))
+def test_rerun_skips_complete_stages(trained_workdir, data_root):
+  before = {s: os.path.getmtime(os.path.join(trained_workdir, s, workdirs.SUMMARY_FILE))
             for s in ("pretrain", "classify")}
-  train.train_and_evaluate(helpers.tiny_config(data_root), trained)
-  after = {s: os.path.getmtime(os.path.join(trained, s, workdirs.SUMMARY_FILE))
+  train.train_and_evaluate(helpers.tiny_config(data_root), trained_workdir)
+  after = {s: os.path.getmtime(os.path.join(trained_workdir, s, workdirs.SUMMARY_FILE))
            for s in ("pretrain", "classify")}
   assert before == after
 
@@ -103,17 +91,17 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data_root, tmp_p
     np.testing.assert_array_equal(a, b)
 
 
-def test_workdir_of_another_class_set_is_refused(trained, tmp_path):
+def test_workdir_of_another_class_set_is_refused(trained_workdir, tmp_path):
   other = helpers.write_image_tree(str(tmp_path / "other"), classes=("dry", "wet", "snow"))
   with pytest.raises(UserError, match="another model or class set"):
-    train.train_and_evaluate(helpers.tiny_config(other), trained)
+    train.train_and_evaluate(helpers.tiny_config(other), trained_workdir)
 
 
-def test_workdir_of_another_image_size_is_refused(trained, data_root):
+def test_workdir_of_another_image_size_is_refused(trained_workdir, data_root):
   config = helpers.tiny_config(data_root)
   config.data.image_size = 80
   with pytest.raises(UserError, match="image_size"):
-    train.train_and_evaluate(config, trained)
+    train.train_and_evaluate(config, trained_workdir)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
@@ -136,10 +124,10 @@ def _event_tags(stage_dir):
   return tags
 
 
-def test_tensorboard_gets_curves_and_pictures(trained):
-  pretrain = _event_tags(os.path.join(trained, "pretrain"))
+def test_tensorboard_gets_curves_and_pictures(trained_workdir):
+  pretrain = _event_tags(os.path.join(trained_workdir, "pretrain"))
   assert {"train_loss", "val_loss", "val_mse", "learning_rate", "val_reconstructions"} <= pretrain
-  classify = _event_tags(os.path.join(trained, "classify"))
+  classify = _event_tags(os.path.join(trained_workdir, "classify"))
   assert {"train_accuracy", "val_accuracy", "val_confusion_matrix", "test_confusion_matrix",
           "test_accuracy", f"val_precision/{helpers.CLASSES[0]}",
           f"val_recall/{helpers.CLASSES[2]}"} <= classify
