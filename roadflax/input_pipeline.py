@@ -211,7 +211,9 @@ def _model_input(image_bytes: bytes, p: _Preprocessing,
   try:
     image = preprocess_image(tf.constant(image_bytes), p.image_size, p.contrast)
   except tf.errors.OpError as e:
-    reason = e.message.splitlines()[0] if e.message else type(e).__name__
+    # TF appends its op trace ("{{function_node ...}}"); the first clause is
+    # what a user can act on.
+    reason = (e.message or type(e).__name__).splitlines()[0].split("{{")[0].strip()
     raise UserError(f"{name} could not be decoded ({reason}); give a JPEG or "
                     "PNG") from e
   return normalize(image, p.mean, p.std).numpy()
