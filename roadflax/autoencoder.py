@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from roadflax import models, objectives, steps, visuals, workdirs
+from roadflax import models, steps, visuals, workdirs
 
 
 @dataclasses.dataclass
@@ -37,7 +37,7 @@ class Autoencoder:
         be used (none complete yet, or another model's).
     """
     run = workdirs.load_run(workdir)
-    stages = _reconstruction_stages(workdir)
+    stages = workdirs.trained_stages(workdir, lambda objective: objective.reconstructs)
     if not stages:
       return None
     stage_dir = os.path.join(workdir, stages[-1])
@@ -53,11 +53,3 @@ class Autoencoder:
     """
     reconstructions = self._reconstruct(self.params, images)
     return visuals.denormalize(np.asarray(reconstructions), self.mean, self.std)
-
-
-def _reconstruction_stages(workdir: str) -> list[str]:
-  """Stages of the workdir's config that reconstruct and have checkpoints."""
-  config = workdirs.run_config(workdir, None)
-  return [name for name in config.stage_order
-          if objectives.objective_from_config(config.stages[name]).reconstructs
-          and os.path.isdir(os.path.join(workdir, name, "checkpoints"))]

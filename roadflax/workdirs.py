@@ -11,13 +11,13 @@ WORKDIR/STAGE/        TensorBoard events, checkpoints/, summary.json when the
 import functools
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 
 import roadflax
-from roadflax import checkpoints, models
+from roadflax import checkpoints, models, objectives
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json, atomic_write_text, read_json
 
@@ -98,12 +98,18 @@ def run_config(workdir: str, data_config: ml_collections.ConfigDict | None) -> m
   return config
 
 
-def classifier_stages(workdir: str) -> list[str]:
-  """Stages of the workdir's config that train a classifier and have checkpoints."""
+def trained_stages(workdir: str, wanted: Callable[[objectives.Objective], bool]) -> list[str]:
+  """Stages of the workdir's config, in run order, whose objective is `wanted`
+  and which have checkpoints."""
   config = run_config(workdir, None)
   return [name for name in config.stage_order
-          if config.stages[name].objective in ("classification", "joint")
+          if wanted(objectives.objective_from_config(config.stages[name]))
           and os.path.isdir(os.path.join(workdir, name, "checkpoints"))]
+
+
+def classifier_stages(workdir: str) -> list[str]:
+  """Trained stages that classify (classification or joint)."""
+  return trained_stages(workdir, lambda objective: objective.classifies)
 
 
 def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, models.RoadNet, int]:
