@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from configs import default
+from roadflax import checkpoints, workdirs
 
 CLASSES = ("asphalt", "concrete", "gravel")
 
@@ -36,3 +37,11 @@ def tiny_config(root: str, **stage_steps) -> ml_collections.ConfigDict:
     config.stages[name].update(steps=stage_steps.get(name, 4), batch_size=4)
   config.stages.classify.update(optimizer="momentum", learning_rate=0.01)
   return config
+
+
+def final_params(stage_dir: str):
+  """(latest step, its parameters) of a stage."""
+  ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
+  like, _, _ = workdirs.load_best_params(stage_dir, workdirs.load_run(os.path.dirname(stage_dir)))
+  step = ckpts.latest_step()
+  return step, ckpts.restore(step, params=like)["params"]

@@ -3,9 +3,13 @@ and the end-to-end train -> evaluate -> predict path."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import jax
+import numpy as np
 import pytest
 
 from tests import helpers
@@ -106,20 +110,10 @@ def test_train_evaluate_predict_end_to_end(data_root, tmp_path):
   assert "Traceback" not in result.stderr
 
 
-def _final_params(workdir):
-  from tests.test_train import _final_params as final
-  return final(os.path.join(workdir, "classify"))
-
-
 @pytest.mark.slow
 def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(data_root, tmp_path):
   """Kill -9 right after the first mid-stage checkpoint lands, run the same
   command again, and compare with a run that was never interrupted."""
-  import signal
-  import time
-  import numpy as np
-  import jax
-
   flags = tiny_flags(data_root) + [
       "--config.stage_order=('classify',)", "--config.stages.classify.init_from=",
       "--config.stages.classify.steps=8", "--config.checkpoint_every_steps=2"]
@@ -138,8 +132,8 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(data_root, tmp_path):
       "the run finished before it could be killed"
   main(*flags, f"--workdir={killed}", check=True)
 
-  step_a, params_a = _final_params(straight)
-  step_b, params_b = _final_params(killed)
+  step_a, params_a = helpers.final_params(os.path.join(straight, "classify"))
+  step_b, params_b = helpers.final_params(os.path.join(killed, "classify"))
   assert step_a == step_b == 8
   for a, b in zip(jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)):
     np.testing.assert_array_equal(a, b)

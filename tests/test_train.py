@@ -12,14 +12,6 @@ from roadflax.errors import UserError
 from tests import helpers
 
 
-def _final_params(stage_dir):
-  """(latest step, its parameters) of a stage."""
-  ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
-  like, _, _ = workdirs.load_best_params(stage_dir, workdirs.load_run(os.path.dirname(stage_dir)))
-  step = ckpts.latest_step()
-  return step, ckpts.restore(step, params=like)["params"]
-
-
 def test_both_stages_write_their_outputs(trained_workdir):
   for stage in ("pretrain", "classify"):
     stage_dir = os.path.join(trained_workdir, stage)
@@ -82,8 +74,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data_root, tmp_p
   assert not workdirs.stage_complete(os.path.join(resumed, "classify"))
   train.train_and_evaluate(config, resumed)
 
-  step_a, params_a = _final_params(os.path.join(straight, "classify"))
-  step_b, params_b = _final_params(os.path.join(resumed, "classify"))
+  step_a, params_a = helpers.final_params(os.path.join(straight, "classify"))
+  step_b, params_b = helpers.final_params(os.path.join(resumed, "classify"))
   assert step_a == step_b == 8
   # Same program, same inputs, same order: XLA on CPU is deterministic, so the
   # resumed run must match bit for bit (tolerance 0).
