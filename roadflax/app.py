@@ -43,7 +43,7 @@ from PIL import Image  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from roadflax import image_folder, input_pipeline, predict  # noqa: E402
-from roadflax import serving, visuals, workdirs  # noqa: E402
+from roadflax import visuals, workdirs  # noqa: E402
 from roadflax.autoencoder import Autoencoder  # noqa: E402
 from roadflax.errors import UserError  # noqa: E402
 from roadflax.files import read_json  # noqa: E402
@@ -333,7 +333,7 @@ def main() -> None:
     st.info("Enter a workdir in the sidebar: the --workdir of a training run.")
     return
   try:
-    stages = serving.classifier_stages(workdir)
+    stages = workdirs.classifier_stages(workdir)
   except UserError as error:
     st.error(str(error))
     return

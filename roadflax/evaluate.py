@@ -69,15 +69,13 @@ def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None
   come from `data_config` when given (another folder), else from the run's own.
   """
   run = workdirs.load_run(workdir)
+  stage_names = workdirs.classifier_stages(workdir)
   config = workdirs.run_config(workdir, data_config)
   folder = data_sources.load_image_folder(config.data)
   if tuple(folder.class_names) != tuple(run["class_names"]):
     raise UserError(f"{folder.root} has classes {list(folder.class_names)} but the model in "
                     f"{workdir} was trained on {run['class_names']}")
   mesh = sharding.data_mesh()
-  stage_names = workdirs.classifier_stages(workdir)
-  if not stage_names:
-    raise UserError(f"{workdir} has no trained classification stage to evaluate")
   for stage_name in stage_names:
     stage_dir = os.path.join(workdir, stage_name)
     params, model, step = workdirs.load_best_params(stage_dir, run)

@@ -31,15 +31,7 @@ class Classifier:
   def load(cls, workdir: str, stage: str | None = None) -> "Classifier":
     """The best checkpoint of `stage` (default: the last classification stage)."""
     run = workdirs.load_run(workdir)
-    stages = workdirs.classifier_stages(workdir)
-    if stage is None:
-      if not stages:
-        raise UserError(f"{workdir} has no trained classification stage")
-      stage = stages[-1]
-    elif stage not in stages:
-      raise UserError(f"{workdir} has no trained classification stage {stage!r} "
-                      f"(it has: {', '.join(stages) or 'none'})")
-    stage_dir = os.path.join(workdir, stage)
+    stage_dir = os.path.join(workdir, workdirs.classifier_stage(workdir, stage))
     params, model, step = workdirs.load_best_params(stage_dir, run)
     data_config = ml_collections.ConfigDict(
         {key: run[key] for key in ("image_size", "contrast", "mean", "std")})

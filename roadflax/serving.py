@@ -21,24 +21,6 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(APP_SCRIPT))
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def classifier_stages(workdir: str) -> list[str]:
-  """The workdir's classification stages that have checkpoints, in run order.
-
-  Cheap (two small JSON files and a few directory checks), so the app and
-  `serve` can check a workdir without loading any parameters.
-
-  Raises:
-    UserError: `workdir` is no roadflax workdir or has no trained classifier.
-  """
-  workdirs.load_run(workdir)
-  stages = workdirs.classifier_stages(workdir)
-  if not stages:
-    raise UserError(f"{workdir} has no trained classification stage yet; "
-                    f"train one first (python main.py --config=... "
-                    f"--workdir={workdir})")
-  return stages
-
-
 def _streamlit_command(workdir: str, *, stage: str | None, address: str,
                       port: int) -> list[str]:
   """The command line that serves the app for `workdir`."""
@@ -64,10 +46,7 @@ def serve(workdir: str, *, stage: str | None, address: str, port: int) -> None:
       or the server stopped with an error on its own (its messages, such as a
       port already in use, are printed above).
   """
-  stages = classifier_stages(workdir)
-  if stage is not None and stage not in stages:
-    raise UserError(f"{workdir} has no trained classification stage {stage!r} "
-                    f"(it has: {', '.join(stages)})")
+  workdirs.classifier_stage(workdir, stage)
   # The app imports roadflax, which Python finds from the repo root only.
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(

@@ -108,8 +108,36 @@ def trained_stages(workdir: str, wanted: Callable[[objectives.Objective], bool])
 
 
 def classifier_stages(workdir: str) -> list[str]:
-  """Trained stages that classify (classification or joint)."""
-  return trained_stages(workdir, lambda objective: objective.classifies)
+  """Trained stages that classify (classification or joint), in run order.
+
+  Cheap (two small JSON files and a few directory checks), so `serve` and the
+  app check a workdir without loading any parameters.
+
+  Raises:
+    UserError: `workdir` is no roadflax workdir or has no trained classifier.
+  """
+  load_run(workdir)
+  stages = trained_stages(workdir, lambda objective: objective.classifies)
+  if not stages:
+    raise UserError(f"{workdir} has no trained classification stage yet; train one first "
+                    f"(python main.py --config=... --workdir={workdir})")
+  return stages
+
+
+def classifier_stage(workdir: str, stage: str | None = None) -> str:
+  """`stage` when it is a trained classification stage of `workdir`, else the
+  last one when `stage` is None.
+
+  Raises:
+    UserError: as `classifier_stages`, or `stage` is not one of them.
+  """
+  stages = classifier_stages(workdir)
+  if stage is None:
+    return stages[-1]
+  if stage not in stages:
+    raise UserError(f"{workdir} has no trained classification stage {stage!r} "
+                    f"(it has: {', '.join(stages)})")
+  return stage
 
 
 def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, models.RoadNet, int]:
