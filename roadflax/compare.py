@@ -320,6 +320,9 @@ def write_plot(runs: list[RunSummary], path: str) -> None:
                                    squeeze=False)
   colours = plt.get_cmap("tab10")
   for axes, (title, ylabel, percent, curves_of) in zip(axes_list[0], panels):
+    # Whole epochs only, with room either side (a single epoch would
+    # otherwise get an axis of fractions around 1).
+    axes.set_xlim(0.5, max([len(c.values) for run in runs for c in curves_of(run)], default=1) + 0.5)
     for index, run in enumerate(runs):
       # A run's stages share its colour and differ in line style.
       for curve, style in zip(curves_of(run), itertools.cycle(("-", "--", ":", "-."))):
@@ -335,7 +338,7 @@ def _style_axes(axes: Any, title: str, ylabel: str, percent: bool) -> None:
   axes.set_title(title, fontsize=11)
   axes.set_xlabel("epoch")
   axes.set_ylabel(ylabel)
-  axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
   if percent:
     axes.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0))
   axes.grid(True, alpha=0.3)
