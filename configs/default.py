@@ -41,17 +41,33 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.source = "folder"  # synthetic | folder
+  config.data.source = "folder"  # synthetic | folder | rscd | tfds
   config.data.root = ""  # folder: ROOT/{train,val,test}/CLASS/*.jpg|png
-  config.data.cache_dir = ""  # synthetic: where roadtex is generated ("" = user cache)
+  # Where roadtex is generated and the disk cache is kept ("" = ~/.cache/roadflax).
+  config.data.cache_dir = ""
+  # rscd: the downloaded release (its zip, or train/, vali_20k/, test_50k/),
+  # read once to build the TFDS data set `rscd/<variant>` in data_dir.
+  config.data.manual_dir = ""
+  config.data.variant = "3class"  # 3class | 27class | 3class_by_day | 27class_by_day
+  config.data.data_dir = ""  # rscd and tfds: TFDS data_dir ("" = ~/tensorflow_datasets)
+  # tfds: any TFDS image-classification set, and its train, val and test splits.
+  config.data.tfds_name = ""
+  config.data.tfds_splits = ("train", "validation", "test")
+  # none | class_weights (loss weighted by inverse train counts) | resample
+  # (classes drawn equally often).
+  config.data.balance = "none"
   config.data.image_size = 224
   config.data.contrast = 1.5  # the published +50% contrast; 1.0 = off
   # Normalisation of [0, 1] RGB after contrast (ImageNet statistics).
   config.data.mean = (0.485, 0.456, 0.406)
   config.data.std = (0.229, 0.224, 0.225)
-  # Keep decoded, resized uint8 images in memory after the first epoch; only
-  # for sets that fit in RAM (N x size x size x 3 bytes).
-  config.data.cache = False
+  # Decoded, resized uint8 images kept after the first pass: "none"; "memory"
+  # (image folders that fit in RAM: N x size x size x 3 bytes); or "disk"
+  # (any size, in cache_dir; reads then stream from it).
+  config.data.cache = "none"
+  # Examples held for shuffling by streamed sources (TFDS, disk cache): still
+  # encoded JPEGs (~20 KB each for RSCD), or size x size x 3 bytes from the disk cache.
+  config.data.shuffle_buffer = 8192
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.flip = True  # random horizontal flip
   config.data.augment.crop_scale = 0.8  # random crop of at least this area; 1.0 = off

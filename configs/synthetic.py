@@ -13,7 +13,7 @@ def get_config():
   config = default.get_config()
   config.data.source = "synthetic"
   config.data.image_size = 96
-  config.data.cache = True  # the whole set fits in memory at 96 px
+  config.data.cache = "memory"  # the whole set fits in memory at 96 px
   config.data.synthetic.train_per_class = 600
   config.data.synthetic.val_per_class = 100
   config.data.synthetic.test_per_class = 300

@@ -12,6 +12,9 @@ import ml_collections
 from roadflax import data_sources, models, objectives, optimizers
 from roadflax.errors import UserError
 
+CACHE_MODES = ("none", "memory", "disk")
+BALANCE_MODES = ("none", "class_weights", "resample")
+
 
 def _require(condition: bool, message: str) -> None:
   if not condition:
@@ -46,6 +49,12 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
   if data.source == "folder":
     _require(bool(data.root), "data.source is 'folder' but no data.root is given: "
              "add --config.data.root=/path/to/ROOT (with train/, val/, test/ inside)")
+  _one_of(data.cache, CACHE_MODES, "data.cache")
+  _one_of(data.balance, BALANCE_MODES, "data.balance")
+  _require(data.shuffle_buffer >= 1, f"--config.data.shuffle_buffer={data.shuffle_buffer} "
+           "must be at least 1")
+  _require(not (data.cache == "memory" and data.source in ("rscd", "tfds")),
+           f"--config.data.cache='memory' would hold all of {data.source} in RAM; use 'disk'")
   models.check_image_size(data.image_size, data.image_size)
   _require(data.contrast > 0, f"--config.data.contrast={data.contrast} must be > 0 (1.0 = unchanged)")
   _require(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0,

@@ -1,47 +1,62 @@
-"""Where images come from: a registry of named sources, each giving an image folder.
+"""Where images come from: a registry of named sources, each giving a data set
+with `class_names`, `root` (what it is, for messages) and `splits` (train, val,
+test; each with `__len__` and `class_counts`).
 
-`synthetic` generates the built-in roadtex set on first use; `folder` reads
-any `ROOT/{train,val,test}/CLASS/*` tree. Both go through the same reader, so
-the synthetic demo exercises exactly the path real data takes.
+`synthetic` generates the built-in roadtex set on first use and `folder` reads
+any `ROOT/{train,val,test}/CLASS/*` tree, both through the same image-folder
+reader, so the synthetic demo exercises exactly the path real data takes.
+`rscd` builds the RSCD release into TFDS on first use and `tfds` reads any
+prepared TFDS image-classification set; both stream (`tfds_source`).
 """
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax import image_folder, roadtex
+from roadflax import image_folder, roadtex, tfds_source
 
 
-def _synthetic_root(data: ml_collections.ConfigDict) -> str:
+def _synthetic(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
   synthetic = data.synthetic
-  return roadtex.ensure_generated(
+  return image_folder.scan_image_folder(roadtex.ensure_generated(
       train_per_class=synthetic.train_per_class, val_per_class=synthetic.val_per_class,
       test_per_class=synthetic.test_per_class, seed=synthetic.seed,
-      cache_dir=data.cache_dir, progress=jax.process_index() == 0)
+      cache_dir=data.cache_dir, progress=jax.process_index() == 0))
 
 
-def _folder_root(data: ml_collections.ConfigDict) -> str:
-  return data.root
+def _folder(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
+  return image_folder.scan_image_folder(data.root)
 
 
-SOURCES: dict[str, Callable[[ml_collections.ConfigDict], str]] = {
-    "synthetic": _synthetic_root,
-    "folder": _folder_root,
+SOURCES: dict[str, Callable[[ml_collections.ConfigDict], Any]] = {
+    "synthetic": _synthetic,
+    "folder": _folder,
+    "rscd": tfds_source.load_rscd,
+    "tfds": tfds_source.load_tfds,
 }
 
 
-def load_image_folder(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
-  """The scanned and validated image folder of `data.source`."""
-  return image_folder.scan_image_folder(SOURCES[data.source](data))
+def load_dataset(data: ml_collections.ConfigDict) -> image_folder.ImageFolder | tfds_source.TfdsData:
+  """The checked data set of `data.source`."""
+  return SOURCES[data.source](data)
 
 
-def log_class_counts(folder: image_folder.ImageFolder) -> None:
+def class_weights(counts: np.ndarray) -> tuple[float, ...]:
+  """Loss weights that make every class count as much as the others in
+  expectation: total / (classes x count), 0 for a class with no example."""
+  counts = np.asarray(counts, np.float64)
+  present = counts > 0
+  weights = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+  return tuple(float(w) for w in weights)
+
+
+def log_class_counts(dataset: Any) -> None:
   """One line per split: images per class (imbalance is worth seeing first)."""
-  num_classes = len(folder.class_names)
-  for name, split in folder.splits.items():
+  num_classes = len(dataset.class_names)
+  for name, split in dataset.splits.items():
     counts = split.class_counts(num_classes)
-    logging.info("%s: %d images (%s)", name, int(np.sum(counts)), ", ".join(
-        f"{c} {n}" for c, n in zip(folder.class_names, counts)))
+    logging.info("%s %s: %d images (%s)", dataset.root, name, int(np.sum(counts)), ", ".join(
+        f"{c} {n}" for c, n in zip(dataset.class_names, counts)))

@@ -35,20 +35,20 @@ def evaluate_split(params: Any, pipeline: "input_pipeline.SplitPipeline",
   return EvalResult(values, None if confusion is None else np.asarray(confusion))
 
 
-def write_test_report(params: Any, model: models.RoadNet, folder: Any,
+def write_test_report(params: Any, model: models.RoadNet, dataset: Any,
                       config: ml_collections.ConfigDict, stage_dir: str, *, stage_name: str,
                       checkpoint_step: int, mesh: jax.sharding.Mesh,
                       writer: Any | None = None) -> dict[str, Any]:
   """Evaluates `params` on the test split into STAGE/report.json and report.md."""
   objective = objectives.Objective("classification")
-  pipeline = input_pipeline.SplitPipeline(folder.splits["test"], config.data)
+  pipeline = input_pipeline.pipeline_for(dataset.splits["test"], config.data)
   result = evaluate_split(params, pipeline, steps.jit_eval_step(model, objective),
                           batch_size=config.eval_batch_size, mesh=mesh)
   report = reports.classification_report(
-      result.confusion, folder.class_names, checkpoint_step=checkpoint_step,
-      extra={"stage": stage_name, "split": "test", "data_root": folder.root,
+      result.confusion, dataset.class_names, checkpoint_step=checkpoint_step,
+      extra={"stage": stage_name, "split": "test", "data_root": dataset.root,
              "loss": result.metrics["loss"],
-             "skipped_files": list(folder.splits["test"].skipped)})
+             "skipped_files": list(dataset.splits["test"].skipped)})
   if jax.process_index() == 0:
     json_path, _ = reports.write_report(report, stage_dir)
     logging.info("test accuracy %.4f on %d images: %s", report["accuracy"],
@@ -57,7 +57,7 @@ def write_test_report(params: Any, model: models.RoadNet, folder: Any,
     writer.write_scalars(checkpoint_step, {"test_accuracy": report["accuracy"],
                                            "test_loss": result.metrics["loss"]})
     writer.write_images(checkpoint_step, {"test_confusion_matrix": visuals.confusion_image(
-        result.confusion, folder.class_names, f"test, checkpoint step {checkpoint_step}")[None]})
+        result.confusion, dataset.class_names, f"test, checkpoint step {checkpoint_step}")[None]})
     writer.flush()
   return report
 
@@ -71,14 +71,14 @@ def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None
   run = workdirs.load_run(workdir)
   stage_names = workdirs.classifier_stages(workdir)
   config = workdirs.run_config(workdir, data_config)
-  folder = data_sources.load_image_folder(config.data)
-  if tuple(folder.class_names) != tuple(run["class_names"]):
-    raise UserError(f"{folder.root} has classes {list(folder.class_names)} but the model in "
+  dataset = data_sources.load_dataset(config.data)
+  if tuple(dataset.class_names) != tuple(run["class_names"]):
+    raise UserError(f"{dataset.root} has classes {list(dataset.class_names)} but the model in "
                     f"{workdir} was trained on {run['class_names']}")
   mesh = sharding.data_mesh()
   for stage_name in stage_names:
     stage_dir = os.path.join(workdir, stage_name)
     params, model, step = workdirs.load_best_params(stage_dir, run)
-    report = write_test_report(params, model, folder, config, stage_dir,
+    report = write_test_report(params, model, dataset, config, stage_dir,
                                stage_name=stage_name, checkpoint_step=step, mesh=mesh)
     print(reports.format_markdown(report))

@@ -30,3 +30,9 @@ def atomic_write_json(path: str, data: Any) -> None:
 def read_json(path: str) -> Any:
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def default_cache_dir() -> str:
+  """`$XDG_CACHE_HOME/roadflax`, else `~/.cache/roadflax`."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "roadflax")

@@ -12,6 +12,7 @@ the input pipeline.
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import os
 from typing import Sequence
 
@@ -57,8 +58,17 @@ class Split:
     return len(self.paths)
 
   def class_counts(self, num_classes: int) -> np.ndarray:
-    """Number of images per class, int64 [num_classes]."""
+    """Number of images per class, int64 [num_classes] (or more, up to the
+    largest label)."""
     return np.bincount(self.labels, minlength=num_classes)
+
+  @property
+  def fingerprint(self) -> str:
+    """Names this list of files and labels (not the files' contents)."""
+    digest = hashlib.sha256(self.labels.tobytes())
+    for path in self.paths:
+      digest.update(path.encode() + b"\0")
+    return f"files:{digest.hexdigest()}"
 
 
 @dataclasses.dataclass(frozen=True)

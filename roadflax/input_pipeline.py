@@ -45,6 +45,11 @@ simply leaves it out of its count.
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from typing import Any, Iterator, Sequence
 import weakref
 
@@ -53,6 +58,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from roadflax import files
 from roadflax.errors import UserError
 from roadflax.image_folder import check_image_bytes
 from roadflax.image_folder import check_image_file
@@ -67,6 +73,10 @@ _LUMA = (0.299, 0.587, 0.114)
 # Aspect-ratio jitter of the random crop.
 _CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 _CACHE_BATCH = 256
+# The disk cache: images per shard file, most shards, shards read at once.
+_CACHE_SHARD_IMAGES = 2048
+_MAX_CACHE_SHARDS = 256
+_CACHE_READERS = 8
 
 Batch = dict[str, np.ndarray]
 
@@ -307,7 +317,8 @@ class SplitPipeline:
                        f"[0, {self.process_count})")
     self._preprocessing = _preprocessing(data_config)
     self._augmentation = _augmentation(data_config.augment)
-    self._cache = bool(data_config.cache)
+    self._cache = data_config.cache
+    self._balance = data_config.balance
 
   def train_batches(self, *, batch_size: int, seed: int, epoch: int,
                     skip_batches: int = 0) -> Iterator[Batch]:
@@ -328,7 +339,11 @@ class SplitPipeline:
     if not 0 <= skip_batches <= num_batches:
       raise ValueError(f"skip_batches={skip_batches} outside "
                        f"[0, {num_batches}]")
-    order = np.random.default_rng([seed, epoch]).permutation(len(self.split))
+    rng = np.random.default_rng([seed, epoch])
+    if self._balance == "resample":
+      order = _balanced_draw(self.split.labels, rng)
+    else:
+      order = rng.permutation(len(self.split))
     # Global batch k is order[k*B*P : (k+1)*B*P]; this process takes every
     # P-th example of it.
     positions = np.arange(self.process_index,
@@ -356,10 +371,15 @@ class SplitPipeline:
       Batches {"image": float32 [B, S, S, 3], "label": int32 [B],
       "mask": bool [B]}.
     """
-    p = self._preprocessing
     index = np.arange(self.process_index, len(self.split), self.process_count)
     ds = self._examples({"index": index}).map(
         self._eval_example, num_parallel_calls=AUTOTUNE)
+    return self._padded_batches(ds, batch_size)
+
+  def _padded_batches(self, ds: tf.data.Dataset,
+                      batch_size: int) -> Iterator[Batch]:
+    """`ds` in batches, padded so every process yields as many."""
+    p = self._preprocessing
     padding = tf.data.Dataset.from_tensors({
         "image": tf.zeros([p.image_size, p.image_size, 3], tf.float32),
         "label": tf.constant(0, tf.int32),
@@ -395,7 +415,7 @@ class SplitPipeline:
     Returns:
       A dataset of dicts, without the examples whose file fails to decode.
     """
-    if self._cache:
+    if self._cache == "memory":
       return _cached_examples(self.split, self._preprocessing, columns)
     return _decoded_examples(self.split, self._preprocessing, columns)
 
@@ -421,6 +441,181 @@ def _numpy(ds: tf.data.Dataset) -> Iterator[Batch]:
   options = tf.data.Options()
   options.deterministic = True
   return ds.prefetch(AUTOTUNE).with_options(options).as_numpy_iterator()
+
+
+def _balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """len(labels) indices drawn with replacement, every class equally likely."""
+  counts = np.bincount(labels)
+  weights = 1.0 / counts[labels]
+  return rng.choice(len(labels), size=len(labels), p=weights / weights.sum())
+
+
+def acceptance_rates(counts: np.ndarray) -> np.ndarray:
+  """Per class, the chance of keeping an example so that the kept ones are
+  balanced: the rarest class keeps all, the others as many on average."""
+  present = counts[counts > 0]
+  return np.where(counts > 0, present.min() / np.maximum(counts, 1), 0.0)
+
+
+# ----------------------------------------------------------------- streaming
+
+
+def pipeline_for(split: Any, data_config: Any, **kwargs: Any) -> "SplitPipeline":
+  """The pipeline serving `split`: by index for an image folder's `Split`
+  (optionally cached in memory), as a stream for TFDS splits and whenever
+  `data.cache` is "disk"."""
+  if isinstance(split, Split) and data_config.cache != "disk":
+    return SplitPipeline(split, data_config, **kwargs)
+  return StreamPipeline(split, data_config, **kwargs)
+
+
+class StreamPipeline(SplitPipeline):
+  """Batches of a split read as a stream, in memory bounded whatever its size.
+
+  Each process reads its own fixed part of the split (`records`), its files
+  or record shards in an order drawn from (seed, epoch), through a shuffle
+  buffer of `data.shuffle_buffer` examples (still encoded, or preprocessed
+  uint8 from the disk cache), decoded in parallel. Augmentation is keyed by
+  (seed, epoch, position in the process's stream), and `skip_batches` skips
+  records before they are decoded, so a resumed epoch continues exactly.
+
+  The split needs `__len__`, `class_counts(num_classes)` and, unless it is an
+  image folder's `Split`, `records(process_index=, process_count=,
+  shuffle_seed=)` giving {"encoded": string, "label": int32}.
+  """
+
+  def __init__(self, split: Any, data_config: Any, **kwargs: Any):
+    super().__init__(split, data_config, **kwargs)
+    self._shuffle_buffer = data_config.shuffle_buffer
+    self._source = (functools.partial(_folder_records, split) if isinstance(split, Split)
+                    else split.records)
+    self._disk_cache = (_DiskCache(split, self._preprocessing, data_config.cache_dir,
+                                   self.process_index, self.process_count)
+                        if self._cache == "disk" else None)
+    self._rates = acceptance_rates(np.asarray(split.class_counts(0)))
+
+  def train_batches(self, *, batch_size: int, seed: int, epoch: int,
+                    skip_batches: int = 0) -> Iterator[Batch]:
+    """As `SplitPipeline.train_batches`, from this process's stream."""
+    num_batches = steps_per_epoch(len(self.split), batch_size * self.process_count)
+    if not 0 <= skip_batches <= num_batches:
+      raise ValueError(f"skip_batches={skip_batches} outside [0, {num_batches}]")
+    epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
+    # Repeated: balanced sampling and decode failures may need more than one
+    # pass to fill the epoch.
+    ds = self._stream(epoch_seed).repeat()
+    if self._balance == "resample":
+      ds = ds.enumerate().filter(functools.partial(
+          _accepted, seed=epoch_seed, rates=tf.constant(self._rates, tf.float32)))
+      ds = ds.map(lambda index, example: example)
+    ds = ds.shuffle(self._shuffle_buffer, seed=epoch_seed)
+    ds = self._decoded(ds.skip(skip_batches * batch_size))
+    ds = ds.enumerate(start=skip_batches * batch_size).map(
+        lambda position, example: {**example, "position": position})
+    ds = ds.map(functools.partial(self._train_example, seed=seed, epoch=epoch),
+                num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return _numpy(ds.take(num_batches - skip_batches))
+
+  def eval_batches(self, *, batch_size: int) -> Iterator[Batch]:
+    """As `SplitPipeline.eval_batches`: this process's part once, padded."""
+    ds = self._decoded(self._stream(None)).map(self._eval_example,
+                                                num_parallel_calls=AUTOTUNE)
+    return self._padded_batches(ds, batch_size)
+
+  def _stream(self, shuffle_seed: int | None) -> tf.data.Dataset:
+    """This process's records, from the disk cache when there is one."""
+    if self._disk_cache is not None:
+      return self._disk_cache.load(self._source, shuffle_seed)
+    return self._source(process_index=self.process_index,
+                        process_count=self.process_count, shuffle_seed=shuffle_seed)
+
+  def _decoded(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+    """{"image": uint8 [S, S, 3], "label"}, decoding records that are still
+    encoded, without those that fail to decode."""
+    if "encoded" not in ds.element_spec:
+      return ds
+    return _decode_records(ds, self._preprocessing)
+
+
+def _accepted(index: tf.Tensor, example: dict[str, tf.Tensor], *, seed: int,
+              rates: tf.Tensor) -> tf.Tensor:
+  draw = tf.random.stateless_uniform([], tf.stack([tf.constant(seed, tf.int64), index]))
+  return draw < tf.gather(rates, example["label"])
+
+
+def _decode_records(ds: tf.data.Dataset, p: _Preprocessing) -> tf.data.Dataset:
+  def decode(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {"image": preprocess_image(example["encoded"], p.image_size, p.contrast),
+            "label": example["label"]}
+  return ds.map(decode, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+
+
+def _folder_records(split: Split, *, process_index: int, process_count: int,
+                    shuffle_seed: int | None) -> tf.data.Dataset:
+  """`StreamPipeline`'s records of an image folder's split: this process's
+  strided part, in file order or shuffled with `shuffle_seed`."""
+  index = np.arange(process_index, len(split), process_count)
+  if shuffle_seed is not None:
+    index = np.random.default_rng(shuffle_seed).permutation(index)
+  ds = tf.data.Dataset.from_tensor_slices(
+      {"path": np.asarray(split.paths)[index], "label": split.labels[index]})
+  return ds.map(lambda x: {"encoded": tf.io.read_file(x["path"]), "label": x["label"]},
+                num_parallel_calls=AUTOTUNE)
+
+
+class _DiskCache:
+  """A process's part of a split, decoded, resized and contrasted once into
+  uint8 record shards on disk, then read shard by shard.
+
+  It lives in `CACHE_DIR/preprocessed/KEY/`, KEY naming the split (its
+  `fingerprint`), the preprocessing and the process's part, and appears only
+  when complete (written aside, then renamed), so an interrupted first epoch
+  leaves nothing half-written behind. It costs S x S x 3 bytes per image.
+  """
+
+  def __init__(self, split: Any, p: _Preprocessing, cache_dir: str,
+               process_index: int, process_count: int):
+    key = json.dumps({"split": split.fingerprint, "image_size": p.image_size,
+                      "contrast": p.contrast, "part": [process_index, process_count]},
+                     sort_keys=True)
+    self.directory = os.path.join(cache_dir or files.default_cache_dir(), "preprocessed",
+                                  hashlib.sha256(key.encode()).hexdigest()[:20])
+    self._preprocessing = p
+    self._part = {"process_index": process_index, "process_count": process_count}
+    self._size = -(-len(split) // process_count)
+
+  def load(self, source: Any, shuffle_seed: int | None) -> tf.data.Dataset:
+    """The cached records, shards in an order drawn from `shuffle_seed`."""
+    if not os.path.isdir(self.directory):
+      self._write(source)
+
+    def reader(shards: tf.data.Dataset) -> tf.data.Dataset:
+      if shuffle_seed is not None:
+        shards = shards.shuffle(_MAX_CACHE_SHARDS, seed=shuffle_seed)
+      return shards.interleave(lambda shard: shard, cycle_length=_CACHE_READERS,
+                               block_length=1, num_parallel_calls=AUTOTUNE,
+                               deterministic=True)
+    return tf.data.Dataset.load(self.directory, reader_func=reader).map(
+        lambda index, example: example)
+
+  def _write(self, source: Any) -> None:
+    p = self._preprocessing
+    shards = min(_MAX_CACHE_SHARDS, max(1, self._size // _CACHE_SHARD_IMAGES))
+    logging.info("Caching about %d images at %dx%d on disk in %s (%.2f GiB, %d shards).",
+                 self._size, p.image_size, p.image_size, self.directory,
+                 self._size * p.image_size**2 * 3 / 2**30, shards)
+    os.makedirs(os.path.dirname(self.directory), exist_ok=True)
+    writing = tempfile.mkdtemp(prefix=".writing-", dir=os.path.dirname(self.directory))
+    try:
+      ds = _decode_records(source(shuffle_seed=None, **self._part), p).enumerate()
+      ds.save(writing, shard_func=lambda index, example: index % shards)
+      os.rename(writing, self.directory)
+    except OSError:
+      if not os.path.isdir(self.directory):  # Not another process's, finished first.
+        raise
+    finally:
+      shutil.rmtree(writing, ignore_errors=True)
 
 
 # --------------------------------------------------------------------- cache

@@ -32,6 +32,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from roadflax import files
+
 CLASS_NAMES: tuple[str, ...] = ("dry_asphalt_smooth", "dry_concrete_smooth", "dry_gravel")
 IMAGE_HEIGHT, IMAGE_WIDTH = 240, 360
 SPLITS = ("train", "val", "test")
@@ -169,12 +171,6 @@ def render_frame(class_id: int, rng: np.random.Generator, height: int = IMAGE_HE
   return (np.clip(image, 0, 1) ** rng.uniform(0.85, 1.15) * 255 + 0.5).astype(np.uint8)
 
 
-def default_cache_dir() -> str:
-  """`$XDG_CACHE_HOME/roadflax`, else `~/.cache/roadflax`."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "roadflax")
-
-
 def _render_jpeg(job: tuple[int, int, int, int, str]) -> None:
   seed, split_id, class_id, index, path = job
   rng = np.random.default_rng([seed, split_id, class_id, index])
@@ -192,7 +188,7 @@ def ensure_generated(*, train_per_class: int, val_per_class: int, test_per_class
   counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
   if min(counts.values()) < 1:
     raise ValueError(f"roadtex needs at least one image per class and split, got {counts}")
-  cache_dir = cache_dir or default_cache_dir()
+  cache_dir = cache_dir or files.default_cache_dir()
   name = f"roadtex-v{VERSION}-s{seed}-{train_per_class}-{val_per_class}-{test_per_class}"
   root = os.path.join(cache_dir, name)
   if os.path.exists(os.path.join(root, _MARKER)):

@@ -7,6 +7,7 @@ A completed stage is skipped when the same command runs again; an interrupted
 one resumes from its latest checkpoint at the exact batch where it stopped.
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -31,26 +32,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   logging.info("JAX %s on %d process(es), devices: %s", jax.__version__,
                jax.process_count(), jax.devices())
   logging.info("config (also in %s):\n%s", os.path.join(workdir, workdirs.CONFIG_FILE), config)
-  folder = data_sources.load_image_folder(config.data)
-  run_info = workdirs.prepare(workdir, config, folder.class_names)
-  data_sources.log_class_counts(folder)
+  dataset = data_sources.load_dataset(config.data)
+  run_info = workdirs.prepare(workdir, config, dataset.class_names)
+  data_sources.log_class_counts(dataset)
   for stage_name in config.stage_order:
-    train_stage(config, workdir, stage_name, folder, run_info)
+    train_stage(config, workdir, stage_name, dataset, run_info)
 
 
 def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                folder: Any, run_info: dict[str, Any]) -> None:
+                dataset: Any, run_info: dict[str, Any]) -> None:
   """Trains one stage to completion (or skips it if it is complete)."""
   stage_config = config.stages[stage_name]
   stage_dir = os.path.join(workdir, stage_name)
   if workdirs.stage_complete(stage_dir):
     logging.info("stage %r is complete in %s: skipped", stage_name, stage_dir)
     return
-  objective = objectives.objective_from_config(stage_config)
-  model = models.create_model(config.model, len(folder.class_names))
+  objective = _objective(stage_config, config.data, dataset)
+  model = models.create_model(config.model, len(dataset.class_names))
   mesh = sharding.data_mesh()
   batch_size = sharding.per_process_batch_size(stage_config.batch_size)
-  train_split, val_split = folder.splits["train"], folder.splits["val"]
+  train_split, val_split = dataset.splits["train"], dataset.splits["val"]
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_split), stage_config.batch_size)
   total_steps = stage_config.steps or stage_config.epochs * steps_per_epoch
   num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -78,8 +79,8 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
     writer.write_hparams(_flat_hparams(config, stage_name))
   train_step = steps.jit_train_step(model, objective, config.seed, stage_config.freeze_encoder)
   eval_step = steps.jit_eval_step(model, objective)
-  train_pipeline = input_pipeline.SplitPipeline(train_split, config.data)
-  val_pipeline = input_pipeline.SplitPipeline(val_split, config.data)
+  train_pipeline = input_pipeline.pipeline_for(train_split, config.data)
+  val_pipeline = input_pipeline.pipeline_for(val_split, config.data)
   best_metric, best_mode = objective.best_metric
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=total_steps, writer=writer, every_secs=None,
@@ -127,7 +128,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
     result = evaluate.evaluate_split(state.params, val_pipeline, eval_step,
                                      batch_size=config.eval_batch_size, mesh=mesh)
     writer.write_scalars(step, {f"val_{k}": v for k, v in result.metrics.items()})
-    _write_pictures(writer, step, state.params, result, folder.class_names, pictures)
+    _write_pictures(writer, step, state.params, result, dataset.class_names, pictures)
     score = result.metrics[best_metric] * (1 if best_mode == "max" else -1)
     ckpts.save(step, params=state.params, train=_train_items(state), metadata=metadata,
                best_score=score)
@@ -152,7 +153,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   if objective.classifies:
     best_params = ckpts.restore(best_step, params=state.params)["params"]
     report = evaluate.write_test_report(
-        best_params, model, folder, config, stage_dir, stage_name=stage_name,
+        best_params, model, dataset, config, stage_dir, stage_name=stage_name,
         checkpoint_step=best_step, mesh=mesh, writer=writer)
     summary["test_accuracy"] = report["accuracy"]
   ckpts.close()
@@ -211,6 +212,20 @@ def _restore_state(ckpts: checkpoints.StageCheckpoints, state: steps.TrainState,
   restored = ckpts.restore(step, params=state.params, train=_train_items(state))
   return state.replace(params=restored["params"], step=restored["train"]["step"],
                        opt_state=restored["train"]["opt_state"])
+
+
+def _objective(stage_config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+               dataset: Any) -> objectives.Objective:
+  """The stage's objective; with `data.balance='class_weights'`, classification
+  losses weighted by the inverse of the train split's class counts."""
+  objective = objectives.objective_from_config(stage_config)
+  if data.balance != "class_weights" or not objective.classifies:
+    return objective
+  weights = data_sources.class_weights(
+      dataset.splits["train"].class_counts(len(dataset.class_names)))
+  logging.info("class weights: %s", ", ".join(
+      f"{name} {w:.3f}" for name, w in zip(dataset.class_names, weights)))
+  return dataclasses.replace(objective, class_weights=weights)
 
 
 def _initial_params(config: ml_collections.ConfigDict, workdir: str, stage_name: str,

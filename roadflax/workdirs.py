@@ -93,7 +93,8 @@ def run_config(workdir: str, data_config: ml_collections.ConfigDict | None) -> m
   with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   if data_config is not None:
-    for key in ("source", "root", "cache_dir", "synthetic"):
+    for key in ("source", "root", "cache_dir", "synthetic", "manual_dir", "data_dir", "variant",
+                "tfds_name", "tfds_splits"):
       config.data[key] = data_config[key]
   return config
 

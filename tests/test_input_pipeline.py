@@ -24,7 +24,7 @@ NO_AUGMENT = dict(flip=False, crop_scale=1.0, brightness=0.0)
 UNDECODABLE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 2 + b"\xff\xd9"
 
 
-def _config(cache: bool = False, augment: bool = True, **overrides):
+def _config(cache: str = "none", augment: bool = True, **overrides):
   data = default.get_config().data
   data.image_size = SIZE
   data.cache = cache
@@ -264,10 +264,10 @@ def test_cache_gives_the_same_batches(folder, augment):
   split = folder.splits["train"]
   kwargs = dict(seed=4, epoch=1, skip_batches=1)
   uncached = _train(split, _config(augment=augment), **kwargs)
-  cached = _train(split, _config(cache=True, augment=augment), **kwargs)
+  cached = _train(split, _config(cache="memory", augment=augment), **kwargs)
   _assert_same_batches(uncached, cached)
   _assert_same_batches(_eval(folder.splits["val"], _config()),
-                       _eval(folder.splits["val"], _config(cache=True)))
+                       _eval(folder.splits["val"], _config(cache="memory")))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -359,12 +359,12 @@ def test_bad_files_are_skipped_and_batches_still_come(messy_root, caplog):
   batches = _train(train, _config(), batch_size=7)
   assert len(batches) == input_pipeline.steps_per_epoch(len(train), 7) == 2
   assert all(np.isfinite(b["image"]).all() for b in batches)
-  _assert_same_batches(batches, _train(train, _config(cache=True),
+  _assert_same_batches(batches, _train(train, _config(cache="memory"),
                                        batch_size=7))
 
   evaluated = _eval(val, _config(), batch_size=4)
   assert len(evaluated) == input_pipeline.num_eval_batches(len(val), 4)
   # The undecodable file is left out; everything else is counted once.
   assert sum(b["mask"].sum() for b in evaluated) == len(val) - 1
-  _assert_same_batches(evaluated, _eval(val, _config(cache=True),
+  _assert_same_batches(evaluated, _eval(val, _config(cache="memory"),
                                         batch_size=4))

@@ -1,0 +1,65 @@
+"""A generated stand-in for the RSCD release, with its exact layout and names.
+
+For tests and the pipeline benchmark: `write_release` writes train/<class>/,
+vali_20k/ and test_50k/ of small JPEG frames whose names carry timestamps of
+a few capture days, and `zip_release` packs such a tree as the release's zip.
+Each class gets its own mean colour and stripe frequency, so a few training
+steps can learn something.
+"""
+
+import os
+import zipfile
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from roadflax import rscd
+
+DAYS = ("20210103", "20210115", "20210207", "20210311", "20210422", "20210530")
+
+
+def _frame_image(rng: np.random.Generator, label: int, size: tuple[int, int]) -> Image.Image:
+  height, width = size
+  stripes = np.sin(np.arange(width) * (0.2 + 0.3 * label))[None, :, None]
+  base = np.array([60 + 50 * (label % 3), 80 + 30 * (label % 5), 70 + 20 * (label % 7)])
+  pixels = base + 40 * stripes + rng.normal(0, 20, (height, width, 3))
+  return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_release(root: str, counts: dict[str, int], classes: Sequence[str] = rscd.CLASSES_3,
+                  size: tuple[int, int] = (60, 90), days: Sequence[str] = DAYS,
+                  seed: int = 0) -> str:
+  """Writes `counts[split]` frames per class of each split ("train",
+  "validation", "test") under `root`, in the release's layout.
+
+  Frame k of a class is captured on `days[k % len(days)]`; every file name is
+  unique.
+  """
+  rng = np.random.default_rng(seed)
+  serial = 0
+  for split, per_class in counts.items():
+    folder = os.path.join(root, rscd.SPLIT_FOLDERS[split])
+    for label, name in enumerate(classes):
+      class_folder = os.path.join(folder, name) if split == "train" else folder
+      os.makedirs(class_folder, exist_ok=True)
+      for k in range(per_class):
+        serial += 1
+        timestamp = f"{days[k % len(days)]}{serial:09d}"
+        file_name = (f"{timestamp}.jpg" if split == "train"
+                     else f"{timestamp}-{name.replace('_', '-')}.jpg")
+        if name in rscd.WINTER and split != "train":
+          file_name = f"{timestamp}-{name}.jpg"
+        _frame_image(rng, label, size).save(os.path.join(class_folder, file_name), quality=90)
+  return root
+
+
+def zip_release(root: str, zip_path: str, top_folder: str = "RSCD") -> str:
+  """Packs the release tree at `root` into `zip_path` under `top_folder/`."""
+  os.makedirs(os.path.dirname(os.path.abspath(zip_path)), exist_ok=True)
+  with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as z:
+    for folder, _, files in sorted(os.walk(root)):
+      for name in sorted(files):
+        path = os.path.join(folder, name)
+        z.write(path, f"{top_folder}/{os.path.relpath(path, root)}".replace(os.sep, "/"))
+  return zip_path
