@@ -28,10 +28,11 @@ def _frame_image(rng: np.random.Generator, label: int, size: tuple[int, int]) ->
 
 
 def write_release(root: str, counts: dict[str, int], classes: Sequence[str] = rscd.CLASSES_3,
-                  size: tuple[int, int] = (60, 90), days: Sequence[str] = DAYS,
+                  size: tuple[int, int] = (90, 60), days: Sequence[str] = DAYS,
                   seed: int = 0) -> str:
   """Writes `counts[split]` frames per class of each split ("train",
-  "validation", "test") under `root`, in the release's layout.
+  "validation", "test") under `root`, in the release's layout; `size` is
+  (height, width), portrait like the release's 360x240.
 
   Frame k of a class is captured on `days[k % len(days)]`; every file name is
   unique.
@@ -43,18 +44,18 @@ def write_release(root: str, counts: dict[str, int], classes: Sequence[str] = rs
     for label, name in enumerate(classes):
       class_folder = os.path.join(folder, name) if split == "train" else folder
       os.makedirs(class_folder, exist_ok=True)
+      # Winter classes keep their underscore: `...-fresh_snow.jpg`.
+      suffix = name if name in rscd.WINTER else name.replace("_", "-")
       for k in range(per_class):
         serial += 1
-        timestamp = f"{days[k % len(days)]}{serial:09d}"
-        file_name = (f"{timestamp}.jpg" if split == "train"
-                     else f"{timestamp}-{name.replace('_', '-')}.jpg")
-        if name in rscd.WINTER and split != "train":
-          file_name = f"{timestamp}-{name}.jpg"
+        # YYYYMMDDhhmmss and a frame counter, as the release names frames.
+        timestamp = f"{days[k % len(days)]}{120000 + serial % 100:06d}{serial}"
+        file_name = f"{timestamp}-{suffix}.jpg"
         _frame_image(rng, label, size).save(os.path.join(class_folder, file_name), quality=90)
   return root
 
 
-def zip_release(root: str, zip_path: str, top_folder: str = "RSCD") -> str:
+def zip_release(root: str, zip_path: str, top_folder: str = "RSCD dataset-1million") -> str:
   """Packs the release tree at `root` into `zip_path` under `top_folder/`."""
   os.makedirs(os.path.dirname(os.path.abspath(zip_path)), exist_ok=True)
   with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as z:

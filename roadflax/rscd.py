@@ -7,10 +7,14 @@ RSCD (Road Surface Classification Dataset; Zhao et al., figshare DOI
   vali_20k/*.jpg          flat; the label is in the file name
   test_50k/*.jpg          flat; the label is in the file name
 
-A flat split's file is named `<timestamp>-<friction>-<material>[-<unevenness>]`
-(`20210115123456789-dry-asphalt-smooth.jpg`, `...-water-gravel.jpg`,
-`...-fresh_snow.jpg`); its class is the parts after the timestamp joined by
-`_`. The timestamp's first eight digits are the capture day.
+Every file is named `<timestamp>-<friction>[-<material>[-<unevenness>]].jpg`
+(`202201252341401-dry-asphalt-smooth.jpg`, `...-water-gravel.jpg`,
+`...-fresh_snow.jpg`); in a flat split the class is the parts after the
+timestamp joined by `_` (the few names with letters glued to the timestamp,
+`2022070913430178wet-dry-asphalt-smooth.jpg`, read the same way). The
+timestamp is YYYYMMDDhhmmss and a frame counter, so its first eight digits are
+the capture day. The zip wraps the folders in `RSCD dataset-1million/`; frames
+are 240 wide and 360 tall.
 
 This module only reads names and bytes, so it works on the extracted release
 or on the zip itself (`release_files`); `rscd_builder` turns it into a TFDS
@@ -143,6 +147,18 @@ def _release_root(names: Sequence[str]) -> str:
   return ""
 
 
+def _extracted_root(manual_dir: str) -> str | None:
+  """`manual_dir` or its one subfolder (the zip's `RSCD dataset-1million/`)
+  that holds the release's split folders, if any does."""
+  candidates = [manual_dir] + sorted(
+      os.path.join(manual_dir, d) for d in os.listdir(manual_dir)
+      if os.path.isdir(os.path.join(manual_dir, d)))
+  for candidate in candidates:
+    if any(os.path.isdir(os.path.join(candidate, f)) for f in SPLIT_FOLDERS.values()):
+      return candidate
+  return None
+
+
 def release_files(manual_dir: str) -> tuple[list[Frame], list[str]]:
   """Lists the release's frames in `manual_dir`: the extracted folders, or the
   zip(s) of the release when no extracted folder is there.
@@ -156,10 +172,11 @@ def release_files(manual_dir: str) -> tuple[list[Frame], list[str]]:
   """
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"{manual_dir} does not exist")
-  if any(os.path.isdir(os.path.join(manual_dir, f)) for f in SPLIT_FOLDERS.values()):
-    names = [os.path.relpath(os.path.join(d, f), manual_dir).replace(os.sep, "/")
-             for d, _, files in os.walk(manual_dir) for f in files]
-    return _frames(names, lambda name: os.path.join(manual_dir, name), archive="")
+  extracted = _extracted_root(manual_dir)
+  if extracted is not None:
+    names = [os.path.relpath(os.path.join(d, f), extracted).replace(os.sep, "/")
+             for d, _, files in os.walk(extracted) for f in files]
+    return _frames(names, lambda name: os.path.join(extracted, name), archive="")
   zips = sorted(f for f in os.listdir(manual_dir) if f.lower().endswith(".zip"))
   if not zips:
     raise FileNotFoundError(

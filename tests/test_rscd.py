@@ -15,14 +15,16 @@ COUNTS = {"train": 6, "validation": 2, "test": 3}
 BAD_FILES = {  # Release-named files the builder must skip, by split.
     "test_50k/20210103999999001-dry-gravel.jpg": b"",
     "vali_20k/20210115999999002-dry-asphalt-smooth.jpg": b"<html>not an image</html>",
-    "train/dry_concrete_smooth/20210207999999003.jpg": None,  # truncated below
+    "train/dry_concrete_smooth/20210207999999003-dry-concrete-smooth.jpg": None,  # truncated
 }
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-  """A release of 27 classes plus bad files, extracted and zipped."""
-  root = str(tmp_path_factory.mktemp("rscd_release"))
+  """A release of 27 classes plus bad files, extracted (in the zip's top
+  folder, as unzipping leaves it) and zipped."""
+  extracted = str(tmp_path_factory.mktemp("rscd_release"))
+  root = os.path.join(extracted, "RSCD dataset-1million")
   fake_rscd.write_release(root, COUNTS, classes=rscd.CLASSES_27)
   for name, data in BAD_FILES.items():
     if data is None:
@@ -33,7 +35,7 @@ def release(tmp_path_factory):
       f.write(data)
   zipped = str(tmp_path_factory.mktemp("rscd_zip"))
   fake_rscd.zip_release(root, os.path.join(zipped, "RSCD.zip"))
-  return {"extracted": root, "zip": zipped}
+  return {"extracted": extracted, "zip": zipped}
 
 
 def build(name, manual_dir, data_dir):
@@ -59,6 +61,8 @@ def test_class_names_and_attributes():
 
 @pytest.mark.parametrize("file_name,label,day", [
     ("20210115123456789-dry-asphalt-smooth.jpg", "dry_asphalt_smooth", "2021-01-15"),
+    ("202201252341401-dry-asphalt-smooth.jpg", "dry_asphalt_smooth", "2022-01-25"),
+    ("2022070913430178wet-dry-asphalt-smooth.jpg", "dry_asphalt_smooth", "2022-07-09"),
     ("20201231000000000-water-gravel.jpg", "water_gravel", "2020-12-31"),
     ("20210301080000123-fresh_snow.jpg", "fresh_snow", "2021-03-01"),
     ("20210301080000123-melted_snow.JPG", "melted_snow", "2021-03-01"),
@@ -95,7 +99,7 @@ def test_builder_3class_and_27class(release, layout, tmp_path):
     name = rscd.CLASSES_3[e["label"]]
     assert e["file_name"].decode().endswith(f"-{name.replace('_', '-')}.jpg")
     assert (e["friction"].decode(), e["material"].decode()) == rscd.class_attributes(name)[:2]
-    assert e["image"].shape == (60, 90, 3)
+    assert e["image"].shape == (90, 60, 3)
 
   twenty_seven = build("rscd/27class", release[layout], tmp_path)
   assert len(twenty_seven.info.features["label"].names) == 27
@@ -137,13 +141,12 @@ def test_size_differences_from_the_published_release_are_warned(release, tmp_pat
 
 
 @pytest.mark.slow
-def test_tfds_build_command_line(release, tmp_path):
+def test_tfds_build_command(release, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "tensorflow_datasets.scripts.cli.main", "build", "rscd",
-       "--config=3class", "--imports=roadflax.rscd_builder",
+      [sys.executable, "-m", "roadflax.tfds_build", "rscd", "--config=27class",
        f"--manual_dir={release['zip']}", f"--data_dir={tmp_path}"],
       capture_output=True, text=True, timeout=600,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 0, result.stderr[-2000:]
-  builder = tfds.builder("rscd/3class", data_dir=str(tmp_path))
-  assert builder.info.splits["train"].num_examples == 18
+  builder = tfds.builder("rscd/27class", data_dir=str(tmp_path))
+  assert builder.info.splits["train"].num_examples == 27 * COUNTS["train"]
