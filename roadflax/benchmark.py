@@ -1,0 +1,155 @@
+"""Input-pipeline benchmark at scale: images/s and peak memory, per way of
+feeding a model, as ratios against the plain image-folder pipeline measured in
+the same run.
+
+  python -m roadflax.benchmark --images=50000 --workdir=/tmp/roadflax_bench
+
+It generates a release-shaped set of `--images` frames (360x240 JPEGs of 3
+classes, `fake_rscd`), builds `rscd/3class` from it with TFDS (timed: the
+preparation cost per 100k frames), then reads one training epoch through each
+pipeline, each in its own process so that its peak memory is its own:
+
+  folder       image-folder pipeline: file paths in memory, a JPEG decoded per
+               image and epoch (the reference)
+  tfds         rscd/3class streamed: shuffled file shards, a shuffle buffer of
+               encoded frames, parallel decoding
+  disk_write   the first epoch with data.cache=disk: decodes and writes the cache
+  disk_read    a later epoch: preprocessed frames streamed from the cache
+
+Results go to stdout and WORKDIR/pipeline_benchmark.{json,md}. The generated
+set, the TFDS data and the cache stay in WORKDIR for later runs.
+"""
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("images", 50_000, "Frames to generate (98% train, 1% val, 1% test).")
+flags.DEFINE_string("workdir", "/tmp/roadflax_bench", "Where data, TFDS files and cache go.")
+flags.DEFINE_integer("image_size", 224, "Model input size.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("processes", os.cpu_count() or 1, "Processes generating frames.")
+flags.DEFINE_string("phase", "", "Internal: run one pipeline and print its figures.")
+
+PHASES = ("folder", "tfds", "disk_write", "disk_read")
+
+
+def _paths(workdir: str) -> dict[str, str]:
+  return {"release": os.path.join(workdir, "release"), "tfds": os.path.join(workdir, "tfds"),
+          "cache": os.path.join(workdir, "cache")}
+
+
+def _data_config(paths: dict[str, str], **overrides: Any):
+  from configs import default
+  data = default.get_config().data
+  data.update(source="rscd", variant="3class", manual_dir=paths["release"],
+              data_dir=paths["tfds"], cache_dir=paths["cache"], image_size=FLAGS.image_size)
+  data.update(overrides)
+  return data
+
+
+def _prepare(paths: dict[str, str]) -> dict[str, float]:
+  """Generates the frames (unless already there) and builds rscd/3class."""
+  from roadflax import data_sources, fake_rscd
+  figures = {}
+  if not os.path.isdir(paths["release"]):
+    per_class = FLAGS.images // 3
+    held_out = max(1, per_class // 100)
+    start = time.time()
+    writing = paths["release"] + ".writing"
+    fake_rscd.write_release(writing, {"train": per_class - 2 * held_out,
+                                      "validation": held_out, "test": held_out},
+                            size=(360, 240), processes=FLAGS.processes)
+    os.rename(writing, paths["release"])
+    figures["generate_seconds"] = time.time() - start
+  start = time.time()
+  data_sources.load_dataset(_data_config(paths))
+  figures["prepare_seconds"] = time.time() - start
+  return figures
+
+
+def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
+  """One epoch of training batches through one pipeline, in this process."""
+  from roadflax import data_sources, image_folder, input_pipeline
+  start = time.time()
+  if phase == "folder":
+    split = image_folder.scan_image_folder(paths["release"], splits=("train",)).splits["train"]
+    pipeline = input_pipeline.pipeline_for(split, _data_config(paths, source="folder"))
+  else:
+    cache = "disk" if phase.startswith("disk") else "none"
+    data = _data_config(paths, cache=cache)
+    split = data_sources.load_dataset(data).splits["train"]
+    pipeline = input_pipeline.pipeline_for(split, data)
+  setup = time.time() - start
+  epoch = 1 if phase == "disk_read" else 0
+  start, images = time.time(), 0
+  for batch in pipeline.train_batches(batch_size=FLAGS.batch_size, seed=0, epoch=epoch):
+    images += len(batch["label"])
+  seconds = time.time() - start
+  return {"images": images, "seconds": seconds, "images_per_second": images / seconds,
+          "setup_seconds": setup,
+          "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _phase_in_subprocess(phase: str) -> dict[str, float]:
+  command = [sys.executable, "-m", "roadflax.benchmark", f"--phase={phase}",
+             f"--workdir={FLAGS.workdir}", f"--image_size={FLAGS.image_size}",
+             f"--batch_size={FLAGS.batch_size}"]
+  result = subprocess.run(command, capture_output=True, text=True, check=False,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if result.returncode != 0:
+    raise RuntimeError(f"phase {phase} failed:\n{result.stderr[-3000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _table(figures: dict[str, Any]) -> str:
+  reference = figures["phases"]["folder"]["images_per_second"]
+  lines = ["| pipeline | images | images/s | vs folder | peak memory (MiB) | setup (s) |",
+           "|---|---:|---:|---:|---:|---:|"]
+  for phase, f in figures["phases"].items():
+    lines.append(f"| {phase} | {f['images']:,} | {f['images_per_second']:.0f} | "
+                 f"{f['images_per_second'] / reference:.2f}x | {f['peak_memory_mib']:,.0f} | "
+                 f"{f['setup_seconds']:.1f} |")
+  per_100k = figures["prepare_seconds"] / figures["frames"] * 100_000
+  lines.append("")
+  lines.append(f"{figures['frames']:,} frames at {FLAGS.image_size}x{FLAGS.image_size}, batch "
+               f"{FLAGS.batch_size}; rscd/3class prepared in {figures['prepare_seconds']:.0f} s "
+               f"({per_100k / 60:.1f} min per 100k frames)")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  paths = _paths(FLAGS.workdir)
+  if FLAGS.phase:
+    print(json.dumps(_run_phase(FLAGS.phase, paths)))
+    return
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  # Measured afresh each run; only the generated frames are reused.
+  shutil.rmtree(paths["tfds"], ignore_errors=True)
+  shutil.rmtree(paths["cache"], ignore_errors=True)
+  figures: dict[str, Any] = _prepare(paths)
+  figures["frames"] = sum(len(files) for _, _, files in os.walk(paths["release"]))
+  figures["phases"] = {}
+  for phase in PHASES:
+    logging.info("benchmark: %s ...", phase)
+    figures["phases"][phase] = _phase_in_subprocess(phase)
+  table = _table(figures)
+  with open(os.path.join(FLAGS.workdir, "pipeline_benchmark.json"), "w") as f:
+    json.dump(figures, f, indent=2)
+  with open(os.path.join(FLAGS.workdir, "pipeline_benchmark.md"), "w") as f:
+    f.write(table)
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
