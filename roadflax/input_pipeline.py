@@ -16,6 +16,9 @@ API
     steps_per_epoch(num_examples, global_batch_size)
     num_eval_batches(num_examples, batch_size, process_count=1)
   Batch sizes given to a pipeline are per process (global / process count).
+  pipeline_for(split, config.data) picks the pipeline: SplitPipeline (by
+  index) for an image folder's Split, StreamPipeline (bounded memory, same
+  methods) for TFDS splits and for `data.cache = "disk"`.
 
 Determinism. An epoch's order is a permutation drawn from (seed, epoch), and
 every random augmentation is a stateless function of (seed, epoch, position in
@@ -27,7 +30,7 @@ Multi-host. Each process reads its own strided shard of every global batch; all
 processes yield the same number of batches, so collective steps stay in
 lockstep. `process_index`/`process_count` default to JAX's.
 
-Caching. With `data.cache`, the first call for a split decodes, resizes and
+Caching. With `data.cache = "memory"`, the first call for a split decodes, resizes and
 contrasts the whole split once (in parallel) into an in-memory uint8 array,
 and every later epoch, and every evaluation, gathers from it instead of
 decoding JPEGs. Each process caches the whole split (N x S x S x 3 bytes),

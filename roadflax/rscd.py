@@ -56,7 +56,7 @@ PUBLISHED_SIZES = {
 _TIMESTAMP = re.compile(r"^(\d{8})\d*")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # A million of them: no __dict__.
 class Frame:
   """One image of the release, with what its path says about it.
 

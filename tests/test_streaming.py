@@ -173,3 +173,17 @@ def test_training_from_the_rscd3_config(release, tmp_path):
     report = json.load(f)
   assert report["num_examples"] == 3 * COUNTS["test"]
   assert list(report["per_class"]) == list(rscd.CLASSES_3)
+
+
+def test_any_prepared_tfds_set_by_name_with_split_specs(rscd_data):
+  data_dir = rscd_data.splits["train"].builder.data_dir.split("/rscd/")[0]
+  dataset = data_sources.load_dataset(_data(
+      source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
+      tfds_splits=("train[:75%]", "train[75%:]", "test")))
+  assert dataset.class_names == rscd.CLASSES_3
+  assert len(dataset.splits["train"]) == 27 and len(dataset.splits["val"]) == 9
+  with pytest.raises(UserError, match="has no split 'valid'"):
+    data_sources.load_dataset(_data(source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
+                                    tfds_splits=("train", "valid", "test")))
+  with pytest.raises(UserError, match="tfds_name='no_such_set'"):
+    data_sources.load_dataset(_data(source="tfds", tfds_name="no_such_set", data_dir=data_dir))
