@@ -44,15 +44,6 @@ def load_dataset(data: ml_collections.ConfigDict) -> image_folder.ImageFolder | 
   return SOURCES[data.source](data)
 
 
-def class_weights(counts: np.ndarray) -> tuple[float, ...]:
-  """Loss weights that make every class count as much as the others in
-  expectation: total / (classes x count), 0 for a class with no example."""
-  counts = np.asarray(counts, np.float64)
-  present = counts > 0
-  weights = np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
-  return tuple(float(w) for w in weights)
-
-
 def log_class_counts(dataset: Any) -> None:
   """One line per split: images per class (imbalance is worth seeing first)."""
   num_classes = len(dataset.class_names)

@@ -453,11 +453,17 @@ def _balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return rng.choice(len(labels), size=len(labels), p=weights / weights.sum())
 
 
-def acceptance_rates(counts: np.ndarray) -> np.ndarray:
-  """Per class, the chance of keeping an example so that the kept ones are
-  balanced: the rarest class keeps all, the others as many on average."""
-  present = counts[counts > 0]
-  return np.where(counts > 0, present.min() / np.maximum(counts, 1), 0.0)
+def balancing_factors(counts: np.ndarray) -> np.ndarray:
+  """total / (classes x count) per class, 0 for a class with no example.
+
+  With these factors every class weighs the same in expectation: as loss
+  weights (`data.balance = "class_weights"`), or as the average number of
+  copies a balanced stream takes of each example (`"resample"`, one pass over
+  the data then yields about one epoch).
+  """
+  counts = np.asarray(counts, np.float64)
+  present = counts > 0
+  return np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
 
 
 # ----------------------------------------------------------------- streaming
@@ -481,6 +487,8 @@ class StreamPipeline(SplitPipeline):
   uint8 from the disk cache), decoded in parallel. Augmentation is keyed by
   (seed, epoch, position in the process's stream), and `skip_batches` skips
   records before they are decoded, so a resumed epoch continues exactly.
+  `data.balance = "resample"` repeats examples of rare classes and thins
+  common ones (`balancing_factors`), still about one pass over the data an epoch.
 
   The split needs `__len__`, `class_counts(num_classes)` and, unless it is an
   image folder's `Split`, `records(process_index=, process_count=,
@@ -495,7 +503,7 @@ class StreamPipeline(SplitPipeline):
     self._disk_cache = (_DiskCache(split, self._preprocessing, data_config.cache_dir,
                                    self.process_index, self.process_count)
                         if self._cache == "disk" else None)
-    self._rates = acceptance_rates(np.asarray(split.class_counts(0)))
+    self._rates = balancing_factors(split.class_counts(0))
 
   def train_batches(self, *, batch_size: int, seed: int, epoch: int,
                     skip_batches: int = 0) -> Iterator[Batch]:
@@ -504,13 +512,12 @@ class StreamPipeline(SplitPipeline):
     if not 0 <= skip_batches <= num_batches:
       raise ValueError(f"skip_batches={skip_batches} outside [0, {num_batches}]")
     epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
-    # Repeated: balanced sampling and decode failures may need more than one
-    # pass to fill the epoch.
+    # Repeated: balanced sampling and decode failures may need a little more
+    # than one pass to fill the epoch.
     ds = self._stream(epoch_seed).repeat()
     if self._balance == "resample":
-      ds = ds.enumerate().filter(functools.partial(
-          _accepted, seed=epoch_seed, rates=tf.constant(self._rates, tf.float32)))
-      ds = ds.map(lambda index, example: example)
+      ds = ds.enumerate().flat_map(functools.partial(
+          _copies, seed=epoch_seed, rates=tf.constant(self._rates, tf.float32)))
     ds = ds.shuffle(self._shuffle_buffer, seed=epoch_seed)
     ds = self._decoded(ds.skip(skip_batches * batch_size))
     ds = ds.enumerate(start=skip_batches * batch_size).map(
@@ -541,10 +548,14 @@ class StreamPipeline(SplitPipeline):
     return _decode_records(ds, self._preprocessing)
 
 
-def _accepted(index: tf.Tensor, example: dict[str, tf.Tensor], *, seed: int,
-              rates: tf.Tensor) -> tf.Tensor:
+def _copies(index: tf.Tensor, example: dict[str, tf.Tensor], *, seed: int,
+            rates: tf.Tensor) -> tf.data.Dataset:
+  """The example `rate` times, rounded up or down at random (keyed by its
+  place in the stream): rare classes are repeated, common ones thinned."""
+  rate = tf.gather(rates, example["label"])
   draw = tf.random.stateless_uniform([], tf.stack([tf.constant(seed, tf.int64), index]))
-  return draw < tf.gather(rates, example["label"])
+  copies = tf.cast(tf.floor(rate + draw), tf.int64)
+  return tf.data.Dataset.from_tensors(example).repeat(copies)
 
 
 def _decode_records(ds: tf.data.Dataset, p: _Preprocessing) -> tf.data.Dataset:

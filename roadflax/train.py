@@ -221,8 +221,8 @@ def _objective(stage_config: ml_collections.ConfigDict, data: ml_collections.Con
   objective = objectives.objective_from_config(stage_config)
   if data.balance != "class_weights" or not objective.classifies:
     return objective
-  weights = data_sources.class_weights(
-      dataset.splits["train"].class_counts(len(dataset.class_names)))
+  weights = tuple(float(w) for w in input_pipeline.balancing_factors(
+      dataset.splits["train"].class_counts(len(dataset.class_names))))
   logging.info("class weights: %s", ", ".join(
       f"{name} {w:.3f}" for name, w in zip(dataset.class_names, weights)))
   return dataclasses.replace(objective, class_weights=weights)

@@ -133,10 +133,10 @@ def test_resample_draws_classes_equally_often(cache, tmp_path):
   np.testing.assert_allclose(share, 1 / 3, atol=0.1)  # unbalanced: 0.74 / 0.19 / 0.07
 
 
-def test_class_weights_equalise_the_classes():
-  weights = data_sources.class_weights(np.array([40, 10, 0, 4]))
-  assert weights[2] == 0
-  assert np.allclose(np.array(weights)[[0, 1, 3]] * [40, 10, 4], 54 / 3)
+def test_balancing_factors_equalise_the_classes():
+  factors = input_pipeline.balancing_factors(np.array([40, 10, 0, 4]))
+  assert factors[2] == 0
+  np.testing.assert_allclose(factors[[0, 1, 3]] * [40, 10, 4], 54 / 3)
 
 
 @pytest.mark.parametrize("key,value,message", [
