@@ -137,3 +137,28 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(data_root, tmp_path):
   assert step_a == step_b == 8
   for a, b in zip(jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_rscd3_config_trains_from_the_release_zip(tmp_path):
+  from roadflax import fake_rscd
+  release = fake_rscd.write_release(str(tmp_path / "release"),
+                                    {"train": 8, "validation": 2, "test": 3})
+  fake_rscd.zip_release(release, str(tmp_path / "download" / "RSCD.zip"))
+  workdir = str(tmp_path / "run")
+  flags = ["--config=configs/rscd3.py", f"--config.data.manual_dir={tmp_path / 'download'}",
+           f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.image_size=67",
+           "--config.eval_batch_size=8", "--config.stages.classify.learning_rate=0.01"]
+  for stage in ("pretrain", "classify"):
+    flags += [f"--config.stages.{stage}.steps=2", f"--config.stages.{stage}.batch_size=4"]
+  result = main(*flags, f"--workdir={workdir}", check=True)
+  assert "train: 24 images (dry_asphalt_smooth 8, dry_concrete_smooth 8, dry_gravel 8)" in (
+      result.stderr)
+  with open(os.path.join(workdir, "classify", "report.json")) as f:
+    assert json.load(f)["num_examples"] == 9
+
+
+def test_rscd_without_a_release_ends_in_one_line(tmp_path):
+  result = main("--config=configs/rscd3.py", f"--config.data.data_dir={tmp_path}",
+                f"--workdir={tmp_path / 'run'}")
+  assert "set --config.data.manual_dir" in error_line(result)
