@@ -24,7 +24,7 @@ from roadflax.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "val", "test")
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"  # End-of-image marker.
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND"  # Type of the last chunk.
@@ -112,7 +112,7 @@ def _check(head: bytes, tail: bytes, size: int) -> str | None:
   """Judges a file by its size and its first and last few bytes."""
   if size == 0:
     return "empty file"
-  if head.startswith(_JPEG_MAGIC):
+  if head.startswith(JPEG_MAGIC):
     return None if _JPEG_END in tail else "truncated JPEG (no end marker)"
   if head.startswith(_PNG_MAGIC):
     return None if _PNG_END in tail else "truncated PNG (no IEND chunk)"

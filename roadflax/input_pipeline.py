@@ -448,8 +448,7 @@ def _numpy(ds: tf.data.Dataset) -> Iterator[Batch]:
 
 def _balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """len(labels) indices drawn with replacement, every class equally likely."""
-  counts = np.bincount(labels)
-  weights = 1.0 / counts[labels]
+  weights = balancing_factors(np.bincount(labels))[labels]
   return rng.choice(len(labels), size=len(labels), p=weights / weights.sum())
 
 

@@ -24,9 +24,8 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from roadflax import rscd
-from roadflax.image_folder import check_image_bytes
+from roadflax.image_folder import JPEG_MAGIC, check_image_bytes
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
 # Where by-day configs put the pooled frames: about the official split's
 # proportions, filled smallest first (see `rscd.split_by_day`).
 _BY_DAY_FRACTIONS = {"validation": 0.02, "test": 0.05, "train": 0.93}
@@ -122,7 +121,7 @@ class Rscd(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, frames: list[rscd.Frame], split: str):
     skipped = 0
     for frame, data in rscd.iter_frames(frames):
-      reason = check_image_bytes(data) or (None if data.startswith(_JPEG_MAGIC) else "not a JPEG")
+      reason = check_image_bytes(data) or (None if data.startswith(JPEG_MAGIC) else "not a JPEG")
       if reason is not None:
         skipped += 1
         logging.warning("rscd: skipping %s (%s)", frame.path, reason)
