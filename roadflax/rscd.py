@@ -136,26 +136,15 @@ def _classify_member(relative: str) -> tuple[str, str] | None:
   return None
 
 
-def _release_root(names: Sequence[str]) -> str:
-  """The prefix under which `train/`, `vali_20k/` and `test_50k/` sit (zips
-  often wrap the release in one top folder)."""
+def _release_root(names: Sequence[str]) -> str | None:
+  """The prefix under which `train/`, `vali_20k/` and `test_50k/` sit ("" at
+  the top; the zip wraps them in `RSCD dataset-1million/`), or None when no
+  name lies in one of them."""
   for name in names:
     parts = name.split("/")
     for i, part in enumerate(parts[:-1]):
       if part in SPLIT_FOLDERS.values():
         return "/".join(parts[:i])
-  return ""
-
-
-def _extracted_root(manual_dir: str) -> str | None:
-  """`manual_dir` or its one subfolder (the zip's `RSCD dataset-1million/`)
-  that holds the release's split folders, if any does."""
-  candidates = [manual_dir] + sorted(
-      os.path.join(manual_dir, d) for d in os.listdir(manual_dir)
-      if os.path.isdir(os.path.join(manual_dir, d)))
-  for candidate in candidates:
-    if any(os.path.isdir(os.path.join(candidate, f)) for f in SPLIT_FOLDERS.values()):
-      return candidate
   return None
 
 
@@ -172,12 +161,12 @@ def release_files(manual_dir: str) -> tuple[list[Frame], list[str]]:
   """
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"{manual_dir} does not exist")
-  extracted = _extracted_root(manual_dir)
-  if extracted is not None:
-    names = [os.path.relpath(os.path.join(d, f), extracted).replace(os.sep, "/")
-             for d, _, files in os.walk(extracted) for f in files]
-    return _frames(names, lambda name: os.path.join(extracted, name), archive="")
-  zips = sorted(f for f in os.listdir(manual_dir) if f.lower().endswith(".zip"))
+  names = sorted(os.path.relpath(os.path.join(d, f), manual_dir).replace(os.sep, "/")
+                 for d, _, files in os.walk(manual_dir) for f in files)
+  root = _release_root(names)
+  if root is not None:
+    return _frames(names, root, lambda name: os.path.join(manual_dir, name), archive="")
+  zips = [name for name in names if "/" not in name and name.lower().endswith(".zip")]
   if not zips:
     raise FileNotFoundError(
         f"{manual_dir} holds neither the extracted release ({', '.join(SPLIT_FOLDERS.values())}) "
@@ -187,15 +176,19 @@ def release_files(manual_dir: str) -> tuple[list[Frame], list[str]]:
     archive = os.path.join(manual_dir, zip_name)
     with zipfile.ZipFile(archive) as z:
       names = [n for n in z.namelist() if not n.endswith("/")]
-    found, bad = _frames(names, lambda name: name, archive=archive)
+    root = _release_root(names)
+    if root is None:
+      continue
+    found, bad = _frames(names, root, lambda name: name, archive=archive)
     frames += found
     unnamed += [f"{archive}:{name}" for name in bad]
   return sorted(frames, key=lambda f: (f.archive, f.path)), unnamed
 
 
-def _frames(names: list[str], locate: Callable[[str], str],
+def _frames(names: list[str], root: str, locate: Callable[[str], str],
             archive: str) -> tuple[list[Frame], list[str]]:
-  root = _release_root(names)
+  """The frames among `names` (paths relative to `manual_dir` or inside a
+  zip) under `root`, and the JPEGs there that are not named like frames."""
   frames, unnamed = [], []
   for name in sorted(names):
     if root and not name.startswith(root + "/"):
