@@ -31,7 +31,7 @@ import io
 import os
 import pathlib
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
@@ -86,7 +86,7 @@ def describe_uploads(files: Sequence[tuple[str, bytes]],
 
   A bad file must not cost the others their predictions, so each problem is
   recorded on its file's `Upload` rather than raised. The readable images go
-  through each model together, in one call.
+  through each model together, in batches (`predict.in_batches`).
 
   Args:
     files: (name, contents) pairs, in the order to show them.
@@ -103,8 +103,8 @@ def describe_uploads(files: Sequence[tuple[str, bytes]],
   if not readable:
     return uploads
   images = np.stack([upload.model_input for upload in readable])
-  probabilities = _in_one_batch(classifier.predict, images)
-  reconstructions = (_in_one_batch(autoencoder.reconstruct, images)
+  probabilities = predict.in_batches(classifier.predict, images)
+  reconstructions = (predict.in_batches(autoencoder.reconstruct, images)
                      if autoencoder is not None else [None] * len(readable))
   for upload, p, reconstruction in zip(readable, probabilities,
                                        reconstructions):
@@ -159,20 +159,6 @@ def _decoding_note(image: Image.Image, data: bytes) -> str | None:
   if image.has_transparency_data:
     changes.append("transparency dropped")
   return f"Decoded as in training: {', '.join(changes)}." if changes else None
-
-
-def _in_one_batch(function: Callable[[np.ndarray], Any],
-                  images: np.ndarray) -> np.ndarray:
-  """`function(images)` in one call, the batch padded to a power of two.
-
-  A jitted model compiles once per batch shape; padding keeps that to a few
-  shapes (1, 2, 4, 8, ... images) instead of one per number of uploads.
-  """
-  count = len(images)
-  padded = np.zeros((1 << (count - 1).bit_length(), *images.shape[1:]),
-                    images.dtype)
-  padded[:count] = images
-  return np.asarray(function(padded))[:count]
 
 
 def example_files(folder: str) -> list[tuple[str, bytes]]:

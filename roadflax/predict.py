@@ -2,7 +2,7 @@
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -12,6 +12,27 @@ from absl import logging
 from roadflax import image_folder, input_pipeline, models, steps, workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json
+
+# Images per model call when predicting files or uploads.
+PREDICT_BATCH_SIZE = 32
+
+
+def in_batches(function: Callable[[np.ndarray], Any], images: np.ndarray,
+               batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+  """`function(images)`, called on batches of at most `batch_size` images.
+
+  A jitted model compiles once per batch shape, so a last, smaller batch is
+  padded to a power of two: any number of images costs a few compilations
+  (1, 2, 4, ... up to `batch_size` images), and memory stays that of one batch.
+  """
+  outputs = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    padded = np.zeros((min(batch_size, 1 << (len(chunk) - 1).bit_length()),
+                       *chunk.shape[1:]), chunk.dtype)
+    padded[:len(chunk)] = chunk
+    outputs.append(np.asarray(function(padded))[:len(chunk)])
+  return np.concatenate(outputs)
 
 
 @dataclasses.dataclass
@@ -41,16 +62,34 @@ class Classifier:
     """Probabilities [N, classes] for preprocessed images [N, S, S, 3]."""
     return np.asarray(self._predict(self.params, images))
 
-  def predict_files(self, paths: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
+  def predict_files(self, paths: Sequence[str],
+                    batch_size: int = PREDICT_BATCH_SIZE) -> list[dict[str, Any]]:
+    """The class and probabilities of each file, in order.
+
+    A file that is not a readable image gets an `"error"` instead, so one bad
+    file in a folder does not cost the others their predictions. Files are
+    read `batch_size` at a time: memory does not grow with their number.
+    """
     results = []
     for start in range(0, len(paths), batch_size):
       chunk = paths[start:start + batch_size]
-      images = np.stack([input_pipeline.load_image(p, self.data_config) for p in chunk])
-      for path, probabilities in zip(chunk, self.predict(images)):
+      images, errors = [], {}
+      for path in chunk:
+        try:
+          images.append(input_pipeline.load_image(path, self.data_config))
+        except UserError as error:
+          errors[path] = str(error)
+      probabilities = iter(in_batches(self.predict, np.stack(images), batch_size)
+                           if images else ())
+      for path in chunk:
+        if path in errors:
+          results.append({"path": path, "error": errors[path]})
+          continue
+        p = next(probabilities)
         results.append({
             "path": path,
-            "class": self.class_names[int(np.argmax(probabilities))],
-            "probabilities": {n: float(p) for n, p in zip(self.class_names, probabilities)},
+            "class": self.class_names[int(np.argmax(p))],
+            "probabilities": {n: float(q) for n, q in zip(self.class_names, p)},
         })
     return results
 
@@ -78,10 +117,21 @@ def predict_main(workdir: str, inputs: Sequence[str], output: str | None,
     raise UserError("nothing to predict: give --input=PATH (image files or folders)")
   classifier = Classifier.load(workdir, stage)
   results = classifier.predict_files(image_paths(inputs))
+  predictions = [r for r in results if "error" not in r]
+  skipped = [r for r in results if "error" in r]
+  if not predictions:
+    more = f" (and {len(skipped) - 1} more unreadable files)" if len(skipped) > 1 else ""
+    raise UserError(f"{skipped[0]['error']}{more}")
   for result in results:
+    if "error" in result:
+      logging.warning("skipped: %s", result["error"])
+      continue
     probabilities = ", ".join(f"{n} {p:.3f}" for n, p in result["probabilities"].items())
     print(f"{result['path']}: {result['class']}  ({probabilities})")
+  if skipped:
+    logging.warning("%d of %d files were skipped as unreadable", len(skipped), len(results))
   if output:
     atomic_write_json(output, {"workdir": workdir, "stage_dir": classifier.stage_dir,
-                               "checkpoint_step": classifier.step, "predictions": results})
-    logging.info("wrote %d predictions to %s", len(results), output)
+                               "checkpoint_step": classifier.step, "predictions": predictions,
+                               "skipped": skipped})
+    logging.info("wrote %d predictions to %s", len(predictions), output)

@@ -131,18 +131,19 @@ def describe(files, classifier, autoencoder=None):
                               max_pixels=MAX_PIXELS)
 
 
-def test_a_batch_of_uploads_is_one_call_per_model(classifier, autoencoder,
-                                                  monkeypatch):
+def test_uploads_go_through_each_model_in_padded_batches(classifier, autoencoder,
+                                                        monkeypatch):
   calls = []
   for model, method in ((classifier, "predict"), (autoencoder, "reconstruct")):
     original = getattr(model, method)
     monkeypatch.setattr(model, method, lambda images, original=original: (
         calls.append(len(images)), original(images))[1])
-  files = [(f"road{i}.jpg", encode(road(i), "JPEG")) for i in range(3)]
+  files = [(f"road{i}.jpg", encode(road(i), "JPEG")) for i in range(35)]
 
   uploads = describe(files, classifier, autoencoder)
 
-  assert calls == [4, 4]  # Padded to a power of two: few compilations.
+  # 32 to a call, the rest padded to a power of two: few compilations.
+  assert calls == [32, 4, 32, 4]
   size = classifier.data_config.image_size
   for upload, (name, data) in zip(uploads, files):
     assert upload.name == name and upload.error is None
