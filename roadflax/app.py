@@ -42,7 +42,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from roadflax import image_folder, input_pipeline, predict  # noqa: E402
+from roadflax import exif, image_folder, input_pipeline, predict  # noqa: E402
 from roadflax import visuals, workdirs  # noqa: E402
 from roadflax.autoencoder import Autoencoder  # noqa: E402
 from roadflax.errors import UserError  # noqa: E402
@@ -149,9 +149,12 @@ def _decoding_note(image: Image.Image, data: bytes) -> str | None:
   """What decoding changed, for files that are not plain 8-bit RGB.
 
   Not an error: training decodes every image the same way. But whoever
-  uploads a 16-bit or transparent PNG should know what the model did not see.
+  uploads a 16-bit or transparent PNG should know what the model did not see,
+  and whoever uploads a phone photo why its pixels were turned.
   """
   changes = []
+  if exif.orientation(data) != exif.UPRIGHT:
+    changes.append("turned upright as its EXIF orientation says")
   if image.mode not in ("RGB", "RGBA"):
     changes.append(f"{_COLOUR_MODES.get(image.mode, image.mode)} to RGB")
   if image.format == "PNG" and data[_PNG_BIT_DEPTH_AT] == 16:

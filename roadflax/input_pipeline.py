@@ -61,7 +61,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from roadflax import files
+from roadflax import exif, files
 from roadflax.errors import UserError
 from roadflax.image_folder import check_image_bytes
 from roadflax.image_folder import check_image_file
@@ -136,13 +136,43 @@ def _augmentation(augment_config: Any) -> _Augmentation:
 # ------------------------------------------------------------------ one image
 
 
+# Names what `decode_image` does, for caches of decoded images: raise it when
+# that changes. 2: EXIF orientation applied.
+DECODING_VERSION = 2
+
+
 def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
   """Decodes a JPEG or PNG (whatever its file name says) to uint8 [H, W, 3].
 
-  Grayscale and RGBA become RGB; 16-bit PNGs are reduced to their high byte
-  by the decoder, i.e. scaled to 0..255 rather than wrapped.
+  The image is turned upright as its EXIF orientation says (`exif`), as a
+  browser shows it. Grayscale and RGBA become RGB; 16-bit PNGs are reduced to
+  their high byte by the decoder, i.e. scaled to 0..255 rather than wrapped.
   """
-  return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  orientation = tf.numpy_function(_exif_orientation, [image_bytes], tf.int32,
+                                  stateful=False)
+  return upright(image, orientation)
+
+
+def _exif_orientation(image_bytes: Any) -> np.int32:
+  # A bytes object inside tf.data, a 0-d object array when called eagerly.
+  data = image_bytes.item() if isinstance(image_bytes, np.ndarray) else image_bytes
+  return np.int32(exif.orientation(data))
+
+
+def upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+  """Turns [H, W, C] pixels stored in EXIF `orientation` (1-8) upright."""
+  turns = (
+      lambda: image,  # 1: upright
+      lambda: tf.image.flip_left_right(image),  # 2: mirrored
+      lambda: tf.image.rot90(image, 2),  # 3: upside down
+      lambda: tf.image.flip_up_down(image),  # 4: mirrored upside down
+      lambda: tf.image.transpose(image),  # 5: mirrored along the diagonal
+      lambda: tf.image.rot90(image, 3),  # 6: turned left: turn right
+      lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7: anti-diagonal
+      lambda: tf.image.rot90(image, 1),  # 8: turned right: turn left
+  )
+  return tf.switch_case(tf.cast(orientation, tf.int32) - 1, turns)
 
 
 def resize_and_contrast(image: tf.Tensor, image_size: int,
@@ -590,7 +620,8 @@ class _DiskCache:
   def __init__(self, split: Any, p: _Preprocessing, cache_dir: str,
                process_index: int, process_count: int):
     key = json.dumps({"split": split.fingerprint, "image_size": p.image_size,
-                      "contrast": p.contrast, "part": [process_index, process_count]},
+                      "contrast": p.contrast, "decoding": DECODING_VERSION,
+                      "part": [process_index, process_count]},
                      sort_keys=True)
     self.directory = os.path.join(cache_dir or files.default_cache_dir(), "preprocessed",
                                   hashlib.sha256(key.encode()).hexdigest()[:20])

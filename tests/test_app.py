@@ -112,6 +112,15 @@ def sixteen_bit_png(image):
   return tf.io.encode_png(pixels.reshape(*pixels.shape[:2], -1)).numpy()
 
 
+def phone_photo(image):
+  """`image` as a phone stores a portrait shot: lying down, EXIF says turn it."""
+  tags = image.getexif()
+  tags[0x0112] = 6  # Orientation: turn right to show.
+  buffer = io.BytesIO()
+  image.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", exif=tags.tobytes())
+  return buffer.getvalue()
+
+
 # name -> (contents, what its note says, or None for no note)
 READABLE_UPLOADS = {
     "rgb.jpg": (GOOD_JPEG, None),
@@ -123,6 +132,8 @@ READABLE_UPLOADS = {
     "grey16.png": (sixteen_bit_png(road().convert("L")),
                    "grayscale to RGB, 16 to 8 bits per channel"),
     "rgb16.png": (sixteen_bit_png(road()), "16 to 8 bits per channel"),
+    "portrait_phone.jpg": (phone_photo(road()),
+                           "turned upright as its EXIF orientation says"),
 }
 
 
