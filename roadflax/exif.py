@@ -13,14 +13,13 @@ up to the image data: microseconds, nothing decoded.
 
 import struct
 
+from roadflax import image_folder
+
 ORIENTATION_TAG = 0x0112
 UPRIGHT = 1  # EXIF orientation 1: the pixels are stored upright.
 
-_JPEG_START = b"\xff\xd8"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_HEADER = b"Exif\x00\x00"  # Opens a JPEG's APP1 EXIF segment.
 _APP1 = 0xE1
-_END_OR_SCAN = (0xD9, 0xDA)  # No metadata segment follows these markers.
 _SHORT = 3  # TIFF field type of the orientation value.
 
 
@@ -30,9 +29,9 @@ def orientation(data: bytes) -> int:
   Returns 1 (upright as stored) when the file has no orientation tag, is not a
   JPEG or PNG, or its metadata is damaged: a bad tag must not stop a run.
   """
-  if data.startswith(_JPEG_START):
+  if data.startswith(image_folder.JPEG_MAGIC):
     tiff = _jpeg_exif(data)
-  elif data.startswith(_PNG_SIGNATURE):
+  elif data.startswith(image_folder.PNG_MAGIC):
     tiff = _png_exif(data)
   else:
     tiff = None
@@ -47,36 +46,21 @@ def orientation(data: bytes) -> int:
 
 def _jpeg_exif(data: bytes) -> bytes | None:
   """The TIFF block of the APP1 EXIF segment, which precedes the scan."""
-  position = len(_JPEG_START)
-  while position + 4 <= len(data):
-    if data[position] != 0xFF:
-      return None  # Not a marker: damaged.
-    marker = data[position + 1]
-    if marker == 0xFF:  # A fill byte before a marker.
-      position += 1
-      continue
-    if marker in _END_OR_SCAN:
-      return None
-    (length,) = struct.unpack_from(">H", data, position + 2)
-    segment = data[position + 4:position + 2 + length]
-    if marker == _APP1 and segment.startswith(_EXIF_HEADER):
-      return segment[len(_EXIF_HEADER):]
-    position += 2 + length
+  for marker, start, end in image_folder.jpeg_segments(data):
+    if marker == _APP1 and data.startswith(_EXIF_HEADER, start):
+      return data[start + len(_EXIF_HEADER):end]
   return None
 
 
 def _png_exif(data: bytes) -> bytes | None:
   """The contents of the eXIf chunk, which precedes the image data."""
-  position = len(_PNG_SIGNATURE)
-  while position + 8 <= len(data):
-    length, kind = struct.unpack_from(">I4s", data, position)
+  for kind, start, end in image_folder.png_chunks(data):
     if kind == b"eXIf":
-      block = data[position + 8:position + 8 + length]
+      block = data[start:end]
       # Some writers keep the JPEG segment's header; the chunk is TIFF alone.
       return block[len(_EXIF_HEADER):] if block.startswith(_EXIF_HEADER) else block
-    if kind in (b"IDAT", b"IEND"):
+    if kind == b"IDAT":
       return None
-    position += 12 + length  # length, type, data, CRC
   return None
 
 

@@ -5,16 +5,18 @@ the folder to fix, raised at scan time so a run fails in seconds rather than
 hours into training. Individual bad files are not mistakes worth stopping for:
 a cheap header/trailer check (`check_image_file`) runs over every file in a
 thread pool, and files that fail it are skipped and named in the log. The check
-reads a few bytes at each end of a file only, so scanning ~1M files costs about
-two small reads each; files that pass it but still fail to decode are dropped by
-the input pipeline.
+reads a few bytes at each end of a file (the whole file only when its last
+bytes hold no end marker), so scanning ~1M files costs about two small reads
+each; files that pass it but still fail to decode are dropped by the input
+pipeline.
 """
 
 import concurrent.futures
 import dataclasses
 import hashlib
 import os
-from typing import Sequence
+import struct
+from typing import Callable, Iterator, Sequence
 
 from absl import logging
 import numpy as np
@@ -25,8 +27,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "val", "test")
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-_JPEG_END = b"\xff\xd9"  # End-of-image marker.
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_SOS = 0xDA  # Start-of-scan marker: the compressed image data follows.
+_JPEG_EOI = 0xD9  # End-of-image marker,
+_JPEG_END = b"\xff\xd9"  # as bytes.
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND"  # Type of the last chunk.
 _HEAD_BYTES = 16
 # How far from the end the end marker may sit: encoders and cameras sometimes
@@ -85,6 +89,9 @@ def check_image_file(path: str) -> str | None:
   The format is judged by its magic bytes, not the extension, because the
   decoder does the same (a PNG named .jpg decodes fine). Truncation, the usual
   result of an interrupted copy or download, shows as a missing end marker.
+  Only a file whose last bytes hold no end marker is read whole: phones append
+  data after it (Samsung's trailer, a motion photo's video), and such a file
+  is complete if its marker is found further in.
 
   Args:
     path: the file to check.
@@ -98,25 +105,92 @@ def check_image_file(path: str) -> str | None:
       head = f.read(_HEAD_BYTES)
       f.seek(max(0, size - _TAIL_BYTES))
       tail = f.read(_TAIL_BYTES)
+
+      def read_all() -> bytes:
+        f.seek(0)
+        return f.read()
+
+      return _check(head, tail, size, read_all)
   except OSError as e:
     return f"cannot read: {e.strerror or e}"
-  return _check(head, tail, size)
 
 
 def check_image_bytes(data: bytes) -> str | None:
   """`check_image_file` for an image already in memory, such as an upload."""
-  return _check(data[:_HEAD_BYTES], data[-_TAIL_BYTES:], len(data))
+  return _check(data[:_HEAD_BYTES], data[-_TAIL_BYTES:], len(data), lambda: data)
 
 
-def _check(head: bytes, tail: bytes, size: int) -> str | None:
-  """Judges a file by its size and its first and last few bytes."""
+def _check(head: bytes, tail: bytes, size: int,
+           read_all: Callable[[], bytes]) -> str | None:
+  """Judges a file by its size and first and last few bytes, reading it all
+  only when no end marker is at its end."""
   if size == 0:
     return "empty file"
   if head.startswith(JPEG_MAGIC):
-    return None if _JPEG_END in tail else "truncated JPEG (no end marker)"
-  if head.startswith(_PNG_MAGIC):
-    return None if _PNG_END in tail else "truncated PNG (no IEND chunk)"
+    ends = _JPEG_END in tail or _jpeg_has_end(read_all())
+    return None if ends else "truncated JPEG (no end marker)"
+  if head.startswith(PNG_MAGIC):
+    ends = _PNG_END in tail or _png_has_end(read_all())
+    return None if ends else "truncated PNG (no IEND chunk)"
   return f"not a JPEG or PNG (starts with {head[:4].hex(' ')})"
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+  """(marker, start, end) of the payload of each marker segment of a JPEG.
+
+  Walks from the start-of-image marker to the first start-of-scan (SOS)
+  segment, which comes last: the compressed image data follows it. Segment
+  payloads (EXIF, a thumbnail with its own end marker) are skipped whole.
+  Stops early, silently, where the data is not a well-formed segment.
+  """
+  position = 2  # After the start-of-image marker.
+  while position + 4 <= len(data):
+    if data[position] != 0xFF:
+      return
+    marker = data[position + 1]
+    if marker == 0xFF:  # A fill byte before a marker.
+      position += 1
+      continue
+    if marker == _JPEG_EOI:
+      return
+    (length,) = struct.unpack_from(">H", data, position + 2)
+    yield marker, position + 4, position + 2 + length
+    if marker == JPEG_SOS:
+      return
+    position += 2 + length
+
+
+def _jpeg_has_end(data: bytes) -> bool:
+  """Whether an end-of-image marker follows the image data.
+
+  Compressed data never holds the marker's bytes (a 0xFF there is followed by
+  0x00 or a restart marker), so the first one after the scan begins ends it.
+  """
+  for marker, _, end in jpeg_segments(data):
+    if marker == JPEG_SOS:
+      return data.find(_JPEG_END, end) >= 0
+  return False
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+  """(type, start, end) of the data of each chunk of a PNG, up to IEND.
+
+  Stops early, silently, where a chunk runs past the end of `data`.
+  """
+  position = len(PNG_MAGIC)
+  while position + 12 <= len(data):
+    length, kind = struct.unpack_from(">I4s", data, position)
+    end = position + 8 + length
+    if end + 4 > len(data):  # The data and CRC must be there.
+      return
+    yield kind, position + 8, end
+    if kind == _PNG_END:
+      return
+    position = end + 4
+
+
+def _png_has_end(data: bytes) -> bool:
+  return any(kind == _PNG_END for kind, _, _ in png_chunks(data))
 
 
 def scan_image_folder(root: str,

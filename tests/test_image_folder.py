@@ -7,6 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow as tf
 
 from roadflax import image_folder
 from roadflax.errors import UserError
@@ -140,11 +141,37 @@ def _truncated_png() -> bytes:
   return _image_bytes("PNG")[:-20]
 
 
+def _with_thumbnail(jpeg: bytes) -> bytes:
+  """`jpeg` with an APP1 segment holding a small JPEG of its own, as EXIF
+  thumbnails are: their end marker must not pass for the image's."""
+  thumbnail = _image_bytes("JPEG", size=(8, 8))
+  segment = b"Exif\x00\x00" + thumbnail
+  return (jpeg[:2] + b"\xff\xe1" + (len(segment) + 2).to_bytes(2, "big") + segment
+          + jpeg[2:])
+
+
+def _noise(size: int) -> bytes:
+  """Bytes with no JPEG end marker in them."""
+  data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+  return data.replace(b"\xff", b"\xfe")
+
+
+def _noisy_jpeg() -> bytes:
+  """A JPEG long enough to cut mid-scan."""
+  pixels = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format="JPEG")
+  return buffer.getvalue()
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty file"),
     (b"just some text, saved as .jpg\n", "not a JPEG or PNG"),
     (_truncated_jpeg(), "truncated JPEG"),
+    (_noisy_jpeg()[:3000], "truncated JPEG"),
+    (_with_thumbnail(_noisy_jpeg())[:3000], "truncated JPEG"),
     (_truncated_png(), "truncated PNG"),
+    (_image_bytes("PNG")[:60], "truncated PNG"),
 ])
 def test_check_rejects(tmp_path, data, reason):
   path = _write(str(tmp_path / "image.jpg"), data)
@@ -158,11 +185,18 @@ def test_check_rejects(tmp_path, data, reason):
     _image_bytes("PNG"),  # Named .jpg below: the decoder goes by content.
     _image_bytes("PNG", mode="L"),
     _image_bytes("PNG", mode="RGBA"),
+    _with_thumbnail(_noisy_jpeg()),
+    # Phones append data after the end marker: a trailer of their own ...
+    _noisy_jpeg() + b"SEFH" + _noise(2000),
+    # ... or a motion photo's video.
+    _with_thumbnail(_noisy_jpeg()) + b"\x00\x00\x00\x18ftypmp42" + _noise(50_000),
+    _image_bytes("PNG") + _noise(100),
 ])
 def test_check_accepts(tmp_path, data):
   path = _write(str(tmp_path / "image.jpg"), data)
   assert image_folder.check_image_file(path) is None
   assert image_folder.check_image_bytes(data) is None
+  assert tf.io.decode_image(data, channels=3).shape[2] == 3
 
 
 def test_check_of_missing_file(tmp_path):
