@@ -43,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = "folder"  # synthetic | folder | rscd | tfds
   config.data.root = ""  # folder: ROOT/{train,val,test}/CLASS/*.jpg|png
-  # Where roadtex is generated and the disk cache is kept ("" = ~/.cache/roadflax).
+  # Where roadtex is generated, and the disk cache and TFDS class counts are
+  # kept ("" = ~/.cache/roadflax).
   config.data.cache_dir = ""
   # rscd: the downloaded release (its zip, or train/, vali_20k/, test_50k/),
   # read once to build the TFDS data set `rscd/<variant>` in data_dir.

@@ -4,10 +4,14 @@ A prepared TFDS data set is read as a stream of file shards, never held in
 memory: `TfdsSplit.records` gives this process's even part of a split, its
 files in a seeded order, images still encoded (`input_pipeline.StreamPipeline`
 decodes them in parallel). Class counts come from one pass over the labels
-alone (images are not decoded), about 10 s per 100k examples here.
+alone (images are not decoded, but every record is read: about 10 s per 100k
+examples here, minutes for all of RSCD), so they are kept in the cache
+directory, keyed by the prepared files, and later runs start at once.
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 import time
 
@@ -17,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from roadflax import rscd_builder  # noqa: F401  (registers `rscd`)
+from roadflax import files, rscd_builder
 from roadflax.errors import UserError
 
 # roadflax's split names, in the order of `data.tfds_splits`.
@@ -104,7 +108,8 @@ def load_rscd(data: ml_collections.ConfigDict) -> TfdsData:
       raise UserError(f"cannot build rscd/{data.variant}: {e}") from e
     logging.info("prepared rscd/%s in %s in %.0f s", data.variant, builder.data_dir,
                  time.time() - start)
-  return _load(builder, ("train", "validation", "test"), f"rscd/{data.variant}")
+  return _load(builder, ("train", "validation", "test"), f"rscd/{data.variant}",
+               data.cache_dir)
 
 
 def load_tfds(data: ml_collections.ConfigDict) -> TfdsData:
@@ -120,7 +125,7 @@ def load_tfds(data: ml_collections.ConfigDict) -> TfdsData:
                     f"{str(e).splitlines()[0]}") from e
   if not _prepared(builder):
     builder.download_and_prepare()
-  return _load(builder, tuple(data.tfds_splits), data.tfds_name)
+  return _load(builder, tuple(data.tfds_splits), data.tfds_name, data.cache_dir)
 
 
 def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
@@ -138,7 +143,8 @@ def _supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
   return image_key, label_key
 
 
-def _load(builder: tfds.core.DatasetBuilder, split_specs: tuple[str, ...], name: str) -> TfdsData:
+def _load(builder: tfds.core.DatasetBuilder, split_specs: tuple[str, ...], name: str,
+          cache_dir: str) -> TfdsData:
   if len(split_specs) != len(SPLITS):
     raise UserError(f"--config.data.tfds_splits needs 3 split specs (train, val, test), "
                     f"got {list(split_specs)}")
@@ -147,7 +153,7 @@ def _load(builder: tfds.core.DatasetBuilder, split_specs: tuple[str, ...], name:
   splits = {}
   for ours, spec in zip(SPLITS, split_specs):
     try:
-      counts = _label_counts(builder, spec, label_key, len(class_names))
+      counts = _cached_label_counts(builder, spec, label_key, len(class_names), cache_dir)
     except (ValueError, KeyError) as e:
       raise UserError(f"{name} has no split {spec!r} (it has: "
                       f"{', '.join(builder.info.splits)}); set --config.data.tfds_splits") from e
@@ -155,6 +161,30 @@ def _load(builder: tfds.core.DatasetBuilder, split_specs: tuple[str, ...], name:
       raise UserError(f"{name} split {spec!r} is empty")
     splits[ours] = TfdsSplit(builder, spec, counts, image_key, label_key)
   return TfdsData(root=f"{name} in {builder.data_dir}", class_names=class_names, splits=splits)
+
+
+def _cached_label_counts(builder: tfds.core.DatasetBuilder, split: str, label_key: str,
+                         num_classes: int, cache_dir: str) -> np.ndarray:
+  """`_label_counts`, kept under CACHE_DIR/label_counts/ once counted.
+
+  The key names the prepared set (name, config, version, directory), the
+  split, and the state of its dataset_info.json (contents and modification
+  time), which preparing the set again rewrites.
+  """
+  info_path = os.path.join(builder.data_dir, "dataset_info.json")
+  with tf.io.gfile.GFile(info_path, "rb") as f:
+    key = hashlib.sha256(f.read())
+  key.update(json.dumps([builder.info.full_name, builder.data_dir, split, label_key,
+                         tf.io.gfile.stat(info_path).mtime_nsec]).encode())
+  path = os.path.join(cache_dir or files.default_cache_dir(), "label_counts",
+                      f"{key.hexdigest()[:20]}.json")
+  if os.path.exists(path):
+    return np.asarray(files.read_json(path)["counts"], np.int64)
+  counts = _label_counts(builder, split, label_key, num_classes)
+  files.atomic_write_json(path, {"data_set": builder.info.full_name,
+                                 "data_dir": builder.data_dir, "split": split,
+                                 "counts": counts.tolist()})
+  return counts
 
 
 def _label_counts(builder: tfds.core.DatasetBuilder, split: str, label_key: str,

@@ -15,6 +15,13 @@ import pytest  # noqa: E402  (after the environment is set)
 from tests import helpers  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory):
+  """A cache directory of the session's own, for this process and the
+  commands it starts: tests never read or fill the user's cache."""
+  os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache_home"))
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
   return helpers.write_image_tree(str(tmp_path_factory.mktemp("data")))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default, rscd3
-from roadflax import data_sources, fake_rscd, input_pipeline, rscd, train
+from roadflax import data_sources, fake_rscd, input_pipeline, rscd, tfds_source, train
 from roadflax.errors import UserError
 from tests import helpers
 
@@ -52,6 +52,29 @@ def _same(a, b):
   for x, y in zip(a, b):
     for key in x:
       np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_class_counts_are_counted_once_per_prepared_set(release, tmp_path, monkeypatch):
+  data = _data(source="rscd", manual_dir=release, data_dir=str(tmp_path / "tfds"),
+               cache_dir=str(tmp_path / "cache"))
+  first = data_sources.load_dataset(data)
+  assert len(os.listdir(tmp_path / "cache" / "label_counts")) == 3  # One per split.
+
+  def count_again(builder, split, *_):
+    counted.append(split)
+    return np.arange(3)
+
+  counted = []
+  monkeypatch.setattr(tfds_source, "_label_counts", count_again)
+  again = data_sources.load_dataset(data)
+  assert counted == []
+  for split in first.splits:
+    np.testing.assert_array_equal(again.splits[split].counts, first.splits[split].counts)
+  # Preparing the set again rewrites its dataset_info.json: counted anew.
+  os.utime(os.path.join(first.splits["train"].builder.data_dir, "dataset_info.json"),
+           ns=(0, 0))
+  assert list(data_sources.load_dataset(data).splits["train"].counts) == [0, 1, 2]
+  assert counted == ["train", "validation", "test"]
 
 
 def test_rscd_source_gives_classes_and_counts(rscd_data):
