@@ -1,13 +1,18 @@
-"""Input-pipeline benchmark at scale: images/s and peak memory, per way of
-feeding a model, as ratios against the plain image-folder pipeline measured in
-the same run.
+"""The benchmark: how fast roadflax feeds and trains its model, each figure
+a ratio against a reference measured in the same run on the same machine.
 
   python -m roadflax.benchmark --images=50000 --workdir=/tmp/roadflax_bench
+  python -m roadflax.benchmark --suite=model   # the model suite alone (minutes)
 
-It generates a release-shaped set of `--images` frames (360x240 JPEGs of 3
-classes, `fake_rscd`), builds `rscd/3class` from it with TFDS (timed: the
-preparation cost per 100k frames), then reads one training epoch through each
-pipeline, each in its own process so that its peak memory is its own:
+Suite `model` (`model_benchmark`): training and inference images/s of the
+classifier's jitted JAX steps against a Keras build of the same network (the
+reference).
+
+Suite `pipeline`: images/s and peak memory per way of feeding a model at
+scale, against the plain image-folder pipeline. It generates a release-shaped
+set of `--images` frames (360x240 JPEGs of 3 classes, `fake_rscd`), builds
+`rscd/3class` from it with TFDS (timed: the preparation cost per 100k frames),
+then reads one training epoch through each pipeline:
 
   folder       image-folder pipeline: file paths in memory, a JPEG decoded per
                image and epoch (the reference)
@@ -16,8 +21,10 @@ pipeline, each in its own process so that its peak memory is its own:
   disk_write   the first epoch with data.cache=disk: decodes and writes the cache
   disk_read    a later epoch: preprocessed frames streamed from the cache
 
-Results go to stdout and WORKDIR/pipeline_benchmark.{json,md}. The generated
-set, the TFDS data and the cache stay in WORKDIR for later runs.
+Every pipeline and every model system runs in a process of its own, so that
+its peak memory and its thread pools are its own. Results go to stdout and
+WORKDIR/{pipeline,model}_benchmark.{json,md}. The generated set, the TFDS data
+and the cache stay in WORKDIR for later runs.
 """
 
 import json
@@ -31,15 +38,22 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from roadflax import model_benchmark
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 50_000, "Frames to generate (98% train, 1% val, 1% test).")
 flags.DEFINE_string("workdir", "/tmp/roadflax_bench", "Where data, TFDS files and cache go.")
 flags.DEFINE_integer("image_size", 224, "Model input size.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("processes", os.cpu_count() or 1, "Processes generating frames.")
-flags.DEFINE_string("phase", "", "Internal: run one pipeline and print its figures.")
+flags.DEFINE_enum("suite", "all", ["all", "pipeline", "model"], "What to measure.")
+flags.DEFINE_integer("model_batch_size", 32, "Batch size of the model suite.")
+flags.DEFINE_integer("model_steps", 10, "Timed steps per repeat in the model suite.")
+flags.DEFINE_string("phase", "", "Internal: run one pipeline or model system and print "
+                    "its figures.")
 
 PHASES = ("folder", "tfds", "disk_write", "disk_read")
+MODEL_PHASE_PREFIX = "model_"
 
 
 def _paths(workdir: str) -> dict[str, str]:
@@ -99,10 +113,11 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
           "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _phase_in_subprocess(phase: str) -> dict[str, float]:
+def _phase_in_subprocess(phase: str) -> dict[str, Any]:
   command = [sys.executable, "-m", "roadflax.benchmark", f"--phase={phase}",
              f"--workdir={FLAGS.workdir}", f"--image_size={FLAGS.image_size}",
-             f"--batch_size={FLAGS.batch_size}"]
+             f"--batch_size={FLAGS.batch_size}", f"--model_batch_size={FLAGS.model_batch_size}",
+             f"--model_steps={FLAGS.model_steps}"]
   result = subprocess.run(command, capture_output=True, text=True, check=False,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if result.returncode != 0:
@@ -126,14 +141,7 @@ def _table(figures: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  paths = _paths(FLAGS.workdir)
-  if FLAGS.phase:
-    print(json.dumps(_run_phase(FLAGS.phase, paths)))
-    return
-  os.makedirs(FLAGS.workdir, exist_ok=True)
+def _pipeline_suite(paths: dict[str, str]) -> None:
   # Measured afresh each run; only the generated frames are reused.
   shutil.rmtree(paths["tfds"], ignore_errors=True)
   shutil.rmtree(paths["cache"], ignore_errors=True)
@@ -143,12 +151,44 @@ def main(argv: list[str]) -> None:
   for phase in PHASES:
     logging.info("benchmark: %s ...", phase)
     figures["phases"][phase] = _phase_in_subprocess(phase)
-  table = _table(figures)
-  with open(os.path.join(FLAGS.workdir, "pipeline_benchmark.json"), "w") as f:
+  _write_results("pipeline_benchmark", figures, _table(figures))
+
+
+def _model_suite() -> None:
+  figures = {}
+  for system in model_benchmark.SYSTEMS:
+    logging.info("benchmark: model in %s ...", system)
+    figures[system] = _phase_in_subprocess(MODEL_PHASE_PREFIX + system)
+  model_benchmark.check_same_model(figures)
+  _write_results("model_benchmark", figures, model_benchmark.table(
+      figures, image_size=FLAGS.image_size, batch_size=FLAGS.model_batch_size))
+
+
+def _write_results(name: str, figures: dict[str, Any], table: str) -> None:
+  with open(os.path.join(FLAGS.workdir, f"{name}.json"), "w") as f:
     json.dump(figures, f, indent=2)
-  with open(os.path.join(FLAGS.workdir, "pipeline_benchmark.md"), "w") as f:
+  with open(os.path.join(FLAGS.workdir, f"{name}.md"), "w") as f:
     f.write(table)
   print(table)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  paths = _paths(FLAGS.workdir)
+  if FLAGS.phase.startswith(MODEL_PHASE_PREFIX):
+    print(json.dumps(model_benchmark.measure(
+        FLAGS.phase[len(MODEL_PHASE_PREFIX):], image_size=FLAGS.image_size,
+        batch_size=FLAGS.model_batch_size, steps=FLAGS.model_steps)))
+    return
+  if FLAGS.phase:
+    print(json.dumps(_run_phase(FLAGS.phase, paths)))
+    return
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  if FLAGS.suite in ("all", "model"):
+    _model_suite()
+  if FLAGS.suite in ("all", "pipeline"):
+    _pipeline_suite(paths)
 
 
 if __name__ == "__main__":
