@@ -106,3 +106,31 @@ def test_fast_strided_transpose_equals_flax_conv_transpose(in_hw, out_hw):
   actual = fast.apply(variables, x)
   assert actual.shape == expected.shape == (2, *out_hw, 3)
   assert jnp.max(jnp.abs(actual - expected)) < 1e-5
+
+
+@pytest.mark.parametrize("hw,patches", [((224, 224), None), ((67, 67), True),
+                                        ((240, 360), True), ((227, 230), True),
+                                        ((224, 224), False)])
+def test_patch_conv_equals_flax_conv_with_the_same_parameters(hw, patches):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(1), (2, *hw, 3))
+  reference = nn.Conv(8, (11, 11), strides=(4, 4), padding="VALID",
+                      kernel_init=nn.initializers.glorot_uniform())
+  fast = models.PatchConv(8, 11, 4, patches=patches)
+  variables = reference.init(jax.random.key(0), x)
+  # Same names, shapes and initial values: checkpoints are interchangeable.
+  same = jax.tree_util.tree_map(jnp.array_equal, fast.init(jax.random.key(0), x),
+                                      variables)
+  assert all(jax.tree_util.tree_leaves(same))
+  variables = {"params": {**variables["params"], "bias": jnp.arange(8.0) / 10}}
+  expected, actual = reference.apply(variables, x), fast.apply(variables, x)
+  assert actual.shape == expected.shape
+  assert jnp.max(jnp.abs(actual - expected)) < 1e-4
+
+  def weight_gradient(module):
+    loss = lambda v: jnp.sum(jnp.tanh(module.apply(v, x)))
+    return jax.grad(loss)(variables)["params"]
+
+  for name, want in weight_gradient(reference).items():
+    got = weight_gradient(fast)[name]
+    assert jnp.max(jnp.abs(got - want)) < 1e-5 * jnp.max(jnp.abs(want)), name
