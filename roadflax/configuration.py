@@ -9,7 +9,7 @@ from typing import Any
 
 import ml_collections
 
-from roadflax import data_sources, models, objectives, optimizers
+from roadflax import data_sources, models, objectives, optimizers, sharding
 from roadflax.errors import UserError
 
 CACHE_MODES = ("none", "memory", "disk")
@@ -42,6 +42,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
              f"({', '.join(config.stages.keys())})")
     _require(name not in order[:position], f"--config.stage_order names {name!r} twice")
     _check_stage(config.stages[name], f"stages.{name}", earlier=order[:position])
+  # Before any stage runs, not when a later one starts.
+  sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
+  for name in order:
+    sharding.check_batch_size(config.stages[name].batch_size, f"stages.{name}.batch_size")
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:

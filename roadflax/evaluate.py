@@ -26,7 +26,8 @@ def evaluate_split(params: Any, pipeline: "input_pipeline.SplitPipeline",
   """Every example of the split counted once (padding is masked); one host
   sync at the end."""
   totals, confusion = None, None
-  for batch in pipeline.eval_batches(batch_size=sharding.per_process_batch_size(batch_size)):
+  per_process = sharding.per_process_batch_size(batch_size, "eval_batch_size")
+  for batch in pipeline.eval_batches(batch_size=per_process):
     batch_metrics, batch_confusion = eval_step(params, sharding.shard_batch(batch, mesh))
     totals = batch_metrics if totals is None else totals.merge(batch_metrics)
     if batch_confusion is not None:

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from roadflax.errors import UserError
+
 DATA_AXIS = "data"
 
 
@@ -32,10 +34,16 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[s
           for name, value in batch.items()}
 
 
-def per_process_batch_size(global_batch_size: int) -> int:
-  """Raises ValueError unless the global batch splits evenly over devices."""
+def check_batch_size(global_batch_size: int, key: str) -> None:
+  """Raises a UserError naming config `key` unless the batch splits evenly
+  over all devices."""
   devices = jax.device_count()
   if global_batch_size % devices:
-    raise ValueError(f"batch size {global_batch_size} is not a multiple of the "
-                     f"{devices} devices it is split over")
+    raise UserError(f"--config.{key}={global_batch_size} is not a multiple of the "
+                    f"{devices} devices a batch is split over; set a multiple of {devices}")
+
+
+def per_process_batch_size(global_batch_size: int, key: str) -> int:
+  """This process's share of a global batch (see `check_batch_size`)."""
+  check_batch_size(global_batch_size, key)
   return global_batch_size // jax.process_count()

@@ -50,7 +50,8 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   objective = _objective(stage_config, config.data, dataset)
   model = models.create_model(config.model, len(dataset.class_names))
   mesh = sharding.data_mesh()
-  batch_size = sharding.per_process_batch_size(stage_config.batch_size)
+  batch_size = sharding.per_process_batch_size(stage_config.batch_size,
+                                               f"stages.{stage_name}.batch_size")
   train_split, val_split = dataset.splits["train"], dataset.splits["val"]
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_split), stage_config.batch_size)
   total_steps = stage_config.steps or stage_config.epochs * steps_per_epoch
