@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from roadflax import console, evaluate, models, predict, train
+from roadflax import console, evaluate, models, predict, sharding, train
 from roadflax.errors import UserError
 
 MODES = ("train", "evaluate", "predict", "serve", "compare", "summary")
@@ -34,6 +34,11 @@ flags.DEFINE_string("stage", None, "predict, serve: the stage to use (default: t
                     "classification stage).")
 flags.DEFINE_string("address", "localhost", "serve: the address to listen on.")
 flags.DEFINE_integer("port", 8501, "serve: the port to listen on.")
+flags.DEFINE_string("coordinator", None, "train, evaluate on several processes (hosts): "
+                    "HOST:PORT of process 0, the same for every process, with "
+                    "--num_processes and --process_id; 'auto' on Cloud TPU or SLURM.")
+flags.DEFINE_integer("num_processes", None, "With --coordinator: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --coordinator: this process, 0 to N-1.")
 FLAGS = flags.FLAGS
 
 
@@ -48,6 +53,8 @@ def run(argv: list[str]) -> None:
   except OSError as error:
     raise UserError(f"cannot load the --config file: {str(error).strip().splitlines()[-1].strip()}") from None
   mode, workdirs = FLAGS.mode, FLAGS.workdir
+  if FLAGS.coordinator:
+    sharding.join_processes(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   if mode in ("train", "summary") and config is None:
     raise UserError(f"--mode={mode} needs --config=configs/NAME.py")
   if mode == "compare":

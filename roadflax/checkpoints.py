@@ -89,4 +89,19 @@ class StageCheckpoints:
 
 
 def _abstract(tree: Any) -> Any:
-  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+  """What to restore into: each leaf's shape, dtype and sharding.
+
+  A leaf without a sharding (from `jax.eval_shape`) is restored whole onto
+  this process's first device, whatever devices the checkpoint was written
+  from: a model trained on eight GPUs, or by several processes, loads on a
+  laptop's CPU (`sharding.replicate` then spreads it over a mesh).
+  """
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def target(leaf: Any) -> Any:
+    struct = ocp.utils.to_shape_dtype_struct(leaf)  # Python scalars stay as they are.
+    if isinstance(struct, jax.ShapeDtypeStruct) and struct.sharding is None:
+      struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=local)
+    return struct
+
+  return jax.tree_util.tree_map(target, tree)

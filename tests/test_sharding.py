@@ -1,8 +1,12 @@
-"""Data parallelism: the same command on two devices trains the same model as
-on one (CPU devices forced by XLA_FLAGS, in a fresh process each)."""
+"""Data parallelism: the same command on two devices, or in two processes,
+trains the same model as on one device (CPU devices forced by XLA_FLAGS, in
+fresh processes)."""
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 from roadflax import sharding
 from roadflax.errors import UserError
 from tests import helpers
-from tests.test_cli import main, tiny_flags
+from tests.test_cli import ROOT, main, tiny_flags
 
 
 def test_batches_must_split_evenly_over_devices(monkeypatch):
@@ -55,3 +59,48 @@ def test_an_odd_batch_on_two_devices_ends_in_one_line_before_training(
   assert f"{flag} is not a multiple of the 2 devices" in result.stderr.strip().splitlines()[-1]
   assert "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "pretrain")  # Refused before the first stage.
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_what_one_process_with_two_devices_trains(
+    data_root, tmp_path, monkeypatch):
+  """`--coordinator` runs: each process feeds its part of every batch and
+  only process 0 writes. Without dropout (whose masks follow an example's
+  place in the global batch, which differs) the parameters match."""
+  flags = tiny_flags(data_root) + ["--config.model.dropout_rate=0"]
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  one_process = str(tmp_path / "one_process")
+  main(*flags, f"--workdir={one_process}", check=True)
+
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+  two_processes = str(tmp_path / "two_processes")
+  coordinator = f"127.0.0.1:{_free_port()}"
+  processes = [subprocess.Popen(
+      [sys.executable, "main.py", *flags, f"--workdir={two_processes}",
+       f"--coordinator={coordinator}", "--num_processes=2", f"--process_id={i}"],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+  assert "JAX 0.10.2 on 2 process(es)" in stderr
+
+  step_1, params_1 = helpers.final_params(os.path.join(one_process, "classify"))
+  step_2, params_2 = helpers.final_params(os.path.join(two_processes, "classify"))
+  assert step_1 == step_2 == 2
+  for a, b in zip(jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with open(os.path.join(two_processes, "classify", "report.json")) as f:
+    assert json.load(f)["num_examples"] == 12
+
+
+def test_a_coordinator_without_process_numbers_ends_in_one_line(tmp_path):
+  result = main("--config=configs/default.py", "--coordinator=127.0.0.1:1",
+                f"--workdir={tmp_path}")
+  assert "needs --num_processes=N and --process_id=I" in result.stderr.strip().splitlines()[-1]
+  assert "Traceback" not in result.stderr
