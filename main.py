@@ -34,7 +34,7 @@ flags.DEFINE_string("stage", None, "predict, serve: the stage to use (default: t
                     "classification stage).")
 flags.DEFINE_string("address", "localhost", "serve: the address to listen on.")
 flags.DEFINE_integer("port", 8501, "serve: the port to listen on.")
-flags.DEFINE_string("coordinator", None, "train, evaluate on several processes (hosts): "
+flags.DEFINE_string("coordinator", None, "train on several processes (hosts): "
                     "HOST:PORT of process 0, the same for every process, with "
                     "--num_processes and --process_id; 'auto' on Cloud TPU or SLURM.")
 flags.DEFINE_integer("num_processes", None, "With --coordinator: how many processes.")
