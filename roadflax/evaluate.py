@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax import checkpoints, data_sources, input_pipeline, models, objectives
+from roadflax import data_sources, input_pipeline, models, objectives
 from roadflax import reports, sharding, steps, visuals, workdirs
 from roadflax.errors import UserError
 

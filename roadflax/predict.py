@@ -4,7 +4,6 @@ import dataclasses
 import os
 from typing import Any, Callable, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging

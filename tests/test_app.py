@@ -30,7 +30,7 @@ import websockets.sync.client
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from roadflax import app, input_pipeline, predict, serving, train
+from roadflax import app, input_pipeline, predict, serving
 from roadflax.autoencoder import Autoencoder
 from roadflax.errors import UserError
 from roadflax.files import read_json
