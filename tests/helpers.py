@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from configs import default
-from roadflax import checkpoints, workdirs
+from roadflax import checkpoints, image_folder, workdirs
 
 CLASSES = ("asphalt", "concrete", "gravel")
 
@@ -45,3 +45,31 @@ def final_params(stage_dir: str):
   like, _, _ = workdirs.load_best_params(stage_dir, workdirs.load_run(os.path.dirname(stage_dir)))
   step = ckpts.latest_step()
   return step, ckpts.restore(step, params=like)["params"]
+
+
+def image_features(root, split, feature):
+  """(features of each image of a split, labels) for a linear baseline."""
+  folder = image_folder.scan_image_folder(root)
+  images = [np.asarray(Image.open(p), np.float32) / 255 for p in folder.splits[split].paths]
+  return np.array([feature(image) for image in images]), folder.splits[split].labels
+
+
+def logistic_regression_accuracy(train, test, steps=3000, rate=0.5):
+  """Test accuracy of a softmax regression on standardised features."""
+  (x, y), (x_test, y_test) = train, test
+  mean, std = x.mean(0), x.std(0) + 1e-9
+  x, x_test = (x - mean) / std, (x_test - mean) / std
+  weights, bias = np.zeros((x.shape[1], y.max() + 1)), np.zeros(y.max() + 1)
+  for _ in range(steps):
+    logits = x @ weights + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    weights -= rate * x.T @ p / len(y)
+    bias -= rate * p.mean(0)
+  return float(np.mean(np.argmax(x_test @ weights + bias, 1) == y_test))
+
+
+def colour_statistics(image):
+  """Per-channel mean and std: what a colour-only classifier sees."""
+  return np.concatenate([image.mean((0, 1)), image.std((0, 1))])

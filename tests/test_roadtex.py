@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from roadflax import image_folder, roadtex
+from tests import helpers
 
 
 def test_frames_are_deterministic_per_seed():
@@ -58,31 +58,6 @@ def test_interrupted_generation_leaves_no_tree(tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == []
 
 
-def _features(root, split, feature):
-  folder = image_folder.scan_image_folder(root)
-  images = [np.asarray(Image.open(p), np.float32) / 255 for p in folder.splits[split].paths]
-  return np.array([feature(image) for image in images]), folder.splits[split].labels
-
-
-def _logistic_regression_accuracy(train, test, steps=3000, rate=0.5):
-  (x, y), (x_test, y_test) = train, test
-  mean, std = x.mean(0), x.std(0) + 1e-9
-  x, x_test = (x - mean) / std, (x_test - mean) / std
-  weights, bias = np.zeros((x.shape[1], 3)), np.zeros(3)
-  for _ in range(steps):
-    logits = x @ weights + bias
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    p[np.arange(len(y)), y] -= 1
-    weights -= rate * x.T @ p / len(y)
-    bias -= rate * p.mean(0)
-  return float(np.mean(np.argmax(x_test @ weights + bias, 1) == y_test))
-
-
-def _colour(image):
-  return np.concatenate([image.mean((0, 1)), image.std((0, 1))])
-
-
 def _texture(image):
   """Gradient statistics of the brightness, normalised by its spread."""
   grey = image.mean(-1)[::2, ::2]
@@ -93,8 +68,9 @@ def _texture(image):
 
 
 def test_colour_and_brightness_alone_do_not_separate_the_classes(small_set):
-  accuracy = _logistic_regression_accuracy(_features(small_set, "train", _colour),
-                                           _features(small_set, "test", _colour))
+  accuracy = helpers.logistic_regression_accuracy(
+      helpers.image_features(small_set, "train", helpers.colour_statistics),
+      helpers.image_features(small_set, "test", helpers.colour_statistics))
   assert accuracy < 0.75
 
 
@@ -104,10 +80,11 @@ def test_the_same_classifier_does_separate_colour_coded_classes():
   def sample(n):
     y = rng.integers(0, 3, n)
     return rng.normal(size=(n, 6)) * 0.3 + y[:, None], y
-  assert _logistic_regression_accuracy(sample(150), sample(90)) > 0.9
+  assert helpers.logistic_regression_accuracy(sample(150), sample(90)) > 0.9
 
 
 def test_texture_separates_the_classes(small_set):
-  accuracy = _logistic_regression_accuracy(_features(small_set, "train", _texture),
-                                           _features(small_set, "test", _texture))
+  accuracy = helpers.logistic_regression_accuracy(
+      helpers.image_features(small_set, "train", _texture),
+      helpers.image_features(small_set, "test", _texture))
   assert accuracy > 0.8
