@@ -149,7 +149,7 @@ def summarize_run(workdir: str, name: str) -> RunSummary:
       test_accuracy=report.get("accuracy"),
       f1={cls: values["f1"] for cls, values in report.get("per_class", {}).items()},
       parameters=classifier_parameters(run.get("image_size"), len(run.get("class_names", ())),
-                                       run.get("head_input", "latent")),
+                                       run.get("head_input", "latent"), run.get("norm", "none")),
       seconds=sum(seconds) if seconds else None,
       images_per_second=summary.get("train_images_per_second"),
       accuracy_curves=_curves(workdir, name, classifiers, "val_accuracy"),
@@ -187,12 +187,13 @@ def format_learning_rate(value: float) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def classifier_parameters(image_size: int | None, num_classes: int, head_input: str) -> int | None:
+def classifier_parameters(image_size: int | None, num_classes: int, head_input: str,
+                          norm: str = "none") -> int | None:
   """Parameters the classifier reads (encoder, head, and with
   head_input='decoder' the decoder up to its 96-channel map), from shapes alone."""
   if not image_size or not num_classes:
     return None
-  model = models.RoadNet(num_classes=num_classes, head_input=head_input)
+  model = models.RoadNet(num_classes=num_classes, head_input=head_input, norm=norm)
   params = jax.eval_shape(functools.partial(models.init_params, model, image_size=image_size),
                           jax.random.key(0))
   count = models.count_params(params["encoder"]) + models.count_params(params["head"])

@@ -28,6 +28,13 @@ def _one_of(value: Any, allowed: tuple[str, ...], key: str) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   _check_data(config.data)
   _one_of(config.model.head_input, models.HEAD_INPUTS, "model.head_input")
+  _one_of(config.model.norm, models.NORMS, "model.norm")
+  health = config.health
+  _require(health.window_steps >= 0, f"--config.health.window_steps={health.window_steps} must be >= 0")
+  _require(0 < health.collapse_fraction <= 1,
+           f"--config.health.collapse_fraction={health.collapse_fraction} must be in (0, 1]")
+  _require(health.activation_growth > 1,
+           f"--config.health.activation_growth={health.activation_growth} must be > 1")
   _require(0 <= config.model.dropout_rate < 1,
            f"--config.model.dropout_rate={config.model.dropout_rate} must be in [0, 1)")
   for key in ("eval_batch_size", "log_every_steps", "keep_checkpoints"):
@@ -78,7 +85,12 @@ def _check_stage(stage: ml_collections.ConfigDict, key: str, earlier: tuple[str,
   _require(stage.batch_size >= 1, f"--config.{key}.batch_size must be at least 1")
   _require(stage.epochs >= 1 or stage.steps >= 1,
            f"--config.{key}: set epochs >= 1 or steps >= 1")
-  _require(stage.steps >= 0, f"--config.{key}.steps must be >= 0")
+  for field in ("steps", "min_steps", "early_stopping_patience"):
+    _require(stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0")
+  _one_of(stage.corruption, objectives.CORRUPTIONS, f"{key}.corruption")
+  _require(stage.corruption_amount >= 0 and (stage.corruption != "mask" or stage.corruption_amount < 1),
+           f"--config.{key}.corruption_amount={stage.corruption_amount} must be >= 0 "
+           "(and < 1 for mask: the share of patches hidden)")
   for field in ("warmup_epochs", "weight_decay", "grad_clip_norm", "label_smoothing",
                 "reconstruction_weight"):
     _require(stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0")

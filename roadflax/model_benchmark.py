@@ -64,7 +64,7 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
   from roadflax import models, objectives, optimizers, steps
 
   config = default.get_config()
-  stage = config.stages.classify
+  stage = default.stage(optimizer="sgd", learning_rate=0.1)  # as the Keras build
   model = models.create_model(config.model, NUM_CLASSES)
   params = models.init_params(model, jax.random.key(0), images.shape[1])
   objective = objectives.objective_from_config(stage)

@@ -173,22 +173,48 @@ class PatchConv(nn.Module):
     return jax.lax.map(one_image, blocks) + bias
 
 
-class Encoder(nn.Module):
-  """AlexNet's convolutions; returns the encoded state (conv6)."""
+NORMS = ("none", "group")
+_GROUPS = 32  # divides every width of the network (96, 256, 384)
+
+
+class _Norm(nn.Module):
+  """GroupNorm after a convolution, or nothing (the published network).
+
+  GroupNorm rather than BatchNorm: it has no running statistics to carry,
+  so steps stay pure functions of (params, batch) and evaluation equals
+  training's forward pass; it adds 2 parameters per channel.
+  """
+  kind: str
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(PatchConv(96, 11, 4, name="conv1")(x))
+    if self.kind == "group":
+      return nn.GroupNorm(num_groups=_GROUPS, name="norm")(x)
+    return x
+
+
+class Encoder(nn.Module):
+  """AlexNet's convolutions; returns the encoded state (conv6)."""
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.relu(_Norm(self.norm, name="conv1_norm")(PatchConv(96, 11, 4, name="conv1")(x)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-    x = nn.relu(_Conv(256, (5, 5), padding="SAME", name="conv2")(x))
+    x = _Conv(256, (5, 5), padding="SAME", name="conv2")(x)
+    x = nn.relu(_Norm(self.norm, name="conv2_norm")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
     for name, features in (("conv3", 384), ("conv4", 384), ("conv5", 256), ("conv6", 256)):
-      x = nn.relu(_Conv(features, (3, 3), padding="SAME", name=name)(x))
+      x = _Conv(features, (3, 3), padding="SAME", name=name)(x)
+      x = nn.relu(_Norm(self.norm, name=f"{name}_norm")(x))
+    # For the training-health check; a no-op unless "intermediates" is mutable.
+    self.sow("intermediates", "rms", jnp.sqrt(jnp.mean(jnp.square(x))))
     return x
 
 
 class Decoder(nn.Module):
   """The encoder's mirror; reconstructs an image of the encoder's input size."""
+  norm: str = "none"
 
   @nn.compact
   def __call__(self, latent: jax.Array, image_hw: tuple[int, int], *,
@@ -198,9 +224,11 @@ class Decoder(nn.Module):
     sizes = [feature_sizes(s) for s in image_hw]
     x = latent
     for name, features in (("deconv6", 256), ("deconv5", 384), ("deconv4", 384), ("deconv3", 256)):
-      x = nn.relu(_ConvTranspose(features, (3, 3), padding="SAME", name=name)(x))
+      x = _ConvTranspose(features, (3, 3), padding="SAME", name=name)(x)
+      x = nn.relu(_Norm(self.norm, name=f"{name}_norm")(x))
     x = _resize(x, sizes[0].pool1, sizes[1].pool1)
-    x = nn.relu(_ConvTranspose(96, (5, 5), padding="SAME", name="deconv2")(x))
+    x = _ConvTranspose(96, (5, 5), padding="SAME", name="deconv2")(x)
+    x = nn.relu(_Norm(self.norm, name="deconv2_norm")(x))
     if features_only:
       return x
     x = _resize(x, sizes[0].conv1, sizes[1].conv1)
@@ -229,12 +257,15 @@ class RoadNet(nn.Module):
   num_classes: int
   head_input: str = "latent"
   dropout_rate: float = 0.5
+  norm: str = "none"  # normalisation after each convolution: none | group
 
   def setup(self):
     if self.head_input not in HEAD_INPUTS:
       raise UserError(f"model.head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
-    self.encoder = Encoder()
-    self.decoder = Decoder()
+    if self.norm not in NORMS:
+      raise UserError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
+    self.encoder = Encoder(self.norm)
+    self.decoder = Decoder(self.norm)
     self.head = Head(self.num_classes, self.dropout_rate)
 
   def _head_features(self, latent: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
@@ -260,7 +291,7 @@ class RoadNet(nn.Module):
 def create_model(model_config: Any, num_classes: int) -> RoadNet:
   """The model a config's `model` block describes."""
   return RoadNet(num_classes=num_classes, head_input=model_config.head_input,
-                 dropout_rate=model_config.dropout_rate)
+                 dropout_rate=model_config.dropout_rate, norm=model_config.norm)
 
 
 def init_params(model: RoadNet, rng: jax.Array, image_size: int) -> dict:

@@ -6,6 +6,7 @@ the loss and the per-example values that metrics average.
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -15,6 +16,8 @@ import optax
 from roadflax.models import RoadNet
 
 OBJECTIVES = ("reconstruction", "classification", "joint")
+CORRUPTIONS = ("none", "noise", "mask")
+MASK_PATCH = 16  # pixels on a side of each patch `mask` hides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +27,8 @@ class Objective:
   reconstruction_weight: float = 1.0
   # Per-class loss weights (a tuple so that the objective stays hashable).
   class_weights: tuple[float, ...] | None = None
+  corruption: str = "none"
+  corruption_amount: float = 0.0
 
   @property
   def classifies(self) -> bool:
@@ -52,28 +57,52 @@ def objective_from_config(stage_config: Any) -> Objective:
   return Objective(
       name=stage_config.objective,
       label_smoothing=float(stage_config.label_smoothing),
-      reconstruction_weight=float(stage_config.reconstruction_weight))
+      reconstruction_weight=float(stage_config.reconstruction_weight),
+      corruption=stage_config.corruption,
+      corruption_amount=float(stage_config.corruption_amount))
+
+
+def corrupt(images: jax.Array, corruption: str, amount: float, rng: jax.Array) -> jax.Array:
+  """A denoising autoencoder's input: `images` with Gaussian noise of std
+  `amount` added, or a share `amount` of MASK_PATCH-pixel patches set to 0
+  (the data set's mean colour, in normalised units)."""
+  if corruption == "noise":
+    return images + amount * jax.random.normal(rng, images.shape, images.dtype)
+  if corruption == "mask":
+    n, height, width, _ = images.shape
+    rows, cols = -(-height // MASK_PATCH), -(-width // MASK_PATCH)
+    keep = jax.random.bernoulli(rng, 1.0 - amount, (n, rows, cols, 1))
+    keep = jnp.repeat(jnp.repeat(keep, MASK_PATCH, axis=1), MASK_PATCH, axis=2)
+    return images * keep[:, :height, :width]
+  return images
 
 
 def objective_outputs(objective: Objective, model: RoadNet, params: Any,
                       batch: dict[str, jax.Array], *, train: bool,
                       dropout_rng: jax.Array | None = None) -> dict[str, jax.Array]:
-  """Per-example values: `loss`, and `logits` and/or `squared_error`.
+  """Per-example values: `loss`, and `logits` and/or `squared_error`; and
+  `latent_rms`, the encoder output's root mean square over the batch.
 
   The reconstruction error is the mean squared error on the normalised image,
-  per example; the cross-entropy is weighted per class when asked to.
+  per example (in training the input may be corrupted; the target never is);
+  the cross-entropy is weighted per class when asked to.
   """
   images = batch["image"]
   rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
   variables = {"params": params}
+  inputs = images
+  if train and objective.reconstructs and objective.corruption != "none":
+    inputs = corrupt(images, objective.corruption, objective.corruption_amount,
+                     jax.random.fold_in(dropout_rng, 1))
+  apply = functools.partial(model.apply, variables, inputs, mutable=["intermediates"])
   if objective.name == "joint":
-    logits, reconstruction = model.apply(variables, images, train=train, rngs=rngs)
+    (logits, reconstruction), state = apply(train=train, rngs=rngs)
   elif objective.name == "classification":
-    logits = model.apply(variables, images, train=train, rngs=rngs, method=RoadNet.classify)
+    logits, state = apply(train=train, rngs=rngs, method=RoadNet.classify)
   else:
-    reconstruction = model.apply(variables, images, method=RoadNet.reconstruct)
+    reconstruction, state = apply(method=RoadNet.reconstruct)
 
-  outputs = {}
+  outputs = {"latent_rms": state["intermediates"]["encoder"]["rms"][0]}
   loss = jnp.zeros(images.shape[0], jnp.float32)
   if objective.classifies:
     num_classes = logits.shape[-1]

@@ -46,17 +46,56 @@ class JointMetrics(metrics.Collection):
   mse: metrics.Average.from_output("squared_error")
 
 
-def metrics_class(objective: Objective) -> type[metrics.Collection]:
+# Training adds what the health check reads (`health.py`): the encoder
+# output's RMS, and the share of a batch given to its most predicted class.
+# (Written out in full: clu reads only a class's own annotations.)
+@flax.struct.dataclass
+class ReconstructionTrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  mse: metrics.Average.from_output("squared_error")
+  latent_rms: metrics.Average.from_output("latent_rms")
+
+
+@flax.struct.dataclass
+class ClassificationTrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Accuracy
+  latent_rms: metrics.Average.from_output("latent_rms")
+  top_class_share: metrics.Average.from_output("top_class_share")
+
+
+@flax.struct.dataclass
+class JointTrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Accuracy
+  mse: metrics.Average.from_output("squared_error")
+  latent_rms: metrics.Average.from_output("latent_rms")
+  top_class_share: metrics.Average.from_output("top_class_share")
+
+
+def metrics_class(objective: Objective, *, train: bool = False) -> type[metrics.Collection]:
+  if train:
+    return {"reconstruction": ReconstructionTrainMetrics,
+            "classification": ClassificationTrainMetrics,
+            "joint": JointTrainMetrics}[objective.name]
   return {"reconstruction": ReconstructionMetrics,
           "classification": ClassificationMetrics,
           "joint": JointMetrics}[objective.name]
 
 
+def _top_class_share(logits: jax.Array) -> jax.Array:
+  predicted = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1])
+  return jnp.max(jnp.mean(predicted, axis=0))
+
+
 def _gather_metrics(objective: Objective, outputs: dict[str, jax.Array],
-                    batch: dict[str, jax.Array], mask: jax.Array | None) -> metrics.Collection:
-  return metrics_class(objective).single_from_model_output(
-      loss=outputs["loss"], logits=outputs.get("logits"),
-      squared_error=outputs.get("squared_error"), labels=batch["label"], mask=mask)
+                    batch: dict[str, jax.Array], mask: jax.Array | None, *,
+                    train: bool = False) -> metrics.Collection:
+  logits = outputs.get("logits")
+  return metrics_class(objective, train=train).single_from_model_output(
+      loss=outputs["loss"], logits=logits, squared_error=outputs.get("squared_error"),
+      labels=batch["label"], mask=mask, latent_rms=outputs["latent_rms"],
+      top_class_share=None if logits is None else _top_class_share(logits))
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: RoadNet,
@@ -77,7 +116,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: RoadNet
   diverged = (state.nonfinite_step < 0) & ~jnp.isfinite(loss)
   new_state = new_state.replace(
       nonfinite_step=jnp.where(diverged, state.step, state.nonfinite_step))
-  return new_state, _gather_metrics(objective, outputs, batch, mask=None)
+  return new_state, _gather_metrics(objective, outputs, batch, mask=None, train=True)
 
 
 def eval_step(params: Any, batch: dict[str, jax.Array], *, model: RoadNet,

@@ -8,7 +8,6 @@ one resumes from its latest checkpoint at the exact batch where it stopped.
 """
 
 import dataclasses
-import math
 import os
 import time
 from typing import Any, Iterator
@@ -21,7 +20,8 @@ from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
 from roadflax import checkpoints, configuration, data_sources, evaluate, input_pipeline
-from roadflax import models, objectives, optimizers, reports, sharding, steps, visuals, workdirs
+from roadflax import health, models, objectives, optimizers, reports, sharding, stage_plan, steps
+from roadflax import visuals, workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json
 
@@ -53,13 +53,12 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   batch_size = sharding.per_process_batch_size(stage_config.batch_size,
                                                f"stages.{stage_name}.batch_size")
   train_split, val_split = dataset.splits["train"], dataset.splits["val"]
-  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_split), stage_config.batch_size)
-  total_steps = stage_config.steps or stage_config.epochs * steps_per_epoch
-  num_epochs = math.ceil(total_steps / steps_per_epoch)
+  plan = stage_plan.plan_stage(stage_config, len(train_split))
+  steps_per_epoch, total_steps, num_epochs = plan.steps_per_pass, plan.total_steps, plan.passes
 
   trainable = objective.trees(config.model.head_input) - (
       {"encoder"} if stage_config.freeze_encoder else set())
-  schedule = optimizers.learning_rate_schedule(stage_config, steps_per_epoch, total_steps)
+  schedule = optimizers.learning_rate_schedule(stage_config, plan.epoch_steps, total_steps)
   tx = optimizers.create_optimizer(stage_config, schedule, frozenset(trainable))
   metadata = dict(run_info, stage=stage_name, objective=objective.name,
                   trained_trees=sorted(trainable))
@@ -90,11 +89,23 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   pictures = _PictureInputs(model, objective, val_pipeline, config.data)
   step = start_step
   stage_start, step_loop_seconds = time.time(), 0.0
-  logging.info("stage %r (%s): %d epochs of %d steps, batch %d, %s lr %g, training %s",
-               stage_name, objective.name, num_epochs, steps_per_epoch,
+  logging.info("stage %r (%s): %d steps in %d epochs of %d steps, batch %d, %s lr %g, training %s",
+               stage_name, objective.name, total_steps, num_epochs, steps_per_epoch,
                stage_config.batch_size, stage_config.optimizer,
                stage_config.learning_rate, ", ".join(sorted(trainable)))
+  if plan.stretched:
+    logging.info("stage %r: %d epochs of this train split are %d steps, below min_steps %d: "
+                 "the split is passed over %d times, each configured epoch is %.1f steps",
+                 stage_name, stage_config.epochs, stage_config.epochs * steps_per_epoch,
+                 stage_config.min_steps, num_epochs, plan.epoch_steps)
+  health_check = health.from_config(config, stage_name, len(dataset.class_names),
+                                    objective.classifies)
   for epoch in range(start_step // steps_per_epoch, num_epochs):
+    if stage_plan.should_stop_early(stage_config, plan, step, ckpts.best_step()):
+      tqdm.write(f"{stage_name}: stopped early at step {step} of {total_steps}: validation "
+                 f"{best_metric} has not improved for {stage_config.early_stopping_patience} "
+                 f"epochs, since step {ckpts.best_step()}")
+      break
     epoch_start, epoch_start_step = time.time(), step
     epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
     batches = train_pipeline.train_batches(
@@ -112,7 +123,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
       report_progress(step)
       if step % config.log_every_steps == 0 or step == epoch_end:
         _check_finite(state, stage_name, ckpts)
-        values = {f"train_{k}": v for k, v in train_metrics.compute().items()}
+        computed = train_metrics.compute()
+        for warning in health_check.update(step, computed):
+          logging.warning("%s", warning)
+          tqdm.write(warning)
+        values = {f"train_{k}": v for k, v in computed.items()}
         values["learning_rate"] = schedule(step - 1)
         writer.write_scalars(step, values)
         elapsed = time.time() - epoch_start
@@ -144,11 +159,12 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
   best_step = ckpts.best_step()
   summary = {
       "stage": stage_name, "objective": objective.name, "total_steps": total_steps,
+      "steps_trained": step,
       "epochs": num_epochs, "best_step": best_step, "best_metric": best_metric,
       # Of this run only: a resumed stage counts the part it trained.
       "seconds": round(time.time() - stage_start, 1),
       "train_images_per_second": round(
-          (total_steps - start_step) * stage_config.batch_size / max(step_loop_seconds, 1e-9), 1),
+          (step - start_step) * stage_config.batch_size / max(step_loop_seconds, 1e-9), 1),
       "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
   if objective.classifies:
@@ -281,10 +297,14 @@ def _postfix(values: dict[str, Any], images_per_second: float) -> dict[str, str]
   return postfix
 
 
+_EPOCH_LINE_METRICS = ("loss", "accuracy", "mse")
+
+
 def _epoch_line(stage_name: str, epoch: int, num_epochs: int, train: dict[str, Any],
                 val: dict[str, float], images_per_second: float, seconds: float) -> str:
   parts = [f"{stage_name} epoch {epoch + 1}/{num_epochs}"]
-  parts.append("train " + " ".join(f"{k} {float(v):.4f}" for k, v in train.items()))
+  parts.append("train " + " ".join(f"{k} {float(v):.4f}" for k, v in train.items()
+                                   if k in _EPOCH_LINE_METRICS))
   parts.append("val " + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
   parts.append(f"{images_per_second:.0f} img/s, {seconds:.0f} s")
   return " | ".join(parts)

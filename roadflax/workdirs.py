@@ -25,7 +25,9 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 # Fields of run.json that must match for a checkpoint to be reused.
-_IDENTITY = ("class_names", "image_size", "head_input", "contrast", "mean", "std")
+_IDENTITY = ("class_names", "image_size", "head_input", "norm", "contrast", "mean", "std")
+# What runs written before a key existed hold.
+_EARLIER = {"norm": "none"}
 
 
 def run_info(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) -> dict[str, Any]:
@@ -39,12 +41,13 @@ def run_info(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) ->
       "std": list(config.data.std),
       "head_input": config.model.head_input,
       "dropout_rate": config.model.dropout_rate,
+      "norm": config.model.norm,
   }
 
 
 def check_compatible(found: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-  differences = [f"{key} {found.get(key)!r} (this run: {expected[key]!r})"
-                 for key in _IDENTITY if found.get(key) != expected[key]]
+  differences = [f"{key} {found.get(key, _EARLIER.get(key))!r} (this run: {expected[key]!r})"
+                 for key in _IDENTITY if found.get(key, _EARLIER.get(key)) != expected[key]]
   if differences:
     raise UserError(f"{where} holds another model or class set: {'; '.join(differences)}; "
                     "use a new --workdir")
@@ -151,7 +154,8 @@ def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, models.R
   check_compatible(metadata, run, ckpts.directory)
   model = models.RoadNet(num_classes=len(metadata["class_names"]),
                          head_input=metadata["head_input"],
-                         dropout_rate=metadata["dropout_rate"])
+                         dropout_rate=metadata["dropout_rate"],
+                         norm=metadata.get("norm", _EARLIER["norm"]))
   abstract = jax.eval_shape(functools.partial(models.init_params, model, image_size=metadata["image_size"]),
                             jax.random.key(0))
   params = ckpts.restore(step, params=abstract)["params"]

@@ -134,3 +134,34 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters(hw, patches):
   for name, want in weight_gradient(reference).items():
     got = weight_gradient(fast)[name]
     assert jnp.max(jnp.abs(got - want)) < 1e-5 * jnp.max(jnp.abs(want)), name
+
+
+def test_group_norm_adds_two_parameters_per_channel():
+  model = models.RoadNet(num_classes=3, norm="group")
+  params = jax.eval_shape(lambda key: models.init_params(model, key, 224), jax.random.key(0))
+  counts = {name: models.count_params(params[name]) for name in ("encoder", "decoder", "head")}
+  # encoder widths 96+256+384+384+256+256, decoder 256+384+384+256+96 (its
+  # last layer draws the image and has none)
+  assert counts == {"encoder": 4_337_280 + 2 * 1632, "decoder": 4_337_027 + 2 * 1376,
+                    "head": 43_012_099}
+
+
+def test_group_norm_makes_the_encoder_blind_to_input_scale():
+  """Without norm (zero biases at init) the encoder is linear in the input's
+  scale; with GroupNorm after every convolution its output barely changes."""
+  images = jax.random.normal(jax.random.key(1), (2, 96, 96, 3))
+
+  def latent_rms(norm, scale):
+    model = models.RoadNet(num_classes=3, norm=norm)
+    params = models.init_params(model, jax.random.key(0), 96)
+    _, state = model.apply({"params": params}, scale * images, mutable=["intermediates"],
+                           method=models.RoadNet.classify)
+    return float(state["intermediates"]["encoder"]["rms"][0])
+
+  assert latent_rms("none", 100.0) / latent_rms("none", 1.0) == pytest.approx(100.0, rel=1e-3)
+  assert latent_rms("group", 100.0) / latent_rms("group", 1.0) == pytest.approx(1.0, abs=0.05)
+
+
+def test_unknown_norm_is_refused():
+  with pytest.raises(UserError, match="model.norm"):
+    models.init_params(models.RoadNet(num_classes=3, norm="batch"), jax.random.key(0), 67)

@@ -112,3 +112,29 @@ def test_warmup_rises_linearly_to_the_base_rate():
   stage = default.stage(learning_rate=0.5, schedule="cosine", warmup_epochs=1.0)
   fn = optimizers.learning_rate_schedule(stage, steps_per_epoch=10, total_steps=100)
   np.testing.assert_allclose([float(fn(s)) for s in (0, 5, 10)], [0.0, 0.25, 0.5], atol=1e-6)
+
+
+def test_noise_corruption_changes_the_input_not_the_target():
+  images = jnp.zeros((2, SIZE, SIZE, 3))
+  noisy = objectives.corrupt(images, "noise", 0.5, jax.random.key(0))
+  assert 0.45 < float(jnp.std(noisy)) < 0.55
+  objective = objectives.Objective("reconstruction", corruption="noise", corruption_amount=0.5)
+  model = models.RoadNet(num_classes=3)
+  params = models.init_params(model, jax.random.key(0), SIZE)
+  batch = _batch()
+  clean = objectives.objective_outputs(objectives.Objective("reconstruction"), model, params,
+                                       batch, train=True, dropout_rng=jax.random.key(1))
+  corrupted = objectives.objective_outputs(objective, model, params, batch, train=True,
+                                           dropout_rng=jax.random.key(1))
+  evaluated = objectives.objective_outputs(objective, model, params, batch, train=False)
+  assert not np.allclose(clean["squared_error"], corrupted["squared_error"])
+  np.testing.assert_allclose(evaluated["squared_error"], clean["squared_error"], rtol=1e-6)
+
+
+def test_mask_corruption_hides_whole_patches_in_the_given_share():
+  images = jnp.ones((8, 96, 96, 3))
+  masked = np.asarray(objectives.corrupt(images, "mask", 0.75, jax.random.key(0)))
+  patches = masked.reshape(8, 6, 16, 6, 16, 3)
+  per_patch = patches.mean(axis=(2, 4, 5))
+  assert set(np.unique(per_patch)) <= {0.0, 1.0}  # whole patches, nothing in between
+  assert 0.65 < 1 - per_patch.mean() < 0.85

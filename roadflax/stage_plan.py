@@ -1,0 +1,53 @@
+"""How long a stage trains, in optimisation steps, whatever the data's size.
+
+A stage's length is given in epochs, as the published recipe does; but ten
+epochs of a hundred photos per class are ninety steps, far too few for any
+optimiser. `min_steps` sets a floor: a small train split is then passed over
+as often as it takes, and each of the config's epochs is stretched to
+`total_steps / epochs` steps, so that warm-up, decay boundaries and early
+stopping's patience keep their share of the stage. On a large split the floor
+does nothing and an epoch is one pass.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+from roadflax import input_pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+  steps_per_pass: int  # global batches in one pass over the train split
+  total_steps: int
+  epoch_steps: float  # steps in one of the config's epochs (schedules, patience)
+
+  @property
+  def passes(self) -> int:
+    """Passes over the train split (the last may be partial)."""
+    return math.ceil(self.total_steps / self.steps_per_pass)
+
+  @property
+  def stretched(self) -> bool:
+    return self.epoch_steps > self.steps_per_pass
+
+
+def plan_stage(stage_config: Any, num_train_examples: int) -> StagePlan:
+  """The plan of a stage with global batch `stage_config.batch_size`."""
+  steps_per_pass = input_pipeline.steps_per_epoch(num_train_examples, stage_config.batch_size)
+  if stage_config.steps:
+    return StagePlan(steps_per_pass, stage_config.steps, float(steps_per_pass))
+  total_steps = max(stage_config.epochs * steps_per_pass, stage_config.min_steps)
+  return StagePlan(steps_per_pass, total_steps, total_steps / stage_config.epochs)
+
+
+def should_stop_early(stage_config: Any, plan: StagePlan, step: int, best_step: int | None) -> bool:
+  """Whether `early_stopping_patience` epochs have passed since the best checkpoint.
+
+  Read from the checkpoints' best step, so a resumed stage decides as the
+  uninterrupted one would.
+  """
+  patience = stage_config.early_stopping_patience
+  if not patience or best_step is None:
+    return False
+  return step - best_step >= patience * plan.epoch_steps
