@@ -18,6 +18,5 @@ def get_config():
   config.data.synthetic.val_per_class = 100
   config.data.synthetic.test_per_class = 300
   config.stages.pretrain.update(epochs=1)  # raised to its 80-step floor
-  config.stages.classify.update(epochs=7)
   config.log_every_steps = 20
   return config

@@ -2,7 +2,7 @@
 
 A network without normalisation layers can fail quietly: the classifier's
 loss sits at ln(num_classes) (chance), or every prediction is one class, or
-the encoder's activations grow until nothing trains. The train step already
+the encoder's activations grow until nothing trains, or die away. The train step already
 averages, on the device, what these checks read (loss, the share of the most
 predicted class, the encoder output's root mean square); the host looks at
 them only when it logs, so the checks cost no extra synchronisation. Each
@@ -27,9 +27,12 @@ class HealthCheck:
   classifies: bool
   window_steps: int  # 0 = off
   collapse_fraction: float  # a class predicted for more than this share of a batch
-  activation_growth: float  # encoder output RMS this many times its lowest value
+  # The encoder output's RMS this many times above its lowest value, or below
+  # its highest (its ReLUs dying).
+  activation_growth: float
   learning_rate: float
   _lowest_rms: float = math.inf
+  _highest_rms: float = 0.0
   _since: dict[str, int] = dataclasses.field(default_factory=dict)
   _reported: set[str] = dataclasses.field(default_factory=set)
 
@@ -55,10 +58,15 @@ class HealthCheck:
             f"({float(values['top_class_share']):.0%} of each batch)")
     rms = float(values["latent_rms"])
     self._lowest_rms = min(self._lowest_rms, rms)
+    self._highest_rms = max(self._highest_rms, rms)
     if rms > self.activation_growth * self._lowest_rms:
       problems["growth"] = (
           f"the encoder's activations have grown {rms / self._lowest_rms:.0f}-fold "
           f"(RMS {self._lowest_rms:.3g} -> {rms:.3g})")
+    if rms * self.activation_growth < self._highest_rms:
+      problems["shrinking"] = (
+          f"the encoder's activations have shrunk {self._highest_rms / max(rms, 1e-30):.0f}-fold "
+          f"(RMS {self._highest_rms:.3g} -> {rms:.3g}): its ReLUs are dying")
     for name in list(self._since):
       if name not in problems:
         del self._since[name]
@@ -67,13 +75,13 @@ class HealthCheck:
       since = self._since.setdefault(name, step)
       if step - since >= self.window_steps and name not in self._reported:
         self._reported.add(name)
-        warnings.append(f"warning: stage {self.stage_name!r}: {what} for "
-                        f"{step - since} steps; {self._hint(name)}")
+        warnings.append(f"warning: stage {self.stage_name!r}, for {step - since} steps: "
+                        f"{what}; {self._hint(name)}")
     return warnings
 
   def _hint(self, problem: str) -> str:
     rate = f"the learning rate ({self.learning_rate:g})"
-    if problem in ("growth", "diverging"):
+    if problem in ("growth", "shrinking", "diverging"):
       return (f"{rate} is likely too high for this network without normalisation layers: "
               "lower it, add warm-up or grad_clip_norm, or set model.norm=group")
     return (f"{rate} is likely too high (or too low to move at all), or the encoder it "

@@ -9,17 +9,23 @@ a Keras run of the published recipe lies in the recipe (input scaling, the
 learning rate, the schedule), not in the frameworks. Writes `curves.csv` and
 `curves.png` to `--output`.
 
-  python -m roadflax.keras_side_by_side --config=configs/alexnet_baseline.py \
+It runs the config's classification stage from fresh weights (no
+pre-training), at a constant rate:
+
+  python -m roadflax.keras_side_by_side --config=configs/published.py \
       --config.data.root=/data/roads --steps=100 --output=/tmp/side_by_side
 """
 
 import csv
 import os
+import sys
 from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
 import numpy as np
+
+from roadflax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config whose first classification stage is run")
 _STEPS = flags.DEFINE_integer("steps", 100, "training steps of each system")
@@ -61,8 +67,11 @@ def keras_model(params: dict[str, Any], image_size: int, num_classes: int,
 def keras_optimizer(stage: Any) -> Any:
   """Keras's optimiser for a stage with a constant learning rate."""
   import keras
-  if stage.schedule != "constant" or stage.warmup_epochs or stage.weight_decay or stage.grad_clip_norm:
-    raise ValueError("the side-by-side runs constant-rate stages without decay or clipping")
+  if (stage.schedule != "constant" or stage.warmup_epochs or stage.weight_decay
+      or stage.grad_clip_norm or stage.optimizer not in ("sgd", "momentum", "adam")):
+    raise UserError(
+        "the side-by-side runs sgd, momentum or adam at a constant rate without warm-up, "
+        "decay or clipping: use --config=configs/published.py or set those keys")
   return {"sgd": lambda: keras.optimizers.SGD(stage.learning_rate),
           "momentum": lambda: keras.optimizers.SGD(stage.learning_rate, momentum=stage.momentum),
           # optax's epsilon; Keras's default is 1e-7.
@@ -82,6 +91,7 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   stage_name = next(name for name in config.stage_order
                     if config.stages[name].objective == "classification")
   stage = config.stages[stage_name]
+  keras_tx = keras_optimizer(stage)
   dataset = data_sources.load_dataset(config.data)
   num_classes = len(dataset.class_names)
   model = models.create_model(config.model, num_classes)
@@ -94,7 +104,7 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
 
   keras_net = keras_model(jax.device_get(params), config.data.image_size, num_classes,
                           config.model.dropout_rate)
-  keras_net.compile(optimizer=keras_optimizer(stage), jit_compile=False,
+  keras_net.compile(optimizer=keras_tx, jit_compile=False,
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
   pipeline = input_pipeline.pipeline_for(dataset.splits["train"], config.data)
@@ -135,8 +145,11 @@ def main(argv: list[str]) -> None:
   del argv
   from roadflax import configuration
   config = _CONFIG.value
-  configuration.check_config(config)
-  losses = run(config, _STEPS.value)
+  try:
+    configuration.check_config(config)
+    losses = run(config, _STEPS.value)
+  except UserError as error:
+    sys.exit(f"error: {error}")
   stage = config.stages[config.stage_order[-1]]
   write_curves(losses, _OUTPUT.value,
                f"{stage.optimizer} {stage.learning_rate:g}, inputs mean {tuple(config.data.mean)}")

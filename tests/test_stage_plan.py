@@ -96,7 +96,8 @@ def test_loss_at_chance_is_reported_once_after_the_window():
   assert check.update(50, _values(loss=chance)) == []
   assert check.update(100, _values(loss=chance)) == []
   [warning] = check.update(150, _values(loss=chance))
-  assert warning.startswith("warning: stage 'classify': the training loss has stayed at ln(3)")
+  assert warning.startswith(
+      "warning: stage 'classify', for 100 steps: the training loss has stayed at ln(3)")
   assert "learning rate (0.1)" in warning and "\n" not in warning
   assert check.update(200, _values(loss=chance)) == []  # once per stage
 
@@ -121,6 +122,14 @@ def test_collapse_divergence_and_activation_growth_are_reported():
   assert any("grown 15-fold" in w and "model.norm" in w for w in warnings)
 
 
+def test_dying_activations_are_reported():
+  check = _check(window_steps=10)
+  for step, rms in ((10, 0.14), (20, 0.01), (30, 0.003)):
+    warnings = check.update(step, _values(rms=rms))
+  [warning] = warnings
+  assert "shrunk 47-fold" in warning and "ReLUs are dying" in warning
+
+
 def test_reconstruction_stages_are_not_judged_on_classes():
   check = _check(classifies=False, window_steps=10)
   for step in (10, 20, 30):
@@ -139,6 +148,6 @@ def test_too_high_a_learning_rate_gets_the_one_line_warning(data_root, tmp_path,
   config.health.window_steps = 10
   train.train_and_evaluate(config, str(tmp_path))
   warnings = [line for line in capsys.readouterr().out.splitlines()
-              if line.startswith("warning: stage 'classify'")]
+              if line.startswith("warning: stage 'classify', for ")]
   assert warnings, "a learning rate of 0.05 with Adam should collapse the classifier"
   assert "learning rate (0.05)" in warnings[0]
