@@ -46,31 +46,22 @@ class JointMetrics(metrics.Collection):
   mse: metrics.Average.from_output("squared_error")
 
 
-# Training adds what the health check reads (`health.py`): the encoder
-# output's RMS, and the share of a batch given to its most predicted class.
-# (Written out in full: clu reads only a class's own annotations.)
-@flax.struct.dataclass
-class ReconstructionTrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output("loss")
-  mse: metrics.Average.from_output("squared_error")
-  latent_rms: metrics.Average.from_output("latent_rms")
+def _with_health_values(collection: type[metrics.Collection]) -> type[metrics.Collection]:
+  """`collection` plus what the health check reads (`health.py`) in training:
+  the encoder output's RMS and, when it classifies, the share of a batch
+  given to its most predicted class. (A new class with all the fields: clu
+  reads only a class's own annotations.)"""
+  fields = dict(collection.__annotations__, latent_rms=metrics.Average.from_output("latent_rms"))
+  if "accuracy" in fields:
+    fields["top_class_share"] = metrics.Average.from_output("top_class_share")
+  name = collection.__name__.replace("Metrics", "TrainMetrics")
+  return flax.struct.dataclass(type(name, (metrics.Collection,), {
+      "__annotations__": fields, "__module__": __name__}))
 
 
-@flax.struct.dataclass
-class ClassificationTrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output("loss")
-  accuracy: metrics.Accuracy
-  latent_rms: metrics.Average.from_output("latent_rms")
-  top_class_share: metrics.Average.from_output("top_class_share")
-
-
-@flax.struct.dataclass
-class JointTrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output("loss")
-  accuracy: metrics.Accuracy
-  mse: metrics.Average.from_output("squared_error")
-  latent_rms: metrics.Average.from_output("latent_rms")
-  top_class_share: metrics.Average.from_output("top_class_share")
+ReconstructionTrainMetrics = _with_health_values(ReconstructionMetrics)
+ClassificationTrainMetrics = _with_health_values(ClassificationMetrics)
+JointTrainMetrics = _with_health_values(JointMetrics)
 
 
 def metrics_class(objective: Objective, *, train: bool = False) -> type[metrics.Collection]:
