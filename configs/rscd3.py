@@ -1,4 +1,4 @@
-"""The published recipe on RSCD's three dry classes (asphalt, concrete, gravel).
+"""The default recipe (the published method) on RSCD's three dry classes.
 
 The first run builds the TFDS data set `rscd/3class` from the downloaded
 release (its zip, or the extracted train/, vali_20k/, test_50k/):
