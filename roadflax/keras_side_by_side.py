@@ -32,11 +32,14 @@ _STEPS = flags.DEFINE_integer("steps", 100, "training steps of each system")
 _OUTPUT = flags.DEFINE_string("output", None, "folder for curves.csv and curves.png", required=True)
 
 
-def keras_model(params: dict[str, Any], image_size: int, num_classes: int,
-                dropout_rate: float) -> Any:
-  """A Keras build of roadflax's classifier holding the weights in `params`."""
+def keras_model(image_size: int, num_classes: int, dropout_rate: float,
+                params: dict[str, Any] | None = None) -> Any:
+  """A Keras build of roadflax's classifier (TensorFlow backend, GPUs hidden
+  from TensorFlow), holding the weights in `params` when given."""
   os.environ.setdefault("KERAS_BACKEND", "tensorflow")
   import keras
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
   layers = keras.layers
 
   def conv(name: str, features: int, size: int, **kwargs) -> Any:
@@ -56,6 +59,8 @@ def keras_model(params: dict[str, Any], image_size: int, num_classes: int,
       dense("fc2", 4096, activation="relu"), layers.Dropout(dropout_rate),
       dense("logits", num_classes),
   ])
+  if params is None:
+    return model
   trees = {**params["encoder"], **params["head"]}
   for layer in model.layers:
     if layer.name in trees:  # Conv2D (HWIO) and Dense (in, out) match Flax's layouts.
@@ -78,6 +83,12 @@ def keras_optimizer(stage: Any) -> Any:
           "adam": lambda: keras.optimizers.Adam(stage.learning_rate, epsilon=1e-8)}[stage.optimizer]()
 
 
+def classification_stage(config: Any) -> Any:
+  """The first classification stage of `config`: the one the side-by-side trains."""
+  return next(config.stages[name] for name in config.stage_order
+              if config.stages[name].objective == "classification")
+
+
 def run(config: Any, steps: int) -> dict[str, list[float]]:
   """Per-step training losses of roadflax and Keras on the same batches."""
   import jax
@@ -88,9 +99,7 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   from roadflax import data_sources, input_pipeline, models, objectives, optimizers
   from roadflax import steps as steps_lib
 
-  stage_name = next(name for name in config.stage_order
-                    if config.stages[name].objective == "classification")
-  stage = config.stages[stage_name]
+  stage = classification_stage(config)
   keras_tx = keras_optimizer(stage)
   dataset = data_sources.load_dataset(config.data)
   num_classes = len(dataset.class_names)
@@ -102,8 +111,8 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   state = steps_lib.create_train_state(model, params, tx)
   train_step = steps_lib.jit_train_step(model, objective, config.seed, freeze_encoder=False)
 
-  keras_net = keras_model(jax.device_get(params), config.data.image_size, num_classes,
-                          config.model.dropout_rate)
+  keras_net = keras_model(config.data.image_size, num_classes, config.model.dropout_rate,
+                          jax.device_get(params))
   keras_net.compile(optimizer=keras_tx, jit_compile=False,
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
@@ -150,7 +159,7 @@ def main(argv: list[str]) -> None:
     losses = run(config, _STEPS.value)
   except UserError as error:
     sys.exit(f"error: {error}")
-  stage = config.stages[config.stage_order[-1]]
+  stage = classification_stage(config)
   write_curves(losses, _OUTPUT.value,
                f"{stage.optimizer} {stage.learning_rate:g}, inputs mean {tuple(config.data.mean)}")
   first, last = (np.array(v) for v in zip(*[(x[0], x[-1]) for x in losses.values()]))

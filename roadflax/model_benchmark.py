@@ -20,7 +20,6 @@ Each is timed over `steps` steps after two warm-up steps (which compile),
 three times; the median of the three is reported.
 """
 
-import os
 import statistics
 import time
 from typing import Any, Callable
@@ -90,26 +89,10 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
 
 def _keras_steps(images: np.ndarray, labels: np.ndarray):
   """The same classifier in Keras, compiled as a Keras user would."""
-  os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-  import keras
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
-  layers = keras.layers
-
-  def conv(features: int, size: int, **kwargs) -> keras.layers.Layer:
-    return layers.Conv2D(features, size, activation="relu", **kwargs)
-
-  model = keras.Sequential([
-      keras.Input(images.shape[1:]),
-      conv(96, 11, strides=4), layers.MaxPooling2D(3, 2),
-      conv(256, 5, padding="same"), layers.MaxPooling2D(3, 2),
-      conv(384, 3, padding="same"), conv(384, 3, padding="same"),
-      conv(256, 3, padding="same"), conv(256, 3, padding="same"),
-      layers.MaxPooling2D(3, 2), layers.Flatten(),
-      layers.Dense(4096, activation="relu"), layers.Dropout(0.5),
-      layers.Dense(4096, activation="relu"), layers.Dropout(0.5),
-      layers.Dense(NUM_CLASSES),
-  ])
+  from roadflax import keras_side_by_side
+  # Dropout as in roadflax's head; Keras's own initial weights.
+  model = keras_side_by_side.keras_model(images.shape[1], NUM_CLASSES, dropout_rate=0.5)
+  import keras  # after keras_model has chosen the TensorFlow backend
   model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
