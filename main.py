@@ -17,7 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from roadflax import console, evaluate, models, predict, sharding, train
+from roadflax import console
+from roadflax.models import roadnet
+from roadflax.serve import predict
+from roadflax.training import evaluate, sharding, train
 from roadflax.errors import UserError
 
 MODES = ("train", "evaluate", "predict", "serve", "compare", "summary")
@@ -58,12 +61,12 @@ def run(argv: list[str]) -> None:
   if mode in ("train", "summary") and config is None:
     raise UserError(f"--mode={mode} needs --config=configs/NAME.py")
   if mode == "compare":
-    from roadflax import compare  # matplotlib is needed by this mode only
+    from roadflax.results import compare  # matplotlib is needed by this mode only
     compare.compare_main(workdirs, FLAGS.output or ".")
     return
   if mode == "summary":
-    model = models.create_model(config.model, num_classes=3)
-    print(models.summary(model, config.data.image_size))
+    model = roadnet.create_model(config.model, num_classes=3)
+    print(roadnet.summary(model, config.data.image_size))
     return
   if len(workdirs) != 1:
     raise UserError(f"--mode={mode} needs one --workdir=DIR")
@@ -75,7 +78,7 @@ def run(argv: list[str]) -> None:
   elif mode == "predict":
     predict.predict_main(workdir, FLAGS.input, FLAGS.output, FLAGS.stage)
   else:
-    from roadflax import serving  # streamlit is needed by this mode only
+    from roadflax.serve import serving  # streamlit is needed by this mode only
     serving.serve(workdir, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port)
 
 

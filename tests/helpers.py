@@ -7,7 +7,8 @@ import numpy as np
 from PIL import Image
 
 from configs import default
-from roadflax import checkpoints, image_folder, workdirs
+from roadflax.data import image_folder
+from roadflax.runs import checkpoints, workdirs
 
 CLASSES = ("asphalt", "concrete", "gravel")
 

@@ -30,14 +30,15 @@ import websockets.sync.client
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from roadflax import app, input_pipeline, predict, serving
-from roadflax.autoencoder import Autoencoder
+from roadflax.data import input_pipeline
+from roadflax.serve import app, predict, serving
+from roadflax.serve.autoencoder import Autoencoder
 from roadflax.errors import UserError
 from roadflax.files import read_json
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP_SCRIPT = os.path.join(ROOT, "roadflax", "app.py")
+APP_SCRIPT = os.path.join(ROOT, "roadflax", "serve", "app.py")
 MAX_PIXELS = app.DEFAULT_MAX_MEGAPIXELS * 1_000_000
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from roadflax import model_benchmark
+from roadflax.benchmark import model_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -141,7 +141,7 @@ def test_kill_9_then_rerun_ends_like_an_uninterrupted_run(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_rscd3_config_trains_from_the_release_zip(tmp_path):
-  from roadflax import fake_rscd
+  from tests import fake_rscd
   release = fake_rscd.write_release(str(tmp_path / "release"),
                                     {"train": 8, "validation": 2, "test": 3})
   fake_rscd.zip_release(release, str(tmp_path / "download" / "RSCD.zip"))

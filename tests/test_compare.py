@@ -21,7 +21,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer import event_file_writer
 
 from configs import default
-from roadflax import compare
+from roadflax.results import compare
 from roadflax.errors import UserError
 from tests import helpers
 
@@ -132,9 +132,9 @@ def test_table_csv_and_plot(runs, tmp_path, capsys):
 
 
 def test_parameters_match_the_model_summary():
-  """The count from shapes agrees with `models.summary`'s classifier total."""
-  from roadflax import models
-  text = models.summary(models.RoadNet(num_classes=3), IMAGE_SIZE)
+  """The count from shapes agrees with `roadnet.summary`'s classifier total."""
+  from roadflax.models import roadnet
+  text = roadnet.summary(roadnet.RoadNet(num_classes=3), IMAGE_SIZE)
   assert f"classifier (encoder + head): {CLASSIFIER_PARAMETERS:,}" in text
   assert compare.classifier_parameters(IMAGE_SIZE, 3, "latent") == CLASSIFIER_PARAMETERS
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from configs import default
-from roadflax import configuration
+from roadflax.training import configuration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))

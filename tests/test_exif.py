@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from roadflax import exif, input_pipeline
+from roadflax.data import exif, input_pipeline
 
 # What PIL does to show each orientation upright.
 PIL_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,

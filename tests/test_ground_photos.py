@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from roadflax import ground_photos, image_folder
+from roadflax.data import image_folder
+from roadflax.datasets import ground_photos
 from tests import helpers
 
 
@@ -65,7 +66,7 @@ def test_default_recipe_learns_real_photos(tmp_path):
   hard to tell apart in this budget (two of three classes are learned); at
   the default 224 px the README measures 95%+."""
   from configs import default
-  from roadflax import train
+  from roadflax.training import train
   root = ground_photos.write_folder(str(tmp_path / "ground"), train_per_class=60,
                                     val_per_class=15, test_per_class=30)
   config = default.get_config()

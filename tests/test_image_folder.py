@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from roadflax import image_folder
+from roadflax.data import image_folder
 from roadflax.errors import UserError
 
 CLASSES = ("asphalt", "gravel", "snow")

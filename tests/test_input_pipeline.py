@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from configs import default
-from roadflax import image_folder
-from roadflax import input_pipeline
+from roadflax.data import image_folder
+from roadflax.data import input_pipeline
 from roadflax.errors import UserError
 from tests import helpers
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from roadflax import keras_side_by_side
+from roadflax.benchmark import keras_side_by_side
 from roadflax.errors import UserError
 from tests import helpers
 

@@ -4,24 +4,24 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from roadflax import models
+from roadflax.models import roadnet
 from roadflax.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def params_224():
-  return jax.eval_shape(lambda key: models.init_params(models.RoadNet(num_classes=3), key, 224),
+  return jax.eval_shape(lambda key: roadnet.init_params(roadnet.RoadNet(num_classes=3), key, 224),
                         jax.random.key(0))
 
 
 def test_parameter_counts_at_224(params_224):
-  counts = {name: models.count_params(params_224[name]) for name in ("encoder", "decoder", "head")}
+  counts = {name: roadnet.count_params(params_224[name]) for name in ("encoder", "decoder", "head")}
   assert counts == {"encoder": 4_337_280, "decoder": 4_337_027, "head": 43_012_099}
   assert counts["encoder"] + counts["head"] == 47_349_379
 
 
 def test_encoder_layer_shapes_follow_keras_semantics():
-  model = models.RoadNet(num_classes=3)
+  model = roadnet.RoadNet(num_classes=3)
   images = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   _, state = jax.eval_shape(
@@ -34,9 +34,9 @@ def test_encoder_layer_shapes_follow_keras_semantics():
   assert encoder["__call__"][0].shape == (2, 12, 12, 256)
 
 
-@pytest.mark.parametrize("size", [224, 160, 227, 256, models.MIN_IMAGE_SIZE])
+@pytest.mark.parametrize("size", [224, 160, 227, 256, roadnet.MIN_IMAGE_SIZE])
 def test_reconstruction_has_the_input_size(size):
-  model = models.RoadNet(num_classes=5)
+  model = roadnet.RoadNet(num_classes=5)
   images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   logits, reconstruction = jax.eval_shape(model.apply, variables, images)
@@ -45,46 +45,46 @@ def test_reconstruction_has_the_input_size(size):
 
 
 def test_non_square_inputs_reconstruct_exactly():
-  model = models.RoadNet(num_classes=3)
+  model = roadnet.RoadNet(num_classes=3)
   images = jax.ShapeDtypeStruct((1, 240, 360, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
-  recon = jax.eval_shape(lambda v, x: model.apply(v, x, method=models.RoadNet.reconstruct),
+  recon = jax.eval_shape(lambda v, x: model.apply(v, x, method=roadnet.RoadNet.reconstruct),
                          variables, images)
   assert recon.shape == (1, 240, 360, 3)
 
 
 def test_minimum_size_is_where_pool5_is_one_pixel():
-  assert models.MIN_IMAGE_SIZE == 67
-  assert models.feature_sizes(67).pool5 == 1
-  assert models.feature_sizes(66).pool5 == 0
+  assert roadnet.MIN_IMAGE_SIZE == 67
+  assert roadnet.feature_sizes(67).pool5 == 1
+  assert roadnet.feature_sizes(66).pool5 == 0
 
 
 def test_sizes_below_the_minimum_are_refused_naming_it():
   with pytest.raises(UserError, match="minimum of 67x67"):
-    models.init_params(models.RoadNet(num_classes=3), jax.random.key(0), 64)
+    roadnet.init_params(roadnet.RoadNet(num_classes=3), jax.random.key(0), 64)
 
 
 def test_head_on_the_decoder_reads_its_96_channel_map():
-  model = models.RoadNet(num_classes=3, head_input="decoder")
-  params = jax.eval_shape(lambda key: models.init_params(model, key, 224), jax.random.key(0))
+  model = roadnet.RoadNet(num_classes=3, head_input="decoder")
+  params = jax.eval_shape(lambda key: roadnet.init_params(model, key, 224), jax.random.key(0))
   # pool5 of the 26x26x96 decoder map is 12x12x96.
   assert params["head"]["fc1"]["kernel"].shape == (12 * 12 * 96, 4096)
 
 
 def test_forward_pass_is_deterministic_without_dropout():
-  model = models.RoadNet(num_classes=3)
-  params = models.init_params(model, jax.random.key(0), 67)
+  model = roadnet.RoadNet(num_classes=3)
+  params = roadnet.init_params(model, jax.random.key(0), 67)
   x = jax.random.normal(jax.random.key(1), (2, 67, 67, 3))
-  a = model.apply({"params": params}, x, method=models.RoadNet.classify)
-  b = model.apply({"params": params}, x, method=models.RoadNet.classify)
+  a = model.apply({"params": params}, x, method=roadnet.RoadNet.classify)
+  b = model.apply({"params": params}, x, method=roadnet.RoadNet.classify)
   assert jnp.array_equal(a, b)
-  dropped = model.apply({"params": params}, x, train=True, method=models.RoadNet.classify,
+  dropped = model.apply({"params": params}, x, train=True, method=roadnet.RoadNet.classify,
                         rngs={"dropout": jax.random.key(2)})
   assert not jnp.array_equal(a, dropped)
 
 
 def test_summary_prints_the_totals():
-  text = models.summary(models.RoadNet(num_classes=3), 224)
+  text = roadnet.summary(roadnet.RoadNet(num_classes=3), 224)
   for expected in ("encoder: 4,337,280", "decoder: 4,337,027", "head: 43,012,099",
                    "classifier (encoder + head): 47,349,379", "encoder/conv1", "(1, 54, 54, 96)"):
     assert expected in text
@@ -99,7 +99,7 @@ def test_fast_strided_transpose_equals_flax_conv_transpose(in_hw, out_hw):
   reference = nn.ConvTranspose(3, (11, 11), strides=(4, 4), padding=padding)
   variables = reference.init(jax.random.key(0), x)
   variables = {"params": {**variables["params"], "bias": jnp.array([0.1, -0.2, 0.3])}}
-  fast = models.StridedConvTranspose(3, 11, 4, out_hw)
+  fast = roadnet.StridedConvTranspose(3, 11, 4, out_hw)
   assert jax.tree_util.tree_structure(fast.init(jax.random.key(0), x)) == \
       jax.tree_util.tree_structure(variables)
   expected = reference.apply(variables, x)
@@ -116,7 +116,7 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters(hw, patches):
   x = jax.random.normal(jax.random.key(1), (2, *hw, 3))
   reference = nn.Conv(8, (11, 11), strides=(4, 4), padding="VALID",
                       kernel_init=nn.initializers.glorot_uniform())
-  fast = models.PatchConv(8, 11, 4, patches=patches)
+  fast = roadnet.PatchConv(8, 11, 4, patches=patches)
   variables = reference.init(jax.random.key(0), x)
   # Same names, shapes and initial values: checkpoints are interchangeable.
   same = jax.tree_util.tree_map(jnp.array_equal, fast.init(jax.random.key(0), x),
@@ -137,9 +137,9 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters(hw, patches):
 
 
 def test_group_norm_adds_two_parameters_per_channel():
-  model = models.RoadNet(num_classes=3, norm="group")
-  params = jax.eval_shape(lambda key: models.init_params(model, key, 224), jax.random.key(0))
-  counts = {name: models.count_params(params[name]) for name in ("encoder", "decoder", "head")}
+  model = roadnet.RoadNet(num_classes=3, norm="group")
+  params = jax.eval_shape(lambda key: roadnet.init_params(model, key, 224), jax.random.key(0))
+  counts = {name: roadnet.count_params(params[name]) for name in ("encoder", "decoder", "head")}
   # encoder widths 96+256+384+384+256+256, decoder 256+384+384+256+96 (its
   # last layer draws the image and has none)
   assert counts == {"encoder": 4_337_280 + 2 * 1632, "decoder": 4_337_027 + 2 * 1376,
@@ -152,10 +152,10 @@ def test_group_norm_makes_the_encoder_blind_to_input_scale():
   images = jax.random.normal(jax.random.key(1), (2, 96, 96, 3))
 
   def latent_rms(norm, scale):
-    model = models.RoadNet(num_classes=3, norm=norm)
-    params = models.init_params(model, jax.random.key(0), 96)
+    model = roadnet.RoadNet(num_classes=3, norm=norm)
+    params = roadnet.init_params(model, jax.random.key(0), 96)
     _, state = model.apply({"params": params}, scale * images, mutable=["intermediates"],
-                           method=models.RoadNet.classify)
+                           method=roadnet.RoadNet.classify)
     return float(state["intermediates"]["encoder"]["rms"][0])
 
   assert latent_rms("none", 100.0) / latent_rms("none", 1.0) == pytest.approx(100.0, rel=1e-3)
@@ -164,4 +164,4 @@ def test_group_norm_makes_the_encoder_blind_to_input_scale():
 
 def test_unknown_norm_is_refused():
   with pytest.raises(UserError, match="model.norm"):
-    models.init_params(models.RoadNet(num_classes=3, norm="batch"), jax.random.key(0), 67)
+    roadnet.init_params(roadnet.RoadNet(num_classes=3, norm="batch"), jax.random.key(0), 67)

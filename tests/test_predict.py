@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from roadflax import predict
+from roadflax.serve import predict
 from roadflax.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Tests for roadflax.reports."""
+"""Tests for roadflax.results.reports."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from roadflax import reports
+from roadflax.results import reports
 
 NAMES = ["asphalt", "gravel", "dirt"]
 

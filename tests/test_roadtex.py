@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from roadflax import image_folder, roadtex
+from roadflax.data import image_folder
+from roadflax.datasets import roadtex
 from tests import helpers
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from roadflax import fake_rscd, rscd, rscd_builder  # noqa: F401  (registers rscd)
+from roadflax.datasets import rscd, rscd_builder  # noqa: F401  (registers rscd)
+from tests import fake_rscd
 
 COUNTS = {"train": 6, "validation": 2, "test": 3}
 BAD_FILES = {  # Release-named files the builder must skip, by split.
@@ -143,7 +144,7 @@ def test_size_differences_from_the_published_release_are_warned(release, tmp_pat
 @pytest.mark.slow
 def test_tfds_build_command(release, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "roadflax.tfds_build", "rscd", "--config=27class",
+      [sys.executable, "-m", "roadflax.datasets.tfds_build", "rscd", "--config=27class",
        f"--manual_dir={release['zip']}", f"--data_dir={tmp_path}"],
       capture_output=True, text=True, timeout=600,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

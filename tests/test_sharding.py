@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from roadflax import sharding
+from roadflax.training import sharding
 from roadflax.errors import UserError
 from tests import helpers
 from tests.test_cli import ROOT, main, tiny_flags

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from roadflax import evaluate, files, health, stage_plan, train, workdirs
+from roadflax import files
+from roadflax.runs import workdirs
+from roadflax.training import evaluate, health, stage_plan, train
 from tests import helpers
 
 
@@ -31,7 +33,7 @@ def test_explicit_steps_win_over_epochs_and_floor():
 
 
 def test_schedule_keeps_its_shape_when_stretched():
-  from roadflax import optimizers
+  from roadflax.models import optimizers
   stage = default.stage(epochs=10, min_steps=400, learning_rate=1.0, schedule="cosine",
                         warmup_epochs=1.0)
   plan = stage_plan.plan_stage(stage, num_train_examples=300)

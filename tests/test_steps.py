@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from roadflax import models, objectives, optimizers, steps
+from roadflax.models import objectives, optimizers, roadnet, steps
 
 SIZE = 67
 
@@ -19,8 +19,8 @@ def _batch(n=4, num_classes=3, seed=0):
 
 
 def _state(stage_config, objective, head_input="latent", freeze=False):
-  model = models.RoadNet(num_classes=3, head_input=head_input)
-  params = models.init_params(model, jax.random.key(0), SIZE)
+  model = roadnet.RoadNet(num_classes=3, head_input=head_input)
+  params = roadnet.init_params(model, jax.random.key(0), SIZE)
   trainable = objective.trees(head_input) - ({"encoder"} if freeze else set())
   schedule = optimizers.learning_rate_schedule(stage_config, 10, 100)
   tx = optimizers.create_optimizer(stage_config, schedule, frozenset(trainable))
@@ -59,7 +59,7 @@ def test_frozen_encoder_stays_fixed_and_has_no_optimiser_state():
   state, _ = steps.jit_train_step(model, objective, 0, freeze_encoder=True)(state, _batch())
   assert _changed(before, state.params) == {"encoder": False, "decoder": False, "head": True}
   momentum_leaves = jax.tree_util.tree_leaves(state.opt_state)
-  assert sum(x.size for x in momentum_leaves) < models.count_params(state.params["head"]) + 10
+  assert sum(x.size for x in momentum_leaves) < roadnet.count_params(state.params["head"]) + 10
 
 
 def test_eval_step_masks_padding_and_counts_confusion():
@@ -73,8 +73,8 @@ def test_eval_step_masks_padding_and_counts_confusion():
 
 
 def test_class_weights_scale_the_loss():
-  model = models.RoadNet(num_classes=3)
-  params = models.init_params(model, jax.random.key(0), SIZE)
+  model = roadnet.RoadNet(num_classes=3)
+  params = roadnet.init_params(model, jax.random.key(0), SIZE)
   batch = _batch()
   plain = objectives.objective_outputs(objectives.Objective("classification"), model, params,
                                        batch, train=False)["loss"]
@@ -119,8 +119,8 @@ def test_noise_corruption_changes_the_input_not_the_target():
   noisy = objectives.corrupt(images, "noise", 0.5, jax.random.key(0))
   assert 0.45 < float(jnp.std(noisy)) < 0.55
   objective = objectives.Objective("reconstruction", corruption="noise", corruption_amount=20.0)
-  model = models.RoadNet(num_classes=3)
-  params = models.init_params(model, jax.random.key(0), SIZE)
+  model = roadnet.RoadNet(num_classes=3)
+  params = roadnet.init_params(model, jax.random.key(0), SIZE)
   batch = _batch()
   clean = objectives.objective_outputs(objectives.Objective("reconstruction"), model, params,
                                        batch, train=True, dropout_rng=jax.random.key(1))

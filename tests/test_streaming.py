@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from configs import default, rscd3
-from roadflax import data_sources, fake_rscd, input_pipeline, rscd, tfds_source, train
+from roadflax.data import input_pipeline
+from roadflax.datasets import rscd, sources, tfds_source
+from roadflax.training import train
+from tests import fake_rscd
 from roadflax.errors import UserError
 from tests import helpers
 
@@ -25,14 +28,14 @@ def release(tmp_path_factory):
 def rscd_data(release, tmp_path_factory):
   data = _data(source="rscd", manual_dir=release,
                data_dir=str(tmp_path_factory.mktemp("tfds")))
-  return data_sources.load_dataset(data)
+  return sources.load_dataset(data)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
   root = helpers.write_image_tree(str(tmp_path_factory.mktemp("tree")),
                                   per_split={"train": 10, "val": 3, "test": 3})
-  return data_sources.load_dataset(_data(source="folder", root=root))
+  return sources.load_dataset(_data(source="folder", root=root))
 
 
 def _data(**overrides):
@@ -57,7 +60,7 @@ def _same(a, b):
 def test_class_counts_are_counted_once_per_prepared_set(release, tmp_path, monkeypatch):
   data = _data(source="rscd", manual_dir=release, data_dir=str(tmp_path / "tfds"),
                cache_dir=str(tmp_path / "cache"))
-  first = data_sources.load_dataset(data)
+  first = sources.load_dataset(data)
   assert len(os.listdir(tmp_path / "cache" / "label_counts")) == 3  # One per split.
 
   def count_again(builder, split, *_):
@@ -66,14 +69,14 @@ def test_class_counts_are_counted_once_per_prepared_set(release, tmp_path, monke
 
   counted = []
   monkeypatch.setattr(tfds_source, "_label_counts", count_again)
-  again = data_sources.load_dataset(data)
+  again = sources.load_dataset(data)
   assert counted == []
   for split in first.splits:
     np.testing.assert_array_equal(again.splits[split].counts, first.splits[split].counts)
   # Preparing the set again rewrites its dataset_info.json: counted anew.
   os.utime(os.path.join(first.splits["train"].builder.data_dir, "dataset_info.json"),
            ns=(0, 0))
-  assert list(data_sources.load_dataset(data).splits["train"].counts) == [0, 1, 2]
+  assert list(sources.load_dataset(data).splits["train"].counts) == [0, 1, 2]
   assert counted == ["train", "validation", "test"]
 
 
@@ -139,7 +142,7 @@ def _imbalanced_folder(root):
   for name in ("asphalt", "concrete", "gravel"):
     os.makedirs(os.path.join(root, "train"), exist_ok=True)
     os.rename(os.path.join(root, name, "train", name), os.path.join(root, "train", name))
-  from roadflax import image_folder
+  from roadflax.data import image_folder
   return image_folder.scan_image_folder(root, splits=("train",)).splits["train"]
 
 
@@ -168,7 +171,7 @@ def test_balancing_factors_equalise_the_classes():
     ("shuffle_buffer", 0, "must be at least 1"),
 ])
 def test_data_mistakes_are_refused(key, value, message):
-  from roadflax import configuration
+  from roadflax.training import configuration
   config = rscd3.get_config()
   config.data[key] = value
   with pytest.raises(UserError, match=message):
@@ -177,9 +180,9 @@ def test_data_mistakes_are_refused(key, value, message):
 
 def test_rscd_needs_the_release_the_first_time(tmp_path):
   with pytest.raises(UserError, match="is not prepared .* set --config.data.manual_dir"):
-    data_sources.load_dataset(_data(source="rscd", data_dir=str(tmp_path)))
+    sources.load_dataset(_data(source="rscd", data_dir=str(tmp_path)))
   with pytest.raises(UserError, match="does not exist"):
-    data_sources.load_dataset(_data(source="rscd", data_dir=str(tmp_path),
+    sources.load_dataset(_data(source="rscd", data_dir=str(tmp_path),
                                     manual_dir=str(tmp_path / "nowhere")))
 
 
@@ -200,13 +203,13 @@ def test_training_from_the_rscd3_config(release, tmp_path):
 
 def test_any_prepared_tfds_set_by_name_with_split_specs(rscd_data):
   data_dir = rscd_data.splits["train"].builder.data_dir.split("/rscd/")[0]
-  dataset = data_sources.load_dataset(_data(
+  dataset = sources.load_dataset(_data(
       source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
       tfds_splits=("train[:75%]", "train[75%:]", "test")))
   assert dataset.class_names == rscd.CLASSES_3
   assert len(dataset.splits["train"]) == 27 and len(dataset.splits["val"]) == 9
   with pytest.raises(UserError, match="has no split 'valid'"):
-    data_sources.load_dataset(_data(source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
+    sources.load_dataset(_data(source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
                                     tfds_splits=("train", "valid", "test")))
   with pytest.raises(UserError, match="tfds_name='no_such_set'"):
-    data_sources.load_dataset(_data(source="tfds", tfds_name="no_such_set", data_dir=data_dir))
+    sources.load_dataset(_data(source="tfds", tfds_name="no_such_set", data_dir=data_dir))

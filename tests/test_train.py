@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from roadflax import checkpoints, train, workdirs
+from roadflax.runs import checkpoints, workdirs
+from roadflax.training import train
 from roadflax.errors import UserError
 from tests import helpers
 

@@ -5,7 +5,9 @@ import shutil
 
 import pytest
 
-from roadflax import evaluate, predict, workdirs
+from roadflax.runs import workdirs
+from roadflax.serve import predict
+from roadflax.training import evaluate
 from roadflax.errors import UserError
 
 

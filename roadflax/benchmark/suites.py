@@ -36,9 +36,9 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from roadflax import model_benchmark
+from roadflax.benchmark import model_benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 50_000, "Frames to generate (98% train, 1% val, 1% test).")
@@ -72,7 +72,8 @@ def _data_config(paths: dict[str, str], **overrides: Any):
 
 def _prepare(paths: dict[str, str]) -> dict[str, float]:
   """Generates the frames (unless already there) and builds rscd/3class."""
-  from roadflax import data_sources, fake_rscd
+  from roadflax.datasets import sources
+  from tests import fake_rscd
   figures = {}
   if not os.path.isdir(paths["release"]):
     per_class = FLAGS.images // 3
@@ -85,14 +86,15 @@ def _prepare(paths: dict[str, str]) -> dict[str, float]:
     os.rename(writing, paths["release"])
     figures["generate_seconds"] = time.time() - start
   start = time.time()
-  data_sources.load_dataset(_data_config(paths))
+  sources.load_dataset(_data_config(paths))
   figures["prepare_seconds"] = time.time() - start
   return figures
 
 
 def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
   """One epoch of training batches through one pipeline, in this process."""
-  from roadflax import data_sources, image_folder, input_pipeline
+  from roadflax.data import image_folder, input_pipeline
+  from roadflax.datasets import sources
   start = time.time()
   if phase == "folder":
     split = image_folder.scan_image_folder(paths["release"], splits=("train",)).splits["train"]
@@ -100,7 +102,7 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
   else:
     cache = "disk" if phase.startswith("disk") else "none"
     data = _data_config(paths, cache=cache)
-    split = data_sources.load_dataset(data).splits["train"]
+    split = sources.load_dataset(data).splits["train"]
     pipeline = input_pipeline.pipeline_for(split, data)
   setup = time.time() - start
   epoch = 1 if phase == "disk_read" else 0
@@ -119,7 +121,7 @@ def _phase_in_subprocess(phase: str) -> dict[str, Any]:
              f"--batch_size={FLAGS.batch_size}", f"--model_batch_size={FLAGS.model_batch_size}",
              f"--model_steps={FLAGS.model_steps}"]
   result = subprocess.run(command, capture_output=True, text=True, check=False,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   if result.returncode != 0:
     raise RuntimeError(f"phase {phase} failed:\n{result.stderr[-3000:]}")
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -190,6 +192,3 @@ def main(argv: list[str]) -> None:
   if FLAGS.suite in ("all", "pipeline"):
     _pipeline_suite(paths)
 
-
-if __name__ == "__main__":
-  app.run(main)

@@ -12,7 +12,7 @@ random flips, exposure, gamma and white balance (so that brightness and
 colour alone do not give the class away), saved as JPEG in the folder layout
 `ROOT/{train,val,test}/CLASS/*.jpg` that `data.source=folder` reads.
 
-  python -m roadflax.ground_photos --output=/tmp/ground --train_per_class=100
+  python -m roadflax.datasets.ground_photos --output=/tmp/ground --train_per_class=100
 """
 
 import argparse

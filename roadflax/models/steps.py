@@ -14,8 +14,8 @@ import optax
 from clu import metrics
 from flax.training import train_state
 
-from roadflax.models import RoadNet
-from roadflax.objectives import Objective, objective_outputs
+from roadflax.models.roadnet import RoadNet
+from roadflax.models.objectives import Objective, objective_outputs
 
 
 class TrainState(train_state.TrainState):

@@ -9,8 +9,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax import data_sources, input_pipeline, models, objectives
-from roadflax import reports, sharding, steps, visuals, workdirs
+from roadflax.data import input_pipeline
+from roadflax.datasets import sources
+from roadflax.models import objectives, roadnet
+from roadflax.models import steps
+from roadflax.results import reports, visuals
+from roadflax.runs import workdirs
+from roadflax.training import sharding
 from roadflax.errors import UserError
 
 
@@ -36,7 +41,7 @@ def evaluate_split(params: Any, pipeline: "input_pipeline.SplitPipeline",
   return EvalResult(values, None if confusion is None else np.asarray(confusion))
 
 
-def write_test_report(params: Any, model: models.RoadNet, dataset: Any,
+def write_test_report(params: Any, model: roadnet.RoadNet, dataset: Any,
                       config: ml_collections.ConfigDict, stage_dir: str, *, stage_name: str,
                       checkpoint_step: int, mesh: jax.sharding.Mesh,
                       writer: Any | None = None) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None
   run = workdirs.load_run(workdir)
   stage_names = workdirs.classifier_stages(workdir)
   config = workdirs.run_config(workdir, data_config)
-  dataset = data_sources.load_dataset(config.data)
+  dataset = sources.load_dataset(config.data)
   if tuple(dataset.class_names) != tuple(run["class_names"]):
     raise UserError(f"{dataset.root} has classes {list(dataset.class_names)} but the model in "
                     f"{workdir} was trained on {run['class_names']}")

@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax import image_folder, roadtex, tfds_source
+from roadflax.data import image_folder
+from roadflax.datasets import roadtex, tfds_source
 
 
 def _synthetic(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:

@@ -12,7 +12,7 @@ learning rate, the schedule), not in the frameworks. Writes `curves.csv` and
 It runs the config's classification stage from fresh weights (no
 pre-training), at a constant rate:
 
-  python -m roadflax.keras_side_by_side --config=configs/published.py \
+  python -m roadflax.benchmark.keras_side_by_side --config=configs/published.py \
       --config.data.root=/data/roads --steps=100 --output=/tmp/side_by_side
 """
 
@@ -96,15 +96,17 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   import tensorflow as tf
   import optax
 
-  from roadflax import data_sources, input_pipeline, models, objectives, optimizers
-  from roadflax import steps as steps_lib
+  from roadflax.data import input_pipeline
+  from roadflax.datasets import sources
+  from roadflax.models import objectives, optimizers, roadnet
+  from roadflax.models import steps as steps_lib
 
   stage = classification_stage(config)
   keras_tx = keras_optimizer(stage)
-  dataset = data_sources.load_dataset(config.data)
+  dataset = sources.load_dataset(config.data)
   num_classes = len(dataset.class_names)
-  model = models.create_model(config.model, num_classes)
-  params = models.init_params(model, jax.random.key(config.seed), config.data.image_size)
+  model = roadnet.create_model(config.model, num_classes)
+  params = roadnet.init_params(model, jax.random.key(config.seed), config.data.image_size)
   objective = objectives.objective_from_config(stage)
   tx = optimizers.create_optimizer(stage, optax.constant_schedule(stage.learning_rate),
                                    frozenset(objective.trees(config.model.head_input)))
@@ -152,7 +154,7 @@ def write_curves(losses: dict[str, list[float]], output: str, title: str) -> Non
 
 def main(argv: list[str]) -> None:
   del argv
-  from roadflax import configuration
+  from roadflax.training import configuration
   config = _CONFIG.value
   try:
     configuration.check_config(config)

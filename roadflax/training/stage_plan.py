@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from roadflax import input_pipeline
+from roadflax.data import input_pipeline
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,9 +19,15 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
-from roadflax import checkpoints, configuration, data_sources, evaluate, input_pipeline
-from roadflax import health, models, objectives, optimizers, reports, sharding, stage_plan, steps
-from roadflax import visuals, workdirs
+from roadflax.data import input_pipeline
+from roadflax.datasets import sources
+from roadflax.runs import checkpoints
+from roadflax.training import configuration, evaluate
+from roadflax.models import objectives, optimizers, roadnet, steps
+from roadflax.results import reports
+from roadflax.training import health, sharding, stage_plan
+from roadflax.results import visuals
+from roadflax.runs import workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json
 
@@ -32,9 +38,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   logging.info("JAX %s on %d process(es), devices: %s", jax.__version__,
                jax.process_count(), jax.devices())
   logging.info("config (also in %s):\n%s", os.path.join(workdir, workdirs.CONFIG_FILE), config)
-  dataset = data_sources.load_dataset(config.data)
+  dataset = sources.load_dataset(config.data)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
-  data_sources.log_class_counts(dataset)
+  sources.log_class_counts(dataset)
   for stage_name in config.stage_order:
     train_stage(config, workdir, stage_name, dataset, run_info)
 
@@ -48,7 +54,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
     logging.info("stage %r is complete in %s: skipped", stage_name, stage_dir)
     return
   objective = _objective(stage_config, config.data, dataset)
-  model = models.create_model(config.model, len(dataset.class_names))
+  model = roadnet.create_model(config.model, len(dataset.class_names))
   mesh = sharding.data_mesh()
   batch_size = sharding.per_process_batch_size(stage_config.batch_size,
                                                f"stages.{stage_name}.batch_size")
@@ -183,7 +189,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
 class _PictureInputs:
   """A fixed handful of validation images, reconstructed each epoch."""
 
-  def __init__(self, model: models.RoadNet, objective: objectives.Objective,
+  def __init__(self, model: roadnet.RoadNet, objective: objectives.Objective,
                pipeline: input_pipeline.SplitPipeline, data: ml_collections.ConfigDict,
                count: int = 8):
     self.images = None
@@ -246,11 +252,11 @@ def _objective(stage_config: ml_collections.ConfigDict, data: ml_collections.Con
 
 
 def _initial_params(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                    model: models.RoadNet, run_info: dict[str, Any]) -> Any:
+                    model: roadnet.RoadNet, run_info: dict[str, Any]) -> Any:
   """Fresh parameters, with the trees an earlier stage trained taken from its
   best checkpoint when `init_from` names one."""
   rng = jax.random.fold_in(jax.random.key(config.seed), config.stage_order.index(stage_name))
-  params = models.init_params(model, rng, config.data.image_size)
+  params = roadnet.init_params(model, rng, config.data.image_size)
   init_from = config.stages[stage_name].init_from
   if not init_from:
     return params

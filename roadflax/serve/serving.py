@@ -1,4 +1,4 @@
-"""`--mode=serve`: the web app (`roadflax/app.py`) in a Streamlit server.
+"""`--mode=serve`: the web app (`roadflax/serve/app.py`) in a Streamlit server.
 
 The workdir is checked here, before Streamlit starts, so that a wrong
 `--workdir` ends in one `error:` line rather than a page that only says so in
@@ -13,11 +13,11 @@ import signal
 import subprocess
 import sys
 
-from roadflax import workdirs
+from roadflax.runs import workdirs
 from roadflax.errors import UserError
 
 APP_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.py")
-_REPO_ROOT = os.path.dirname(os.path.dirname(APP_SCRIPT))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(APP_SCRIPT)))
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

@@ -60,12 +60,12 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
   import optax
 
   from configs import default
-  from roadflax import models, objectives, optimizers, steps
+  from roadflax.models import objectives, optimizers, roadnet, steps
 
   config = default.get_config()
   stage = default.stage(optimizer="sgd", learning_rate=0.1)  # as the Keras build
-  model = models.create_model(config.model, NUM_CLASSES)
-  params = models.init_params(model, jax.random.key(0), images.shape[1])
+  model = roadnet.create_model(config.model, NUM_CLASSES)
+  params = roadnet.init_params(model, jax.random.key(0), images.shape[1])
   objective = objectives.objective_from_config(stage)
   tx = optimizers.create_optimizer(stage, optax.constant_schedule(stage.learning_rate),
                                    frozenset(objective.trees(config.model.head_input)))
@@ -83,13 +83,13 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
   def infer(count: int) -> None:
     jax.block_until_ready([predict_step(state.params, batch["image"]) for _ in range(count)])
 
-  parameters = models.count_params(params["encoder"]) + models.count_params(params["head"])
+  parameters = roadnet.count_params(params["encoder"]) + roadnet.count_params(params["head"])
   return train, infer, parameters
 
 
 def _keras_steps(images: np.ndarray, labels: np.ndarray):
   """The same classifier in Keras, compiled as a Keras user would."""
-  from roadflax import keras_side_by_side
+  from roadflax.benchmark import keras_side_by_side
   # Dropout as in roadflax's head; Keras's own initial weights.
   model = keras_side_by_side.keras_model(images.shape[1], NUM_CLASSES, dropout_rate=0.5)
   import keras  # after keras_model has chosen the TensorFlow backend

@@ -12,14 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from roadflax import models, steps, visuals, workdirs
+from roadflax.models import roadnet, steps
+from roadflax.results import visuals
+from roadflax.runs import workdirs
 
 
 @dataclasses.dataclass
 class Autoencoder:
   """The best checkpoint of the last stage of a workdir that reconstructs."""
   params: Any
-  model: models.RoadNet
+  model: roadnet.RoadNet
   mean: tuple[float, ...]
   std: tuple[float, ...]
   stage_dir: str

@@ -17,7 +17,8 @@ import jax
 import ml_collections
 
 import roadflax
-from roadflax import checkpoints, models, objectives
+from roadflax.models import objectives, roadnet
+from roadflax.runs import checkpoints
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json, atomic_write_text, read_json
 
@@ -144,7 +145,7 @@ def classifier_stage(workdir: str, stage: str | None = None) -> str:
   return stage
 
 
-def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, models.RoadNet, int]:
+def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, roadnet.RoadNet, int]:
   """(params, model, step) of a stage's best checkpoint, built from metadata alone."""
   ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
   step = ckpts.best_step()
@@ -152,11 +153,11 @@ def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, models.R
     raise UserError(f"no checkpoint in {ckpts.directory}: train this stage first")
   metadata = ckpts.restore_metadata(step)
   check_compatible(metadata, run, ckpts.directory)
-  model = models.RoadNet(num_classes=len(metadata["class_names"]),
+  model = roadnet.RoadNet(num_classes=len(metadata["class_names"]),
                          head_input=metadata["head_input"],
                          dropout_rate=metadata["dropout_rate"],
                          norm=metadata.get("norm", _EARLIER["norm"]))
-  abstract = jax.eval_shape(functools.partial(models.init_params, model, image_size=metadata["image_size"]),
+  abstract = jax.eval_shape(functools.partial(roadnet.init_params, model, image_size=metadata["image_size"]),
                             jax.random.key(0))
   params = ckpts.restore(step, params=abstract)["params"]
   ckpts.close()

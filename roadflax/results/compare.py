@@ -29,7 +29,8 @@ from absl import logging
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
-from roadflax import models, objectives, workdirs
+from roadflax.models import objectives, roadnet
+from roadflax.runs import workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_text, read_json
 
@@ -193,12 +194,12 @@ def classifier_parameters(image_size: int | None, num_classes: int, head_input: 
   head_input='decoder' the decoder up to its 96-channel map), from shapes alone."""
   if not image_size or not num_classes:
     return None
-  model = models.RoadNet(num_classes=num_classes, head_input=head_input, norm=norm)
-  params = jax.eval_shape(functools.partial(models.init_params, model, image_size=image_size),
+  model = roadnet.RoadNet(num_classes=num_classes, head_input=head_input, norm=norm)
+  params = jax.eval_shape(functools.partial(roadnet.init_params, model, image_size=image_size),
                           jax.random.key(0))
-  count = models.count_params(params["encoder"]) + models.count_params(params["head"])
+  count = roadnet.count_params(params["encoder"]) + roadnet.count_params(params["head"])
   if head_input == "decoder":  # its last layer draws the image, which the head never reads
-    count += sum(models.count_params(layer) for name, layer in params["decoder"].items()
+    count += sum(roadnet.count_params(layer) for name, layer in params["decoder"].items()
                  if name != "deconv1")
   return count
 

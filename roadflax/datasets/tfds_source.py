@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from roadflax import files, rscd_builder
+from roadflax import files
+from roadflax.datasets import rscd_builder
 from roadflax.errors import UserError
 
 # roadflax's split names, in the order of `data.tfds_splits`.

@@ -8,7 +8,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax import image_folder, input_pipeline, models, steps, workdirs
+from roadflax.data import image_folder, input_pipeline
+from roadflax.models import roadnet, steps
+from roadflax.runs import workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json
 
@@ -38,7 +40,7 @@ def in_batches(function: Callable[[np.ndarray], Any], images: np.ndarray,
 class Classifier:
   """A stage's best classifier with the preprocessing it was trained with."""
   params: Any
-  model: models.RoadNet
+  model: roadnet.RoadNet
   class_names: tuple[str, ...]
   data_config: ml_collections.ConfigDict  # image_size, contrast, mean, std
   stage_dir: str

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from roadflax.models import RoadNet
+from roadflax.models.roadnet import RoadNet
 
 OBJECTIVES = ("reconstruction", "classification", "joint")
 CORRUPTIONS = ("none", "noise", "mask")

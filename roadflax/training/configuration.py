@@ -9,7 +9,9 @@ from typing import Any
 
 import ml_collections
 
-from roadflax import data_sources, models, objectives, optimizers, sharding
+from roadflax.datasets import sources
+from roadflax.models import objectives, optimizers, roadnet
+from roadflax.training import sharding
 from roadflax.errors import UserError
 
 CACHE_MODES = ("none", "memory", "disk")
@@ -27,8 +29,8 @@ def _one_of(value: Any, allowed: tuple[str, ...], key: str) -> None:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   _check_data(config.data)
-  _one_of(config.model.head_input, models.HEAD_INPUTS, "model.head_input")
-  _one_of(config.model.norm, models.NORMS, "model.norm")
+  _one_of(config.model.head_input, roadnet.HEAD_INPUTS, "model.head_input")
+  _one_of(config.model.norm, roadnet.NORMS, "model.norm")
   health = config.health
   _require(health.window_steps >= 0, f"--config.health.window_steps={health.window_steps} must be >= 0")
   _require(0 < health.collapse_fraction <= 1,
@@ -56,7 +58,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
-  _one_of(data.source, tuple(data_sources.SOURCES), "data.source")
+  _one_of(data.source, tuple(sources.SOURCES), "data.source")
   if data.source == "folder":
     _require(bool(data.root), "data.source is 'folder' but no data.root is given: "
              "add --config.data.root=/path/to/ROOT (with train/, val/, test/ inside)")
@@ -66,7 +68,7 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
            "must be at least 1")
   _require(not (data.cache == "memory" and data.source in ("rscd", "tfds")),
            f"--config.data.cache='memory' would hold all of {data.source} in RAM; use 'disk'")
-  models.check_image_size(data.image_size, data.image_size)
+  roadnet.check_image_size(data.image_size, data.image_size)
   _require(data.contrast > 0, f"--config.data.contrast={data.contrast} must be > 0 (1.0 = unchanged)")
   _require(len(data.mean) == 3 and len(data.std) == 3 and min(data.std) > 0,
            "--config.data.mean and --config.data.std need three values, std all > 0")

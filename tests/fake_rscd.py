@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from roadflax import rscd
+from roadflax.datasets import rscd
 
 DAYS = ("20210103", "20210115", "20210207", "20210311", "20210422", "20210530")
 

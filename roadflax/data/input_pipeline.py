@@ -61,11 +61,12 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from roadflax import exif, files
+from roadflax import files
+from roadflax.data import exif
 from roadflax.errors import UserError
-from roadflax.image_folder import check_image_bytes
-from roadflax.image_folder import check_image_file
-from roadflax.image_folder import Split
+from roadflax.data.image_folder import check_image_bytes
+from roadflax.data.image_folder import check_image_file
+from roadflax.data.image_folder import Split
 
 # TF only feeds the host; the accelerators' memory belongs to JAX.
 tf.config.set_visible_devices([], "GPU")

@@ -13,7 +13,7 @@ up to the image data: microseconds, nothing decoded.
 
 import struct
 
-from roadflax import image_folder
+from roadflax.data import image_folder
 
 ORIENTATION_TAG = 0x0112
 UPRIGHT = 1  # EXIF orientation 1: the pixels are stored upright.

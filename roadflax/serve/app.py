@@ -1,7 +1,7 @@
 """The web app: drop road photos, get the surface class of each.
 
   python main.py --mode=serve --workdir=runs/demo
-  python -m streamlit run roadflax/app.py -- --workdir=runs/demo \
+  python -m streamlit run roadflax/serve/app.py -- --workdir=runs/demo \
       [--stage=classify] [--examples=DIR]
 
 For each image the page shows the predicted class, the class probabilities,
@@ -42,9 +42,11 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from roadflax import exif, image_folder, input_pipeline, predict  # noqa: E402
-from roadflax import visuals, workdirs  # noqa: E402
-from roadflax.autoencoder import Autoencoder  # noqa: E402
+from roadflax.data import exif, image_folder, input_pipeline  # noqa: E402
+from roadflax.serve import predict  # noqa: E402
+from roadflax.results import visuals  # noqa: E402
+from roadflax.runs import workdirs  # noqa: E402
+from roadflax.serve.autoencoder import Autoencoder  # noqa: E402
 from roadflax.errors import UserError  # noqa: E402
 from roadflax.files import read_json  # noqa: E402
 
@@ -178,9 +180,9 @@ def example_files(folder: str) -> list[tuple[str, bytes]]:
 
 
 def _script_args(argv: Sequence[str]) -> argparse.Namespace:
-  """The arguments after `--` of `streamlit run roadflax/app.py -- ...`."""
+  """The arguments after `--` of `streamlit run roadflax/serve/app.py -- ...`."""
   parser = argparse.ArgumentParser(
-      prog="roadflax/app.py", description="The roadflax web app's arguments.")
+      prog="roadflax/serve/app.py", description="The roadflax web app's arguments.")
   parser.add_argument("--workdir", default="",
                       help="the workdir shown first")
   parser.add_argument("--stage", default=None,

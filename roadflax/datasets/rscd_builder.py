@@ -2,14 +2,14 @@
 
 Importing this module registers it:
 
-  import roadflax.rscd_builder
+  import roadflax.datasets.rscd_builder
   builder = tfds.builder("rscd/3class", data_dir=DATA_DIR)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=MANUAL_DIR))
 
 or from a shell:
 
-  tfds build rscd --config=3class --imports=roadflax.rscd_builder \
+  tfds build rscd --config=3class --imports=roadflax.datasets.rscd_builder \
       --manual_dir=MANUAL_DIR --data_dir=DATA_DIR
 
 MANUAL_DIR holds the downloaded release, extracted or as its zip. Configs:
@@ -23,8 +23,8 @@ files that are empty, truncated or not JPEG are skipped and counted.
 from absl import logging
 import tensorflow_datasets as tfds
 
-from roadflax import rscd
-from roadflax.image_folder import JPEG_MAGIC, check_image_bytes
+from roadflax.datasets import rscd
+from roadflax.data.image_folder import JPEG_MAGIC, check_image_bytes
 
 # Where by-day configs put the pooled frames: about the official split's
 # proportions, filled smallest first (see `rscd.split_by_day`).
