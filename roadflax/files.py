@@ -1,26 +1,30 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Reading and writing files; writes never leave a half-written file behind."""
 
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over
+def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+  """Calls `write` on a temporary file beside `path`, then renames it over
   `path`: readers see the old file or the new one, never a mix."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: str, data: Any) -> None:
@@ -30,6 +34,11 @@ def atomic_write_json(path: str, data: Any) -> None:
 def read_json(path: str) -> Any:
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def read_json_if_present(path: str) -> Any:
+  """`read_json(path)`, or None when there is no such file."""
+  return read_json(path) if os.path.isfile(path) else None
 
 
 def default_cache_dir() -> str:

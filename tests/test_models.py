@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from roadflax.models import roadnet
+from roadflax.models import fast_layers, roadnet
 from roadflax.errors import UserError
 
 
@@ -99,7 +99,7 @@ def test_fast_strided_transpose_equals_flax_conv_transpose(in_hw, out_hw):
   reference = nn.ConvTranspose(3, (11, 11), strides=(4, 4), padding=padding)
   variables = reference.init(jax.random.key(0), x)
   variables = {"params": {**variables["params"], "bias": jnp.array([0.1, -0.2, 0.3])}}
-  fast = roadnet.StridedConvTranspose(3, 11, 4, out_hw)
+  fast = fast_layers.StridedConvTranspose(3, 11, 4, out_hw)
   assert jax.tree_util.tree_structure(fast.init(jax.random.key(0), x)) == \
       jax.tree_util.tree_structure(variables)
   expected = reference.apply(variables, x)
@@ -116,7 +116,7 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters(hw, patches):
   x = jax.random.normal(jax.random.key(1), (2, *hw, 3))
   reference = nn.Conv(8, (11, 11), strides=(4, 4), padding="VALID",
                       kernel_init=nn.initializers.glorot_uniform())
-  fast = roadnet.PatchConv(8, 11, 4, patches=patches)
+  fast = fast_layers.PatchConv(8, 11, 4, patches=patches)
   variables = reference.init(jax.random.key(0), x)
   # Same names, shapes and initial values: checkpoints are interchangeable.
   same = jax.tree_util.tree_map(jnp.array_equal, fast.init(jax.random.key(0), x),

@@ -16,39 +16,21 @@ import dataclasses
 import functools
 import glob
 import io
-import itertools
 import os
-import tempfile
 from typing import Any, Callable
 
 import jax
-import matplotlib
 import ml_collections
 import numpy as np
 from absl import logging
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.util import tensor_util
 
 from roadflax.models import objectives, roadnet
 from roadflax.runs import workdirs
 from roadflax.errors import UserError
-from roadflax.files import atomic_write_text, read_json
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib import ticker  # noqa: E402
-
+from roadflax.files import atomic_write_text, read_json, read_json_if_present
+from roadflax.results import curves
 MISSING = "—"
 MARKDOWN_FILE, CSV_FILE, PLOT_FILE = "comparison.md", "comparison.csv", "comparison.png"
-_EVENTS = "events.out.tfevents.*"
-
-
-@dataclasses.dataclass(frozen=True)
-class Curve:
-  """One stage's validation metric, one point per evaluation (epoch end)."""
-  label: str
-  steps: tuple[int, ...]
-  values: tuple[float, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +47,8 @@ class RunSummary:
   parameters: int | None
   seconds: float | None
   images_per_second: float | None
-  accuracy_curves: tuple[Curve, ...]
-  reconstruction_curves: tuple[Curve, ...]
+  accuracy_curves: tuple[curves.Curve, ...]
+  reconstruction_curves: tuple[curves.Curve, ...]
 
 
 def compare_main(workdirs_or_globs: list[str], output_dir: str) -> None:
@@ -79,7 +61,7 @@ def compare_main(workdirs_or_globs: list[str], output_dir: str) -> None:
   atomic_write_text(os.path.join(output_dir, MARKDOWN_FILE),
                     f"# Run comparison\n\n{table}\n\n![Validation curves]({PLOT_FILE})\n")
   atomic_write_text(os.path.join(output_dir, CSV_FILE), csv_text(runs, class_names))
-  write_plot(runs, os.path.join(output_dir, PLOT_FILE))
+  curves.write_plot(runs, os.path.join(output_dir, PLOT_FILE))
   print(table)
   logging.info("compared %d runs into %s: %s, %s, %s", len(runs), output_dir,
                MARKDOWN_FILE, CSV_FILE, PLOT_FILE)
@@ -132,13 +114,13 @@ def summarize_run(workdir: str, name: str) -> RunSummary:
     raise UserError(f"{workdir} has {workdirs.RUN_FILE} but no {workdirs.CONFIG_FILE}")
   config = workdirs.run_config(workdir, None)
   stage_order = list(config.stage_order)
-  summaries = {stage: _read_optional_json(os.path.join(workdir, stage, workdirs.SUMMARY_FILE))
+  summaries = {stage: read_json_if_present(os.path.join(workdir, stage, workdirs.SUMMARY_FILE))
                for stage in stage_order}
   classifiers = [s for s in stage_order if _classifies(config.stages[s])]
   last = classifiers[-1] if classifiers else None
   stage = config.stages[last] if last else None
   summary = summaries.get(last) or {}
-  report = (_read_optional_json(os.path.join(workdir, last, "report.json")) or {}) if last else {}
+  report = (read_json_if_present(os.path.join(workdir, last, "report.json")) or {}) if last else {}
   seconds = [s["seconds"] for s in summaries.values() if s and "seconds" in s]
   return RunSummary(
       name=name,
@@ -150,11 +132,12 @@ def summarize_run(workdir: str, name: str) -> RunSummary:
       test_accuracy=report.get("accuracy"),
       f1={cls: values["f1"] for cls, values in report.get("per_class", {}).items()},
       parameters=classifier_parameters(run.get("image_size"), len(run.get("class_names", ())),
-                                       run.get("head_input", "latent"), run.get("norm", "none")),
+                                       run.get("head_input", "latent"),
+                                       workdirs.recorded(run, "norm")),
       seconds=sum(seconds) if seconds else None,
       images_per_second=summary.get("train_images_per_second"),
-      accuracy_curves=_curves(workdir, name, classifiers, "val_accuracy"),
-      reconstruction_curves=_curves(
+      accuracy_curves=curves.stage_curves(workdir, name, classifiers, "val_accuracy"),
+      reconstruction_curves=curves.stage_curves(
           workdir, name, [s for s in stage_order if config.stages[s].objective == "reconstruction"],
           "val_loss"),
   )
@@ -162,10 +145,6 @@ def summarize_run(workdir: str, name: str) -> RunSummary:
 
 def _classifies(stage: ml_collections.ConfigDict) -> bool:
   return objectives.Objective(stage.objective).classifies
-
-
-def _read_optional_json(path: str) -> Any:
-  return read_json(path) if os.path.isfile(path) else None
 
 
 def describe_stages(config: ml_collections.ConfigDict) -> str:
@@ -202,41 +181,6 @@ def classifier_parameters(image_size: int | None, num_classes: int, head_input: 
     count += sum(roadnet.count_params(layer) for name, layer in params["decoder"].items()
                  if name != "deconv1")
   return count
-
-
-def _curves(workdir: str, run_name: str, stages: list[str], tag: str) -> tuple[Curve, ...]:
-  """`tag` of each stage that has logged it, labelled by the run (and by the
-  stage too when the run has several)."""
-  curves = []
-  for stage in stages:
-    points = read_scalar(os.path.join(workdir, stage), tag)
-    if points:
-      steps, values = zip(*points)
-      curves.append(Curve(f"{run_name}: {stage}" if len(stages) > 1 else run_name, steps, values))
-  return tuple(curves)
-
-
-def read_scalar(stage_dir: str, tag: str) -> list[tuple[int, float]]:
-  """(step, value) of one scalar from a stage's TensorBoard events, by step.
-
-  clu writes scalars through tf.summary when TensorFlow is installed, and they
-  are then stored as tensor summaries (the Tensors of an EventAccumulator, not
-  its Scalars); other writers store classic scalars, so both are read. A step
-  written twice (a run resumed after its last evaluation) keeps the later value.
-  """
-  if not glob.glob(os.path.join(stage_dir, _EVENTS)):
-    return []
-  accumulator = EventAccumulator(stage_dir, size_guidance={"scalars": 0, "tensors": 0})
-  accumulator.Reload()
-  tags = accumulator.Tags()
-  if tag in tags["scalars"]:
-    points = {event.step: event.value for event in accumulator.Scalars(tag)}
-  elif tag in tags["tensors"]:
-    points = {event.step: float(tensor_util.make_ndarray(event.tensor_proto))
-              for event in accumulator.Tensors(tag)}
-  else:
-    return []
-  return sorted(points.items())
 
 
 def _union_class_names(runs: list[RunSummary]) -> list[str]:
@@ -308,61 +252,3 @@ def csv_text(runs: list[RunSummary], class_names: list[str]) -> str:
   for run in runs:
     writer.writerow(["" if (value := column.value(run)) is None else value for column in columns])
   return buffer.getvalue()
-
-
-def write_plot(runs: list[RunSummary], path: str) -> None:
-  """Validation accuracy of the classifier stages, and beside it the
-  validation loss of reconstruction stages when any run has one."""
-  panels = [("Validation accuracy (classification)", "accuracy", True,
-             lambda run: run.accuracy_curves)]
-  if any(run.reconstruction_curves for run in runs):
-    panels.append(("Validation loss (reconstruction)", "loss (MSE)", False,
-                   lambda run: run.reconstruction_curves))
-  figure, axes_list = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), dpi=110,
-                                   squeeze=False)
-  colours = plt.get_cmap("tab10")
-  for axes, (title, ylabel, percent, curves_of) in zip(axes_list[0], panels):
-    # Whole epochs only, with room either side (a single epoch would
-    # otherwise get an axis of fractions around 1).
-    axes.set_xlim(0.5, max([len(c.values) for run in runs for c in curves_of(run)], default=1) + 0.5)
-    for index, run in enumerate(runs):
-      # A run's stages share its colour and differ in line style.
-      for curve, style in zip(curves_of(run), itertools.cycle(("-", "--", ":", "-."))):
-        epochs = np.arange(1, len(curve.values) + 1)
-        axes.plot(epochs, curve.values, style, marker="o", markersize=3.5, linewidth=1.6,
-                  color=colours(index % 10), label=curve.label)
-    _style_axes(axes, title, ylabel, percent)
-  figure.tight_layout()
-  _save_figure(figure, path)
-
-
-def _style_axes(axes: Any, title: str, ylabel: str, percent: bool) -> None:
-  axes.set_title(title, fontsize=11)
-  axes.set_xlabel("epoch")
-  axes.set_ylabel(ylabel)
-  axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
-  if percent:
-    axes.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0))
-  axes.grid(True, alpha=0.3)
-  axes.spines[["top", "right"]].set_visible(False)
-  if axes.lines:
-    axes.legend(fontsize=8, frameon=False)
-  else:
-    axes.text(0.5, 0.5, "no validation points yet", ha="center", va="center",
-              transform=axes.transAxes, color="grey")
-
-
-def _save_figure(figure: Any, path: str) -> None:
-  """Saves beside `path`, then renames: never a half-written picture."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      figure.savefig(f, format="png")
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  finally:
-    plt.close(figure)

@@ -112,27 +112,13 @@ def classification_report(confusion: np.ndarray,
       counts, disagrees with `class_names`, the names are not distinct, or
       `extra` reuses a report key.
   """
-  matrix = np.asarray(confusion)
-  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-    raise ValueError(f"confusion must be a square matrix, got shape "
-                     f"{matrix.shape}")
-  if matrix.size and not np.issubdtype(matrix.dtype, np.integer):
-    raise ValueError(f"confusion must hold integer counts, got dtype "
-                     f"{matrix.dtype}")
-  if matrix.size and matrix.min() < 0:
-    raise ValueError("confusion must not hold negative counts")
+  matrix = _checked_counts(confusion, class_names)
   names = [str(name) for name in class_names]
-  if len(names) != matrix.shape[0]:
-    raise ValueError(f"{len(names)} class names for a {matrix.shape[0]}-class "
-                     f"confusion matrix")
-  if len(set(names)) != len(names):
-    raise ValueError(f"class names must be distinct, got {names}")
   extra = dict(extra or {})
   clashes = sorted(_RESERVED_KEYS.intersection(extra))
   if clashes:
     raise ValueError(f"extra must not reuse report keys: {clashes}")
 
-  matrix = matrix.astype(np.int64)
   true_positives = np.diag(matrix)
   support = matrix.sum(axis=1)
   predicted = matrix.sum(axis=0)
@@ -148,26 +134,45 @@ def classification_report(confusion: np.ndarray,
           "support": int(support[i]),
       } for i, name in enumerate(names)
   }
-  macro_avg = {metric: float(np.mean(columns[metric])) for metric in _METRICS}
-  macro_avg["support"] = total
-  weighted_avg = {
-      metric: float(_ratio(np.sum(columns[metric] * support), total))
-      for metric in _METRICS
-  }
-  weighted_avg["support"] = total
-
   report = {
       "accuracy": float(_ratio(np.sum(true_positives), total)),
       "num_examples": total,
       "class_names": names,
       "checkpoint_step": int(checkpoint_step),
       "per_class": per_class,
-      "macro_avg": macro_avg,
-      "weighted_avg": weighted_avg,
+      "macro_avg": {**{metric: float(np.mean(columns[metric])) for metric in _METRICS},
+                    "support": total},
+      "weighted_avg": {**{metric: float(_ratio(np.sum(columns[metric] * support), total))
+                          for metric in _METRICS},
+                       "support": total},
       "confusion_matrix": matrix.tolist(),
   }
   report.update(extra)
   return report
+
+
+def _checked_counts(confusion: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+  """`confusion` as int64 counts, after checking it against `class_names`.
+
+  Raises:
+    ValueError: as `classification_report` says.
+  """
+  matrix = np.asarray(confusion)
+  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+    raise ValueError(f"confusion must be a square matrix, got shape "
+                     f"{matrix.shape}")
+  if matrix.size and not np.issubdtype(matrix.dtype, np.integer):
+    raise ValueError(f"confusion must hold integer counts, got dtype "
+                     f"{matrix.dtype}")
+  if matrix.size and matrix.min() < 0:
+    raise ValueError("confusion must not hold negative counts")
+  names = [str(name) for name in class_names]
+  if len(names) != matrix.shape[0]:
+    raise ValueError(f"{len(names)} class names for a {matrix.shape[0]}-class "
+                     f"confusion matrix")
+  if len(set(names)) != len(names):
+    raise ValueError(f"class names must be distinct, got {names}")
+  return matrix.astype(np.int64)
 
 
 def _cell(text: Any) -> str:

@@ -47,8 +47,8 @@ def run_info(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) ->
 
 
 def check_compatible(found: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-  differences = [f"{key} {found.get(key, _EARLIER.get(key))!r} (this run: {expected[key]!r})"
-                 for key in _IDENTITY if found.get(key, _EARLIER.get(key)) != expected[key]]
+  differences = [f"{key} {recorded(found, key)!r} (this run: {expected[key]!r})"
+                 for key in _IDENTITY if recorded(found, key) != expected[key]]
   if differences:
     raise UserError(f"{where} holds another model or class set: {'; '.join(differences)}; "
                     "use a new --workdir")
@@ -145,20 +145,42 @@ def classifier_stage(workdir: str, stage: str | None = None) -> str:
   return stage
 
 
-def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, roadnet.RoadNet, int]:
-  """(params, model, step) of a stage's best checkpoint, built from metadata alone."""
+def network(info: dict[str, Any]) -> roadnet.RoadNet:
+  """The network that a run.json or checkpoint metadata describes."""
+  return roadnet.RoadNet(num_classes=len(info["class_names"]),
+                         head_input=recorded(info, "head_input"),
+                         dropout_rate=recorded(info, "dropout_rate"),
+                         norm=recorded(info, "norm"))
+
+
+def recorded(info: dict[str, Any], key: str) -> Any:
+  """`info[key]`, or what runs written before `key` existed hold."""
+  return info.get(key, _EARLIER.get(key))
+
+
+def restore_best(stage_dir: str, run: dict[str, Any], params: Any) -> tuple[Any, dict[str, Any], int]:
+  """(params, metadata, step) of a stage's best checkpoint, after checking that
+  it holds the model `run` describes; `params` gives the tree and shapes.
+
+  Raises:
+    UserError: the stage has no checkpoint, or one of another model.
+  """
   ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
-  step = ckpts.best_step()
-  if step is None:
-    raise UserError(f"no checkpoint in {ckpts.directory}: train this stage first")
-  metadata = ckpts.restore_metadata(step)
-  check_compatible(metadata, run, ckpts.directory)
-  model = roadnet.RoadNet(num_classes=len(metadata["class_names"]),
-                         head_input=metadata["head_input"],
-                         dropout_rate=metadata["dropout_rate"],
-                         norm=metadata.get("norm", _EARLIER["norm"]))
-  abstract = jax.eval_shape(functools.partial(roadnet.init_params, model, image_size=metadata["image_size"]),
+  try:
+    step = ckpts.best_step()
+    if step is None:
+      raise UserError(f"no checkpoint in {ckpts.directory}: train this stage first")
+    metadata = ckpts.restore_metadata(step)
+    check_compatible(metadata, run, ckpts.directory)
+    return ckpts.restore(step, params=params)["params"], metadata, step
+  finally:
+    ckpts.close()
+
+
+def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, roadnet.RoadNet, int]:
+  """(params, model, step) of a stage's best checkpoint, built from `run` alone."""
+  model = network(run)
+  abstract = jax.eval_shape(functools.partial(roadnet.init_params, model, image_size=run["image_size"]),
                             jax.random.key(0))
-  params = ckpts.restore(step, params=abstract)["params"]
-  ckpts.close()
+  params, _, step = restore_best(stage_dir, run, abstract)
   return params, model, step
