@@ -1,16 +1,93 @@
-"""Small trees of images and tiny configs for tests."""
+"""Small trees of images and tiny configs for tests, and main.py run as a
+command or, skipping a new process's seconds of imports, in this process."""
 
+import contextlib
+import io
+import logging
 import os
+import subprocess
+import sys
+from unittest import mock
 
 import ml_collections
 import numpy as np
 from PIL import Image
 
+import main
 from configs import default
 from roadflax.data import image_folder
 from roadflax.runs import checkpoints, workdirs
 
 CLASSES = ("asphalt", "concrete", "gravel")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(*args: str, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+  """`python main.py ARGS` in a new process, as a user runs it, with the
+  environment variables `env` set for it."""
+  result = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT,
+                          env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def run_main(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+  """`python main.py ARGS` in this process: main.py's own flag parsing and
+  `main`, its exit status, stdout and stderr (log lines go to `caplog`).
+
+  absl's flags are global: each run starts from their defaults, without the
+  `--config.KEY` flags config_flags defined for an earlier run's overrides
+  (it reads them from `sys.argv`). The log filter `main` adds is taken off
+  again, so it does not outlive the run.
+  """
+  argv = ["main.py", *args]
+  for name in [name for name in main.FLAGS if name.startswith("config.")]:
+    delattr(main.FLAGS, name)
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  main.FLAGS.unparse_flags()
+  absl_logger.setLevel(level)  # --verbosity's default just set it to WARNING
+  handlers = logging.getLogger().handlers + absl_logger.handlers
+  filters = [list(handler.filters) for handler in handlers]
+  stdout, stderr, returncode = io.StringIO(), io.StringIO(), 0
+  try:
+    with (contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
+          mock.patch.object(sys, "argv", argv)):
+      main.main(main.parse_flags(argv))
+  except SystemExit as exited:
+    returncode = exited.code
+  finally:
+    for handler, kept in zip(handlers, filters):
+      handler.filters[:] = kept
+  result = subprocess.CompletedProcess(argv, returncode, stdout.getvalue(),
+                                       stderr.getvalue())
+  if check:
+    assert returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+  """The message of a run that stopped on a user's mistake: exit status 2 and
+  `error: ...` as the last line on stderr (log lines may come before it)."""
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: "), result.stderr[-3000:]
+  return line
+
+
+def tiny_flags(root: str) -> list[str]:
+  """main.py flags for a tiny run: both stages, 2 steps each, at the
+  smallest input size."""
+  flags = ["--config=configs/default.py", f"--config.data.root={root}",
+           "--config.data.image_size=67", "--config.eval_batch_size=8",
+           "--config.log_every_steps=1"]
+  for stage in ("pretrain", "classify"):
+    flags += [f"--config.stages.{stage}.steps=2",
+              f"--config.stages.{stage}.batch_size=4"]
+  return flags + ["--config.stages.classify.learning_rate=0.01"]
 
 
 def write_image_tree(root: str, per_split=None, size=(48, 72), classes=CLASSES, seed=0) -> str:

@@ -30,8 +30,8 @@ import websockets.sync.client
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from roadflax.data import input_pipeline
-from roadflax.serve import app, predict, serving
+from roadflax.data import preprocess
+from roadflax.serve import app, predict, serving, uploads
 from roadflax.serve.autoencoder import Autoencoder
 from roadflax.errors import UserError
 from roadflax.files import read_json
@@ -139,8 +139,8 @@ READABLE_UPLOADS = {
 
 
 def describe(files, classifier, autoencoder=None):
-  return app.describe_uploads(files, classifier, autoencoder,
-                              max_pixels=MAX_PIXELS)
+  return uploads.describe_uploads(files, classifier, autoencoder,
+                                  max_pixels=MAX_PIXELS)
 
 
 def test_uploads_go_through_each_model_in_padded_batches(classifier, autoencoder,
@@ -152,12 +152,12 @@ def test_uploads_go_through_each_model_in_padded_batches(classifier, autoencoder
         calls.append(len(images)), original(images))[1])
   files = [(f"road{i}.jpg", encode(road(i), "JPEG")) for i in range(35)]
 
-  uploads = describe(files, classifier, autoencoder)
+  described = describe(files, classifier, autoencoder)
 
   # 32 to a call, the rest padded to a power of two: few compilations.
   assert calls == [32, 4, 32, 4]
   size = classifier.data_config.image_size
-  for upload, (name, data) in zip(uploads, files):
+  for upload, (name, data) in zip(described, files):
     assert upload.name == name and upload.error is None
     assert upload.probabilities.shape == (len(classifier.class_names),)
     assert upload.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
@@ -165,7 +165,7 @@ def test_uploads_go_through_each_model_in_padded_batches(classifier, autoencoder
     assert upload.reconstruction.shape == (size, size, 3)
     assert upload.reconstruction.dtype == np.uint8
     # What the model saw is exactly the training pipeline's image.
-    pipeline_image = input_pipeline.preprocess_image(
+    pipeline_image = preprocess.preprocess_image(
         tf.constant(data), size, classifier.data_config.contrast).numpy()
     np.testing.assert_array_equal(upload.model_view, pipeline_image)
 
@@ -186,19 +186,19 @@ def test_each_bad_upload_gets_its_own_error_and_the_rest_a_prediction(
   files += [(name, data) for name, (data, _) in BAD_UPLOADS.items()]
   files += [("after.jpg", encode(road(1), "JPEG"))]
 
-  uploads = describe(files, classifier, autoencoder)
+  described = describe(files, classifier, autoencoder)
 
-  assert [upload.name for upload in uploads] == [name for name, _ in files]
-  for upload in (uploads[0], uploads[-1]):
+  assert [upload.name for upload in described] == [name for name, _ in files]
+  for upload in (described[0], described[-1]):
     assert upload.error is None and upload.reconstruction is not None
-  for upload in uploads[1:-1]:
+  for upload in described[1:-1]:
     assert BAD_UPLOADS[upload.name][1] in upload.error
     assert upload.probabilities is None
 
 
 def test_the_pixel_limit_is_the_callers(classifier):
-  [upload] = app.describe_uploads([("road.jpg", GOOD_JPEG)], classifier, None,
-                                  max_pixels=48 * 72 - 1)
+  [upload] = uploads.describe_uploads([("road.jpg", GOOD_JPEG)], classifier,
+                                      None, max_pixels=48 * 72 - 1)
   assert "over the limit of 0.003455 megapixels" in upload.error
 
 
@@ -231,10 +231,10 @@ def test_example_folders_read_like_uploads(tmp_path):
   (tmp_path / "b.jpg").write_bytes(b"jpg")
   (tmp_path / "notes.txt").write_bytes(b"not an image name")
   (tmp_path / "empty").mkdir()
-  assert app.example_files(str(tmp_path)) == [("b.jpg", b"jpg"),
-                                               ("a.png", b"png")]
+  assert uploads.example_files(str(tmp_path)) == [("b.jpg", b"jpg"),
+                                                   ("a.png", b"png")]
   with pytest.raises(UserError, match="holds no .jpg, .jpeg or .png file"):
-    app.example_files(str(tmp_path / "empty"))
+    uploads.example_files(str(tmp_path / "empty"))
 
 
 # ------------------------------------------------------------------ the page
@@ -272,8 +272,10 @@ def test_page_shows_the_model_card(workdir, classifier, monkeypatch):
   assert not at.error
 
 
-def test_page_predicts_uploads_and_names_the_bad_one(workdir, monkeypatch):
+def test_page_predicts_uploads_and_names_the_bad_one(workdir, classifier,
+                                                     monkeypatch):
   at = page(monkeypatch, "--workdir", workdir)
+  readable = [("road.jpg", GOOD_JPEG), ("grey.jpg", READABLE_UPLOADS["grey.jpg"][0])]
   at.file_uploader[0].set_value([
       ("road.jpg", GOOD_JPEG, "image/jpeg"),
       ("truncated.jpg", BAD_UPLOADS["truncated.jpg"][0], "image/jpeg"),
@@ -282,8 +284,9 @@ def test_page_predicts_uploads_and_names_the_bad_one(workdir, monkeypatch):
 
   assert not at.exception, at.exception
   predicted = metrics(at)
-  assert predicted["road.jpg"] in helpers.CLASSES
-  assert predicted["grey.jpg"] in helpers.CLASSES
+  for upload in describe(readable, classifier):
+    best = int(np.argmax(upload.probabilities))
+    assert predicted[upload.name] == classifier.class_names[best]
   [error] = at.error
   assert error.value.startswith("**truncated.jpg**: truncated JPEG")
   assert any("grayscale to RGB" in caption.value for caption in at.caption)
@@ -291,13 +294,15 @@ def test_page_predicts_uploads_and_names_the_bad_one(workdir, monkeypatch):
       ["what the model saw"], ["the autoencoder's reconstruction"]] * 2
 
 
-def test_page_classifies_example_images_without_uploads(workdir, data_root,
-                                                       monkeypatch):
+def test_page_classifies_example_images_without_uploads(workdir, classifier,
+                                                       data_root, monkeypatch):
   examples = os.path.join(data_root, "test", "gravel")
   at = page(monkeypatch, "--workdir", workdir, "--examples", examples)
   predicted = metrics(at)
-  for name in sorted(os.listdir(examples)):
-    assert predicted[name] in helpers.CLASSES
+  paths = [os.path.join(examples, name) for name in sorted(os.listdir(examples))]
+  assert len(paths) == 4
+  for result in classifier.predict_files(paths):
+    assert predicted[os.path.basename(result["path"])] == result["class"]
 
 
 @pytest.mark.parametrize("make,message", [
@@ -325,13 +330,11 @@ def test_page_asks_for_a_workdir(monkeypatch):
 
 
 def test_serve_refuses_a_workdir_without_a_classifier(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "main.py", "--mode=serve", f"--workdir={tmp_path}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1] == (
+  result = helpers.run_main("--mode=serve", f"--workdir={tmp_path}")
+  assert result.stderr.splitlines() == [
       f"error: {tmp_path} is not a roadflax workdir (no run.json); train "
-      "there first")
+      "there first"]
+  assert result.returncode == 2
 
 
 def test_serve_refuses_an_unknown_stage(workdir):

@@ -2,6 +2,7 @@
 systems build the same network, and the tables say what was measured."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,8 +10,11 @@ import sys
 import pytest
 
 from roadflax.benchmark import model_benchmark
+from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The classifier at 67x67 and 3 classes (tests/test_compare.py has the count).
+PARAMETERS = 22_183_555
+PHASES = ("train", "infer")
 
 
 @pytest.mark.slow
@@ -18,16 +22,31 @@ def test_model_suite_times_jax_against_keras_on_the_same_network(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "roadflax.benchmark", "--suite=model", "--image_size=67",
        "--model_batch_size=2", "--model_steps=1", f"--workdir={tmp_path}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+      cwd=helpers.ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(tmp_path / "model_benchmark.json") as f:
     figures = json.load(f)
-  assert set(figures) == {"jax", "keras"}
-  # The classifier at 67x67 and 3 classes (tests/test_models.py has the count).
-  assert figures["jax"]["parameters"] == figures["keras"]["parameters"] == 22_183_555
+  assert list(figures) == list(model_benchmark.SYSTEMS) == ["jax", "keras"]
   for system in figures.values():
-    assert system["train_images_per_second"] > 0 and system["infer_images_per_second"] > 0
-  assert "| keras | " in result.stdout and "| 1.00x |" in result.stdout
+    assert system["parameters"] == PARAMETERS
+    for phase in PHASES:
+      speed = system[f"{phase}_images_per_second"]
+      assert math.isfinite(speed) and speed > 0
+
+  # One row per system: its figures as measured, and its ratios to Keras.
+  rows = [line.strip("|").split(" | ") for line in result.stdout.splitlines()
+          if line.startswith("| ") and not line.startswith("| system ")]
+  assert [row[0].strip() for row in rows] == ["jax", "keras"]
+  for row in rows:
+    measured, keras = figures[row[0].strip()], figures["keras"]
+    for phase, speed, ratio in zip(PHASES, row[1::2], row[2::2]):
+      key = f"{phase}_images_per_second"
+      assert float(speed) == pytest.approx(measured[key], abs=0.051)
+      assert float(ratio.strip().rstrip("x")) == pytest.approx(
+          measured[key] / keras[key], abs=0.0051)
+  assert f"classifier of {PARAMETERS:,} parameters at 67x67, batch 2, float32" in (
+      result.stdout)
+  assert (tmp_path / "model_benchmark.md").read_text() in result.stdout
   assert not os.path.exists(tmp_path / "pipeline_benchmark.json")
 
 

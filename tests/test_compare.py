@@ -9,8 +9,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,11 +19,10 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer import event_file_writer
 
 from configs import default
-from roadflax.results import compare
+from roadflax.results import compare, curves
 from roadflax.errors import UserError
 from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 67
 # encoder + head at 67x67 and 3 classes: what `--mode=summary` reports.
 CLASSIFIER_PARAMETERS = 22_183_555
@@ -154,7 +151,7 @@ def test_a_resumed_stage_keeps_one_point_per_step(tmp_path):
   writer = metric_writers.create_default_writer(stage_dir)  # a second event file
   writer.write_scalars(30, {"val_accuracy": 0.75})
   writer.close()
-  steps, values = zip(*compare.read_scalar(stage_dir, "val_accuracy"))
+  steps, values = zip(*curves.read_scalar(stage_dir, "val_accuracy"))
   assert steps == (10, 20, 30)
   assert values == pytest.approx((0.5, 0.6, 0.75))
 
@@ -167,8 +164,8 @@ def test_classic_scalar_summaries_are_read_too(tmp_path):
                                                                    simple_value=value)])
     writer.add_event(event_pb2.Event(step=step, wall_time=time.time(), summary=summary))
   writer.close()
-  assert compare.read_scalar(str(tmp_path), "val_loss") == [(5, 0.25), (10, 0.5)]
-  assert compare.read_scalar(str(tmp_path / "nothing"), "val_loss") == []
+  assert curves.read_scalar(str(tmp_path), "val_loss") == [(5, 0.25), (10, 0.5)]
+  assert curves.read_scalar(str(tmp_path / "nothing"), "val_loss") == []
 
 
 def test_an_unfinished_run_shows_dashes(tmp_path, capsys):
@@ -202,10 +199,21 @@ def test_workdir_mistakes_end_in_one_line(runs, item, message):
 
 def test_compare_through_main(runs, tmp_path):
   output = tmp_path / "out"
-  result = subprocess.run(
-      [sys.executable, "main.py", "--mode=compare", f"--workdir={runs / 'a_pretrained'}",
-       f"--workdir={runs / 'b_*'}", f"--output={output}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
+  result = helpers.command("--mode=compare", f"--workdir={runs / 'a_pretrained'}",
+                           f"--workdir={runs / 'b_*'}", f"--output={output}", check=True)
   assert "| b_baseline " in result.stdout
   assert sorted(os.listdir(output)) == ["comparison.csv", "comparison.md", "comparison.png"]
+
+
+def test_descriptions_name_corruption_and_normalisation():
+  from configs import default
+  config = default.get_config()
+  assert compare.describe_stages(config) == (
+      "pretrain(reconstruction, adam 1e-3, 10 ep) -> "
+      "classify(classification, adam 3e-4, 10 ep)")
+  config.stages.pretrain.corruption = "mask"
+  config.stages.pretrain.corruption_amount = 0.5
+  config.model.norm = "group"
+  assert compare.describe_stages(config) == (
+      "group norm: pretrain(reconstruction of mask 0.5, adam 1e-3, 10 ep) -> "
+      "classify(classification, adam 3e-4, 10 ep)")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from roadflax.data import exif, input_pipeline
+from roadflax.data import exif, preprocess
 
 # What PIL does to show each orientation upright.
 PIL_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -56,7 +56,7 @@ def test_pngs_decode_as_pil_shows_them(orientation):
   data = tagged(picture(), "PNG", orientation)
   shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
   assert exif.orientation(data) == orientation
-  np.testing.assert_array_equal(input_pipeline.decode_image(tf.constant(data)).numpy(), shown)
+  np.testing.assert_array_equal(preprocess.decode_image(tf.constant(data)).numpy(), shown)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -66,13 +66,13 @@ def test_jpegs_are_turned_as_pil_turns_them(orientation):
   turn = PIL_TURNS.get(orientation)
   expected = np.asarray(stored if turn is None else Image.fromarray(stored).transpose(turn))
   assert exif.orientation(data) == orientation
-  np.testing.assert_array_equal(input_pipeline.decode_image(tf.constant(data)).numpy(),
+  np.testing.assert_array_equal(preprocess.decode_image(tf.constant(data)).numpy(),
                                 expected)
 
 
 def test_the_pipeline_applies_it_inside_tf_data():
   data = tagged(picture(), "PNG", 6)
-  dataset = tf.data.Dataset.from_tensors(data).map(input_pipeline.decode_image)
+  dataset = tf.data.Dataset.from_tensors(data).map(preprocess.decode_image)
   assert next(iter(dataset)).shape == (50, 30, 3)
 
 
@@ -85,8 +85,8 @@ def test_a_tagged_photo_is_the_model_input_of_the_same_photo_stored_upright(tmp_
   upright.save(plain)
   data_config = ml_collections.ConfigDict(
       {"image_size": 67, "contrast": 1.5, "mean": (0.5,) * 3, "std": (0.25,) * 3})
-  np.testing.assert_array_equal(input_pipeline.load_image(str(lying), data_config),
-                                input_pipeline.load_image(str(plain), data_config))
+  np.testing.assert_array_equal(preprocess.load_image(str(lying), data_config),
+                                preprocess.load_image(str(plain), data_config))
 
 
 @pytest.mark.parametrize("order", ["<", ">"])

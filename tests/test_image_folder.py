@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from roadflax.data import image_folder
+from roadflax.data import contract, image_folder
 from roadflax.errors import UserError
 
 CLASSES = ("asphalt", "gravel", "snow")
@@ -29,7 +29,7 @@ def _write(path: str, data: bytes) -> str:
   return path
 
 
-def _tree(root, per_class: int = 2, splits=image_folder.SPLITS,
+def _tree(root, per_class: int = 2, splits=contract.SPLIT_NAMES,
           classes=CLASSES) -> str:
   """ROOT/SPLIT/CLASS/NNN.jpg, all valid JPEGs."""
   jpeg = _image_bytes("JPEG")
@@ -53,7 +53,7 @@ def test_scan_lists_classes_paths_and_labels(tmp_path):
 
   assert folder.root == root
   assert folder.class_names == CLASSES
-  assert set(folder.splits) == set(image_folder.SPLITS)
+  assert set(folder.splits) == set(contract.SPLIT_NAMES)
   train = folder.splits["train"]
   assert len(train) == 12 and train.skipped == ()
   assert train.labels.dtype == np.int32

@@ -1,9 +1,10 @@
 """roadflax and Keras from the same weights on the same batches."""
 
 import csv
-import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from roadflax.benchmark import keras_side_by_side
 from roadflax.errors import UserError
@@ -40,7 +41,10 @@ def test_curves_are_written(tmp_path):
   with open(tmp_path / "curves.csv") as f:
     rows = list(csv.reader(f))
   assert rows == [["step", "roadflax", "keras"], ["1", "1.1", "1.1"], ["2", "1", "0.99"]]
-  assert os.path.getsize(tmp_path / "curves.png") > 1000
+  with Image.open(tmp_path / "curves.png") as image:
+    assert image.size == (600, 350)  # 6 x 3.5 inches at 100 dpi
+    pixels = np.asarray(image.convert("L"), np.float32)
+  assert pixels.std() > 10  # not blank
 
 
 def test_schedules_it_cannot_mirror_are_refused(data_root):

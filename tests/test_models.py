@@ -128,7 +128,8 @@ def test_patch_conv_equals_flax_conv_with_the_same_parameters(hw, patches):
   assert jnp.max(jnp.abs(actual - expected)) < 1e-4
 
   def weight_gradient(module):
-    loss = lambda v: jnp.sum(jnp.tanh(module.apply(v, x)))
+    def loss(v):
+      return jnp.sum(jnp.tanh(module.apply(v, x)))
     return jax.grad(loss)(variables)["params"]
 
   for name, want in weight_gradient(reference).items():

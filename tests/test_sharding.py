@@ -1,8 +1,10 @@
 """Data parallelism: the same command on two devices, or in two processes,
 trains the same model as on one device (CPU devices forced by XLA_FLAGS, in
-fresh processes)."""
+fresh processes; this process has one)."""
 
+import concurrent.futures
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -15,7 +17,6 @@ import pytest
 from roadflax.training import sharding
 from roadflax.errors import UserError
 from tests import helpers
-from tests.test_cli import ROOT, main, tiny_flags
 
 
 def test_batches_must_split_evenly_over_devices(monkeypatch):
@@ -27,19 +28,22 @@ def test_batches_must_split_evenly_over_devices(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_devices_train_what_one_device_trains(data_root, tmp_path, monkeypatch):
-  runs = {}
-  for devices in (1, 2):
-    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count={devices}")
-    workdir = str(tmp_path / f"devices{devices}")
-    # Momentum, not the default Adam: Adam scales each update to about the
-    # learning rate, so a parameter with a near-zero gradient moves by the
-    # rate on either device count and float rounding would decide its sign.
-    result = main(*tiny_flags(data_root), "--config.stages.classify.optimizer=momentum",
-                  f"--workdir={workdir}", check=True)
-    assert f"devices: [{', '.join(f'CpuDevice(id={i})' for i in range(devices))}]" in (
-        result.stderr)
-    runs[devices] = workdir
+def test_two_devices_train_what_one_device_trains(data_root, tmp_path, caplog):
+  # Momentum, not the default Adam: Adam scales each update to about the
+  # learning rate, so a parameter with a near-zero gradient moves by the
+  # rate on either device count and float rounding would decide its sign.
+  flags = helpers.tiny_flags(data_root) + ["--config.stages.classify.optimizer=momentum"]
+  runs = {devices: str(tmp_path / f"devices{devices}") for devices in (1, 2)}
+  caplog.set_level(logging.INFO)
+  # Both runs at once: each leaves a core idle much of its time (imports,
+  # compiling).
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    two_devices = pool.submit(helpers.command, *flags, f"--workdir={runs[2]}", check=True,
+                              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    helpers.run_main(*flags, f"--workdir={runs[1]}", check=True)
+    result = two_devices.result()
+  assert "devices: [CpuDevice(id=0)]" in caplog.text
+  assert "devices: [CpuDevice(id=0), CpuDevice(id=1)]" in result.stderr
 
   step_1, params_1 = helpers.final_params(os.path.join(runs[1], "classify"))
   step_2, params_2 = helpers.final_params(os.path.join(runs[2], "classify"))
@@ -57,11 +61,10 @@ def test_two_devices_train_what_one_device_trains(data_root, tmp_path, monkeypat
                                   "--config.eval_batch_size=5"])
 def test_an_odd_batch_on_two_devices_ends_in_one_line_before_training(
     flag, data_root, tmp_path, monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-  result = main(*tiny_flags(data_root), flag, f"--workdir={tmp_path}")
-  assert result.returncode != 0
-  assert f"{flag} is not a multiple of the 2 devices" in result.stderr.strip().splitlines()[-1]
-  assert "Traceback" not in result.stderr
+  monkeypatch.setattr(jax, "device_count", lambda: 2)
+  result = helpers.run_main(*helpers.tiny_flags(data_root), flag, f"--workdir={tmp_path}")
+  assert f"{flag} is not a multiple of the 2 devices" in helpers.error_line(result)
+  assert result.stderr.splitlines() == [helpers.error_line(result)]
   assert not os.path.exists(tmp_path / "pretrain")  # Refused before the first stage.
 
 
@@ -72,15 +75,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_with_two_devices_trains(
-    data_root, tmp_path, monkeypatch):
+def test_two_processes_train_what_one_device_trains(data_root, tmp_path, monkeypatch):
   """`--coordinator` runs: each process feeds its part of every batch and
   only process 0 writes. Without dropout (whose masks follow an example's
-  place in the global batch, which differs) the parameters match."""
-  flags = tiny_flags(data_root) + ["--config.model.dropout_rate=0"]
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  place in the global batch, which differs) and under momentum (see above)
+  the parameters match those of one device (this process's)."""
+  flags = helpers.tiny_flags(data_root) + ["--config.model.dropout_rate=0",
+                                           "--config.stages.classify.optimizer=momentum"]
   one_process = str(tmp_path / "one_process")
-  main(*flags, f"--workdir={one_process}", check=True)
+  helpers.run_main(*flags, f"--workdir={one_process}", check=True)
 
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
   two_processes = str(tmp_path / "two_processes")
@@ -88,7 +91,8 @@ def test_two_processes_train_what_one_process_with_two_devices_trains(
   processes = [subprocess.Popen(
       [sys.executable, "main.py", *flags, f"--workdir={two_processes}",
        f"--coordinator={coordinator}", "--num_processes=2", f"--process_id={i}"],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+      cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
   for process in processes:
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
@@ -104,7 +108,7 @@ def test_two_processes_train_what_one_process_with_two_devices_trains(
 
 
 def test_a_coordinator_without_process_numbers_ends_in_one_line(tmp_path):
-  result = main("--config=configs/default.py", "--coordinator=127.0.0.1:1",
-                f"--workdir={tmp_path}")
-  assert "needs --num_processes=N and --process_id=I" in result.stderr.strip().splitlines()[-1]
-  assert "Traceback" not in result.stderr
+  result = helpers.run_main("--config=configs/default.py", "--coordinator=127.0.0.1:1",
+                            f"--workdir={tmp_path}")
+  assert "needs --num_processes=N and --process_id=I" in helpers.error_line(result)
+  assert result.stderr.splitlines() == [helpers.error_line(result)]

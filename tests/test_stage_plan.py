@@ -144,10 +144,10 @@ def test_off_when_the_window_is_zero():
 
 
 def test_too_high_a_learning_rate_gets_the_one_line_warning(data_root, tmp_path, capsys):
-  config = helpers.tiny_config(data_root, classify=40)
+  config = helpers.tiny_config(data_root, classify=12)
   config.stage_order = ("classify",)
   config.stages.classify.update(init_from="", optimizer="adam", learning_rate=0.05)
-  config.health.window_steps = 10
+  config.health.window_steps = 4  # two logs apart: well inside the 12 steps
   train.train_and_evaluate(config, str(tmp_path))
   warnings = [line for line in capsys.readouterr().out.splitlines()
               if line.startswith("warning: stage 'classify', for ")]

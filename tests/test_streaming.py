@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default, rscd3
-from roadflax.data import input_pipeline
+from roadflax.data import batching, contract, pipelines, streaming
 from roadflax.datasets import rscd, sources, tfds_source
 from roadflax.training import train
 from tests import fake_rscd
@@ -84,11 +84,13 @@ def test_rscd_source_gives_classes_and_counts(rscd_data):
   assert rscd_data.class_names == rscd.CLASSES_3
   for split, ours in (("train", "train"), ("validation", "val"), ("test", "test")):
     assert list(rscd_data.splits[ours].class_counts(3)) == [COUNTS[split]] * 3
+    assert isinstance(rscd_data.splits[ours], contract.RecordSplit)
+    assert not isinstance(rscd_data.splits[ours], contract.FolderSplit)
 
 
 def test_stream_is_deterministic_and_resumes_exactly(rscd_data):
-  pipeline = input_pipeline.pipeline_for(rscd_data.splits["train"], _data())
-  assert isinstance(pipeline, input_pipeline.StreamPipeline)
+  pipeline = pipelines.pipeline_for(rscd_data.splits["train"], _data())
+  assert isinstance(pipeline, streaming.StreamPipeline)
   epoch0 = _batches(pipeline.train_batches(batch_size=4, seed=0, epoch=0))
   assert len(epoch0) == 36 // 4
   assert epoch0[0]["image"].shape == (4, SIZE, SIZE, 3)
@@ -103,11 +105,11 @@ def test_stream_evaluation_covers_each_example_once_over_processes(rscd_data):
   split = rscd_data.splits["test"]
   labels, counts = [], []
   for index in range(2):
-    pipeline = input_pipeline.pipeline_for(split, _data(), process_index=index, process_count=2)
+    pipeline = pipelines.pipeline_for(split, _data(), process_index=index, process_count=2)
     batches = _batches(pipeline.eval_batches(batch_size=4))
     counts.append(len(batches))
     labels += [b["label"][b["mask"]] for b in batches]
-  assert counts[0] == counts[1] == input_pipeline.num_eval_batches(12, 4, 2)
+  assert counts[0] == counts[1] == batching.num_eval_batches(12, 4, 2)
   assert sorted(np.bincount(np.concatenate(labels))) == [4, 4, 4]
 
 
@@ -116,9 +118,9 @@ def test_disk_cache_serves_the_same_images_and_is_written_once(source, folder, r
                                                                tmp_path):
   dataset = folder if source == "folder" else rscd_data
   split = dataset.splits["val"]
-  plain = _batches(input_pipeline.pipeline_for(split, _data()).eval_batches(batch_size=4))
+  plain = _batches(pipelines.pipeline_for(split, _data()).eval_batches(batch_size=4))
   cached_config = _data(cache="disk", cache_dir=str(tmp_path))
-  cached = _batches(input_pipeline.pipeline_for(split, cached_config).eval_batches(batch_size=4))
+  cached = _batches(pipelines.pipeline_for(split, cached_config).eval_batches(batch_size=4))
 
   def by_image(batches):
     images = np.concatenate([b["image"][b["mask"]] for b in batches])
@@ -127,7 +129,7 @@ def test_disk_cache_serves_the_same_images_and_is_written_once(source, folder, r
 
   [cache_dir] = os.listdir(tmp_path / "preprocessed")
   stamp = os.stat(tmp_path / "preprocessed" / cache_dir).st_mtime_ns
-  again = input_pipeline.pipeline_for(split, cached_config)
+  again = pipelines.pipeline_for(split, cached_config)
   _same(cached, _batches(again.eval_batches(batch_size=4)))
   train_batches = _batches(again.train_batches(batch_size=3, seed=0, epoch=0))
   assert len(train_batches) == len(split) // 3
@@ -151,7 +153,7 @@ def test_resample_draws_classes_equally_often(cache, tmp_path):
   split = _imbalanced_folder(str(tmp_path / "tree"))
   data = _data(balance="resample", cache=cache, cache_dir=str(tmp_path / "cache"),
                augment=dict(flip=False, crop_scale=1.0, brightness=0.0))
-  pipeline = input_pipeline.pipeline_for(split, data)
+  pipeline = pipelines.pipeline_for(split, data)
   labels = np.concatenate([b["label"] for epoch in range(4)
                            for b in pipeline.train_batches(batch_size=6, seed=0, epoch=epoch)])
   assert len(labels) == 4 * (54 // 6) * 6
@@ -160,7 +162,7 @@ def test_resample_draws_classes_equally_often(cache, tmp_path):
 
 
 def test_balancing_factors_equalise_the_classes():
-  factors = input_pipeline.balancing_factors(np.array([40, 10, 0, 4]))
+  factors = batching.balancing_factors(np.array([40, 10, 0, 4]))
   assert factors[2] == 0
   np.testing.assert_allclose(factors[[0, 1, 3]] * [40, 10, 4], 54 / 3)
 

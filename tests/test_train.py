@@ -1,15 +1,19 @@
 """The training driver: stages, resumption, reports and bad input, in process."""
 
+import datetime
 import json
 import os
+import re
 
 import jax
 import numpy as np
 import pytest
 
+from roadflax.datasets import sources
 from roadflax.runs import checkpoints, workdirs
-from roadflax.training import train
+from roadflax.training import reporting, stage_state, train
 from roadflax.errors import UserError
+from roadflax.files import read_json
 from tests import helpers
 
 
@@ -28,17 +32,98 @@ def test_both_stages_write_their_outputs(trained_workdir):
     assert json.load(f)["image_size"] == 67
 
 
-def test_classifier_starts_from_the_pretrained_encoder(trained_workdir):
+def _set_up_classifier(data_root, workdir, **stage_settings):
+  """`train.setup_stage` of the classify stage in a new `workdir`."""
+  config = helpers.tiny_config(data_root)
+  config.stages.classify.update(stage_settings)
+  dataset = sources.load_dataset(config.data)
+  run_info = workdirs.prepare(workdir, config, dataset.class_names)
+  return config, run_info, train.setup_stage(config, workdir, "classify", dataset, run_info)
+
+
+def _close(stage):
+  stage.ckpts.close()
+  stage.writer.close()
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
+                                                  jax.tree_util.tree_leaves(b)))
+
+
+def test_classifier_starts_from_the_pretrained_encoder(trained_workdir, data_root, tmp_path):
   run = workdirs.load_run(trained_workdir)
-  pretrained, _, _ = workdirs.load_best_params(os.path.join(trained_workdir, "pretrain"), run)
-  ckpts = checkpoints.StageCheckpoints(os.path.join(trained_workdir, "classify", "checkpoints"),
-                                       read_only=True)
-  # The decoder is not trained_workdir by the classifier: it is the pre-trained_workdir one.
+  pretrain_dir = os.path.join(trained_workdir, "pretrain")
+  pretrained, _, _ = workdirs.load_best_params(pretrain_dir, run)
+  config, run_info, (stage, state) = _set_up_classifier(
+      data_root, str(tmp_path), init_from=pretrain_dir)
+  _close(stage)
+  config.stages.classify.init_from = ""
+  fresh = stage_state.initial_params(config, str(tmp_path), "classify", stage.model, run_info)
+
+  assert int(state.step) == 0
+  # The trees pre-training trained are its best checkpoint's; the head is new.
+  assert _same(state.params["encoder"], pretrained["encoder"])
+  assert _same(state.params["decoder"], pretrained["decoder"])
+  assert _same(state.params["head"], fresh["head"])
+  assert not _same(fresh["encoder"], pretrained["encoder"])
+  assert not _same(fresh["head"], pretrained["head"])
+  # The decoder is not trained by the classifier: its best is the pre-trained one.
   classify, _, _ = workdirs.load_best_params(os.path.join(trained_workdir, "classify"), run)
-  for a, b in zip(jax.tree_util.tree_leaves(pretrained["decoder"]),
-                  jax.tree_util.tree_leaves(classify["decoder"])):
-    np.testing.assert_array_equal(a, b)
-  assert ckpts.best_step() is not None
+  assert _same(classify["decoder"], pretrained["decoder"])
+
+
+def test_an_epoch_trains_to_the_end_of_its_pass_and_prints_one_line(data_root, tmp_path,
+                                                                   capsys):
+  # 24 training images in batches of 4: passes of 6 steps, so 8 steps are a
+  # full pass and a partial one.
+  _, _, (stage, state) = _set_up_classifier(data_root, str(tmp_path), init_from="", steps=8)
+  state, first = train.train_epoch(stage, state, 0, 0)
+  train.end_epoch(stage, state, first)
+  state, second = train.train_epoch(stage, state, first.end_step, 1)
+  stage.ckpts.wait()
+  saved = stage.ckpts.all_steps()
+  _close(stage)
+
+  assert (first.start_step, first.end_step, second.start_step, second.end_step) == (0, 6, 6, 8)
+  assert int(state.step) == 8
+  assert {"loss", "accuracy"} <= set(first.train_metrics)
+  assert saved == [6]  # end_epoch's; the second epoch has not ended
+  number = r"\d+\.\d{4}"
+  assert re.fullmatch(rf"classify epoch 1/2 \| train loss {number} accuracy {number} \| "
+                      rf"val loss {number} accuracy {number} \| \d+ img/s, \d+ s\n",
+                      capsys.readouterr().out)
+
+
+def test_epoch_line_reads_as_in_the_readme():
+  train_values = {"loss": 0.24631, "accuracy": 0.90679, "top_class_share": 0.5,
+                  "latent_rms": 1.2}
+  line = reporting.epoch_line("classify", 4, 10, train_values,
+                              {"loss": 0.16472, "accuracy": 0.96}, 52.4, 35.2)
+  assert line == ("classify epoch 5/10 | train loss 0.2463 accuracy 0.9068 | "
+                  "val loss 0.1647 accuracy 0.9600 | 52 img/s, 35 s")
+
+
+def test_summary_describes_the_completed_stage(trained_workdir):
+  # helpers.tiny_config: 4 steps of batch 4, within one 6-step pass.
+  expected = {"pretrain": ("reconstruction", "loss"), "classify": ("classification", "accuracy")}
+  for stage, (objective, best_metric) in expected.items():
+    stage_dir = os.path.join(trained_workdir, stage)
+    summary = read_json(os.path.join(stage_dir, workdirs.SUMMARY_FILE))
+    ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
+    assert summary["best_step"] == ckpts.best_step() == 4
+    ckpts.close()
+    assert {k: summary[k] for k in ("stage", "objective", "best_metric", "total_steps",
+                                    "steps_trained", "epochs")} == {
+        "stage": stage, "objective": objective, "best_metric": best_metric,
+        "total_steps": 4, "steps_trained": 4, "epochs": 1}
+    assert summary["train_images_per_second"] > 0 and summary["seconds"] > 0
+    assert datetime.datetime.strptime(summary["completed_at"], "%Y-%m-%dT%H:%M:%S%z")
+  classify = read_json(os.path.join(trained_workdir, "classify", workdirs.SUMMARY_FILE))
+  report = read_json(os.path.join(trained_workdir, "classify", "report.json"))
+  assert classify["test_accuracy"] == report["accuracy"]
+  pretrain = read_json(os.path.join(trained_workdir, "pretrain", workdirs.SUMMARY_FILE))
+  assert "test_accuracy" not in pretrain
 
 
 def test_rerun_skips_complete_stages(trained_workdir, data_root):
@@ -119,7 +204,8 @@ def _event_tags(stage_dir):
 
 def test_tensorboard_gets_curves_and_pictures(trained_workdir):
   pretrain = _event_tags(os.path.join(trained_workdir, "pretrain"))
-  assert {"train_loss", "val_loss", "val_mse", "learning_rate", "val_reconstructions"} <= pretrain
+  assert {"train_loss", "val_loss", "val_mse", "learning_rate", "val_reconstructions",
+          "steps_per_sec", "uptime"} <= pretrain
   classify = _event_tags(os.path.join(trained_workdir, "classify"))
   assert {"train_accuracy", "val_accuracy", "val_confusion_matrix", "test_confusion_matrix",
           "test_accuracy", f"val_precision/{helpers.CLASSES[0]}",

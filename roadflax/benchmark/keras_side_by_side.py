@@ -27,9 +27,7 @@ import numpy as np
 
 from roadflax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config whose first classification stage is run")
-_STEPS = flags.DEFINE_integer("steps", 100, "training steps of each system")
-_OUTPUT = flags.DEFINE_string("output", None, "folder for curves.csv and curves.png", required=True)
+FLAGS = flags.FLAGS
 
 
 def keras_model(image_size: int, num_classes: int, dropout_rate: float,
@@ -96,7 +94,7 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   import tensorflow as tf
   import optax
 
-  from roadflax.data import input_pipeline
+  from roadflax.data import batching, pipelines
   from roadflax.datasets import sources
   from roadflax.models import objectives, optimizers, roadnet
   from roadflax.models import steps as steps_lib
@@ -118,8 +116,8 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   keras_net.compile(optimizer=keras_tx, jit_compile=False,
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
-  pipeline = input_pipeline.pipeline_for(dataset.splits["train"], config.data)
-  per_epoch = input_pipeline.steps_per_epoch(len(dataset.splits["train"]), stage.batch_size)
+  pipeline = pipelines.pipeline_for(dataset.splits["train"], config.data)
+  per_epoch = batching.steps_per_epoch(len(dataset.splits["train"]), stage.batch_size)
   losses: dict[str, list[float]] = {"roadflax": [], "keras": []}
   for epoch in range(-(-steps // per_epoch)):
     batches = pipeline.train_batches(batch_size=stage.batch_size, seed=config.seed, epoch=epoch)
@@ -155,19 +153,24 @@ def write_curves(losses: dict[str, list[float]], output: str, title: str) -> Non
 def main(argv: list[str]) -> None:
   del argv
   from roadflax.training import configuration
-  config = _CONFIG.value
+  config, output = FLAGS.config, FLAGS.output
   try:
     configuration.check_config(config)
-    losses = run(config, _STEPS.value)
+    losses = run(config, FLAGS.steps)
   except UserError as error:
     sys.exit(f"error: {error}")
   stage = classification_stage(config)
-  write_curves(losses, _OUTPUT.value,
+  write_curves(losses, output,
                f"{stage.optimizer} {stage.learning_rate:g}, inputs mean {tuple(config.data.mean)}")
   first, last = (np.array(v) for v in zip(*[(x[0], x[-1]) for x in losses.values()]))
-  print(f"wrote {_OUTPUT.value}: first loss roadflax {first[0]:.4f} keras {first[1]:.4f}; "
+  print(f"wrote {output}: first loss roadflax {first[0]:.4f} keras {first[1]:.4f}; "
         f"last roadflax {last[0]:.4f} keras {last[1]:.4f}")
 
 
 if __name__ == "__main__":
+  # Defined when run, not on import: main.py has a --config and an --output of
+  # its own, and one process (the tests) imports both.
+  config_flags.DEFINE_config_file("config", None, "config whose first classification stage is run")
+  flags.DEFINE_integer("steps", 100, "training steps of each system")
+  flags.DEFINE_string("output", None, "folder for curves.csv and curves.png", required=True)
   app.run(main)

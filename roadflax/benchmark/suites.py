@@ -93,17 +93,17 @@ def _prepare(paths: dict[str, str]) -> dict[str, float]:
 
 def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
   """One epoch of training batches through one pipeline, in this process."""
-  from roadflax.data import image_folder, input_pipeline
+  from roadflax.data import image_folder, pipelines
   from roadflax.datasets import sources
   start = time.time()
   if phase == "folder":
     split = image_folder.scan_image_folder(paths["release"], splits=("train",)).splits["train"]
-    pipeline = input_pipeline.pipeline_for(split, _data_config(paths, source="folder"))
+    pipeline = pipelines.pipeline_for(split, _data_config(paths, source="folder"))
   else:
     cache = "disk" if phase.startswith("disk") else "none"
     data = _data_config(paths, cache=cache)
     split = sources.load_dataset(data).splits["train"]
-    pipeline = input_pipeline.pipeline_for(split, data)
+    pipeline = pipelines.pipeline_for(split, data)
   setup = time.time() - start
   epoch = 1 if phase == "disk_read" else 0
   start, images = time.time(), 0

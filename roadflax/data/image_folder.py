@@ -8,11 +8,12 @@ thread pool, and files that fail it are skipped and named in the log. The check
 reads a few bytes at each end of a file (the whole file only when its last
 bytes hold no end marker), so scanning ~1M files costs about two small reads
 each; files that pass it but still fail to decode are dropped by the input
-pipeline.
+pipeline (`preprocess`).
 """
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import os
 import struct
@@ -21,10 +22,10 @@ from typing import Callable, Iterator, Sequence
 from absl import logging
 import numpy as np
 
+from roadflax.data.contract import SPLIT_NAMES
 from roadflax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-SPLITS = ("train", "val", "test")
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_SOS = 0xDA  # Start-of-scan marker: the compressed image data follows.
@@ -43,10 +44,11 @@ _LOGGED_SKIPS = 10
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-  """The images of one split, in a deterministic order.
+  """The images of one split, in a deterministic order: a
+  `contract.FolderSplit`.
 
-  Compared and hashed by identity (`eq=False`): the input pipeline keys its
-  in-memory image cache on the Split object, so keep one Split for a run.
+  Compared and hashed by identity (`eq=False`): `caches.MemoryCache` keys on
+  the Split object, so keep one Split for a run.
 
   Attributes:
     paths: image files, grouped by class in `class_names` order, each class's
@@ -66,7 +68,7 @@ class Split:
     largest label)."""
     return np.bincount(self.labels, minlength=num_classes)
 
-  @property
+  @functools.cached_property
   def fingerprint(self) -> str:
     """Names this list of files and labels (not the files' contents)."""
     digest = hashlib.sha256(self.labels.tobytes())
@@ -194,7 +196,7 @@ def _png_has_end(data: bytes) -> bool:
 
 
 def scan_image_folder(root: str,
-                      splits: Sequence[str] = SPLITS) -> ImageFolder:
+                      splits: Sequence[str] = SPLIT_NAMES) -> ImageFolder:
   """Lists and checks the images of `splits` under `root`.
 
   Args:
@@ -235,7 +237,7 @@ def _class_folders(root: str, split: str) -> list[str]:
   if not os.path.isdir(split_dir):
     present = _subfolders(root)
     raise UserError(f"split folder {split_dir} is missing; {root} holds "
-                    f"{present or 'no folders'} but needs {list(SPLITS)}")
+                    f"{present or 'no folders'} but needs {list(SPLIT_NAMES)}")
   names = _subfolders(split_dir)
   if not names:
     raise UserError(f"split folder {split_dir} has no class folders; put each "

@@ -33,10 +33,10 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from roadflax import files
+from roadflax.data.contract import SPLIT_NAMES
 
 CLASS_NAMES: tuple[str, ...] = ("dry_asphalt_smooth", "dry_concrete_smooth", "dry_gravel")
 IMAGE_HEIGHT, IMAGE_WIDTH = 240, 360
-SPLITS = ("train", "val", "test")
 VERSION = 1
 _MARKER = "roadtex.json"
 
@@ -197,7 +197,7 @@ def ensure_generated(*, train_per_class: int, val_per_class: int, test_per_class
   building = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir)
   try:
     jobs = []
-    for split_id, split in enumerate(SPLITS):
+    for split_id, split in enumerate(SPLIT_NAMES):
       for class_id, class_name in enumerate(CLASS_NAMES):
         folder = os.path.join(building, split, class_name)
         os.makedirs(folder)

@@ -1,6 +1,6 @@
-"""Where images come from: a registry of named sources, each giving a data set
-with `class_names`, `root` (what it is, for messages) and `splits` (train, val,
-test; each with `__len__` and `class_counts`).
+"""Where images come from: a registry of named sources, each giving a
+`contract.DataSet` (`class_names`, `root` naming it in messages, and the
+train, val and test splits).
 
 `synthetic` generates the built-in roadtex set on first use and `folder` reads
 any `ROOT/{train,val,test}/CLASS/*` tree, both through the same image-folder
@@ -9,7 +9,7 @@ reader, so the synthetic demo exercises exactly the path real data takes.
 prepared TFDS image-classification set; both stream (`tfds_source`).
 """
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import ml_collections
@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from roadflax.data import image_folder
+from roadflax.data.contract import DataSet
 from roadflax.datasets import roadtex, tfds_source
 
 
@@ -32,7 +33,7 @@ def _folder(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
   return image_folder.scan_image_folder(data.root)
 
 
-SOURCES: dict[str, Callable[[ml_collections.ConfigDict], Any]] = {
+SOURCES: dict[str, Callable[[ml_collections.ConfigDict], DataSet]] = {
     "synthetic": _synthetic,
     "folder": _folder,
     "rscd": tfds_source.load_rscd,
@@ -40,12 +41,12 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict], Any]] = {
 }
 
 
-def load_dataset(data: ml_collections.ConfigDict) -> image_folder.ImageFolder | tfds_source.TfdsData:
+def load_dataset(data: ml_collections.ConfigDict) -> DataSet:
   """The checked data set of `data.source`."""
   return SOURCES[data.source](data)
 
 
-def log_class_counts(dataset: Any) -> None:
+def log_class_counts(dataset: DataSet) -> None:
   """One line per split: images per class (imbalance is worth seeing first)."""
   num_classes = len(dataset.class_names)
   for name, split in dataset.splits.items():

@@ -2,7 +2,7 @@
 
 A prepared TFDS data set is read as a stream of file shards, never held in
 memory: `TfdsSplit.records` gives this process's even part of a split, its
-files in a seeded order, images still encoded (`input_pipeline.StreamPipeline`
+files in a seeded order, images still encoded (`streaming.StreamPipeline`
 decodes them in parallel). Class counts come from one pass over the labels
 alone (images are not decoded, but every record is read: about 10 s per 100k
 examples here, minutes for all of RSCD), so they are kept in the cache
@@ -22,17 +22,16 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from roadflax import files
+from roadflax.data.contract import SPLIT_NAMES
 from roadflax.datasets import rscd_builder
 from roadflax.errors import UserError
 
-# roadflax's split names, in the order of `data.tfds_splits`.
-SPLITS = ("train", "val", "test")
 _COUNT_BATCH = 4096
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TfdsSplit:
-  """One split of a prepared TFDS data set.
+  """One split of a prepared TFDS data set: a `contract.RecordSplit`.
 
   Attributes:
     builder: the prepared builder.
@@ -146,13 +145,13 @@ def _supervised_keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
 
 def _load(builder: tfds.core.DatasetBuilder, split_specs: tuple[str, ...], name: str,
           cache_dir: str) -> TfdsData:
-  if len(split_specs) != len(SPLITS):
+  if len(split_specs) != len(SPLIT_NAMES):
     raise UserError(f"--config.data.tfds_splits needs 3 split specs (train, val, test), "
                     f"got {list(split_specs)}")
   image_key, label_key = _supervised_keys(builder)
   class_names = tuple(builder.info.features[label_key].names)
   splits = {}
-  for ours, spec in zip(SPLITS, split_specs):
+  for ours, spec in zip(SPLIT_NAMES, split_specs):
     try:
       counts = _cached_label_counts(builder, spec, label_key, len(class_names), cache_dir)
     except (ValueError, KeyError) as e:

@@ -149,14 +149,19 @@ def _classifies(stage: ml_collections.ConfigDict) -> bool:
 
 def describe_stages(config: ml_collections.ConfigDict) -> str:
   """e.g. `pretrain(reconstruction, adam 1e-3, 2 ep) -> classify(...)`: the
-  config file's name is not recorded, so the stages stand for it."""
+  config file's name is not recorded, so the stages stand for it; a
+  corrupted input and normalisation layers are named where a run has them."""
   parts = []
   for name in config.stage_order:
     stage = config.stages[name]
+    objective = stage.objective
+    if stage.get("corruption", "none") != "none":
+      objective += f" of {stage.corruption} {stage.corruption_amount:g}"
     length = f"{stage.steps} steps" if stage.steps else f"{stage.epochs} ep"
-    parts.append(f"{name}({stage.objective}, {stage.optimizer} "
+    parts.append(f"{name}({objective}, {stage.optimizer} "
                  f"{format_learning_rate(stage.learning_rate)}, {length})")
-  return " -> ".join(parts)
+  norm = config.model.get("norm", "none")
+  return ("" if norm == "none" else f"{norm} norm: ") + " -> ".join(parts)
 
 
 def format_learning_rate(value: float) -> str:

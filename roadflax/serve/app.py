@@ -18,37 +18,30 @@ Script arguments (after `--`):
                    (demos, screenshots). Defaults to $ROADFLAX_EXAMPLES, which
                    also reaches the app through `--mode=serve`.
 
-Everything about one batch of files is `describe_uploads`, plain Python that
-tests call directly; the rest of this module only draws. Each bad file (empty,
-truncated, not an image, too many pixels) gets its own error while the others
-still get predictions.
+What happens to the files is `uploads.describe_uploads`, plain Python that
+tests call directly; this module only draws.
 """
 
 import argparse
-import dataclasses
 import datetime
-import io
 import os
-import pathlib
 import sys
 from typing import Any, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
-import altair as alt  # noqa: E402  (after quieting TensorFlow)
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
-import streamlit as st  # noqa: E402
+# The imports below come after quieting TensorFlow.
+import altair as alt
+import numpy as np
+import pandas as pd
+from PIL import Image
+import streamlit as st
 
-from roadflax.data import exif, image_folder, input_pipeline  # noqa: E402
-from roadflax.serve import predict  # noqa: E402
-from roadflax.results import visuals  # noqa: E402
-from roadflax.runs import workdirs  # noqa: E402
-from roadflax.serve.autoencoder import Autoencoder  # noqa: E402
-from roadflax.errors import UserError  # noqa: E402
-from roadflax.files import read_json  # noqa: E402
+from roadflax.serve import predict, uploads
+from roadflax.runs import workdirs
+from roadflax.serve.autoencoder import Autoencoder
+from roadflax.errors import UserError
+from roadflax.files import read_json_if_present
 
 PAGE_TITLE = "roadflax — road surface classifier"
 EXAMPLES_ENV = "ROADFLAX_EXAMPLES"
@@ -56,127 +49,8 @@ DEFAULT_MAX_MEGAPIXELS = 40
 # PIL warns above this many pixels and refuses twice as many (a guard against
 # decompression bombs); the sidebar's limit stays within it.
 _LARGEST_MEGAPIXELS = Image.MAX_IMAGE_PIXELS // 1_000_000
-# PNG signature (8), IHDR length and type (8), width and height (8).
-_PNG_BIT_DEPTH_AT = 24
 _PREDICTED_COLOUR = "#1c83e1"  # also the F1 bars of the model card
 _OTHER_COLOUR = "#c4cad6"
-# Colour modes, as PIL names them, that decoding turns into RGB.
-_COLOUR_MODES = {
-    "1": "black-and-white", "L": "grayscale", "LA": "grayscale",
-    "I": "grayscale", "I;16": "grayscale", "I;16B": "grayscale",
-    "P": "palette", "PA": "palette", "CMYK": "CMYK",
-}
-
-
-@dataclasses.dataclass
-class Upload:
-  """One file and what the classifier and the autoencoder make of it."""
-  name: str
-  error: str | None = None  # why the file got no prediction
-  note: str | None = None  # what decoding changed (colour mode, bit depth)
-  model_input: np.ndarray | None = None  # float32 [S, S, 3], normalised
-  model_view: np.ndarray | None = None  # uint8 [S, S, 3], before normalising
-  probabilities: np.ndarray | None = None  # float32 [classes]
-  reconstruction: np.ndarray | None = None  # uint8 [S, S, 3]
-
-
-def describe_uploads(files: Sequence[tuple[str, bytes]],
-                     classifier: predict.Classifier,
-                     autoencoder: Autoencoder | None, *,
-                     max_pixels: int) -> list[Upload]:
-  """Classifies (and reconstructs) every readable file; the rest get errors.
-
-  A bad file must not cost the others their predictions, so each problem is
-  recorded on its file's `Upload` rather than raised. The readable images go
-  through each model together, in batches (`predict.in_batches`).
-
-  Args:
-    files: (name, contents) pairs, in the order to show them.
-    classifier: the model that predicts.
-    autoencoder: the model that reconstructs, or None for no reconstructions.
-    max_pixels: files with more pixels than this are refused undecoded.
-
-  Returns:
-    One `Upload` per file, in order: with `error` set, or with a prediction.
-  """
-  uploads = [_read_upload(name, data, classifier.data_config, max_pixels)
-             for name, data in files]
-  readable = [upload for upload in uploads if upload.error is None]
-  if not readable:
-    return uploads
-  images = np.stack([upload.model_input for upload in readable])
-  probabilities = predict.in_batches(classifier.predict, images)
-  reconstructions = (predict.in_batches(autoencoder.reconstruct, images)
-                     if autoencoder is not None else [None] * len(readable))
-  for upload, p, reconstruction in zip(readable, probabilities,
-                                       reconstructions):
-    upload.probabilities, upload.reconstruction = p, reconstruction
-  return uploads
-
-
-def _read_upload(name: str, data: bytes, data_config: ml_collections.ConfigDict,
-                 max_pixels: int) -> Upload:
-  """Checks and preprocesses one file, the cheapest checks first.
-
-  The pixel count comes from the header, before anything is decoded, so a
-  huge image (a decompression bomb, or just a 200-megapixel scan) is refused
-  without allocating its pixels.
-  """
-  reason = image_folder.check_image_bytes(data)
-  if reason is not None:
-    return Upload(name, error=f"{reason}; upload a JPEG or PNG")
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      (width, height), note = image.size, _decoding_note(image, data)
-  except Image.DecompressionBombError as error:
-    return Upload(name, error=f"too large ({error})")
-  except OSError:  # PIL's UnidentifiedImageError is one.
-    return Upload(name, error="damaged image header; upload a JPEG or PNG")
-  if width * height > max_pixels:
-    return Upload(name, error=(
-        f"too large: {width:,} x {height:,} pixels ({width * height / 1e6:.1f} "
-        f"megapixels) is over the limit of {max_pixels / 1e6:g} megapixels; "
-        "shrink the image or raise the limit in the sidebar"))
-  try:
-    model_input = input_pipeline.preprocess_bytes(data, data_config)
-  except UserError:  # Its reason is TensorFlow's op trace, no help here.
-    return Upload(name, error="damaged image data, it cannot be decoded; "
-                  "upload a JPEG or PNG")
-  model_view = visuals.denormalize(model_input, data_config.mean,
-                                   data_config.std)
-  return Upload(name, note=note, model_input=model_input, model_view=model_view)
-
-
-def _decoding_note(image: Image.Image, data: bytes) -> str | None:
-  """What decoding changed, for files that are not plain 8-bit RGB.
-
-  Not an error: training decodes every image the same way. But whoever
-  uploads a 16-bit or transparent PNG should know what the model did not see,
-  and whoever uploads a phone photo why its pixels were turned.
-  """
-  changes = []
-  if exif.orientation(data) != exif.UPRIGHT:
-    changes.append("turned upright as its EXIF orientation says")
-  if image.mode not in ("RGB", "RGBA"):
-    changes.append(f"{_COLOUR_MODES.get(image.mode, image.mode)} to RGB")
-  if image.format == "PNG" and data[_PNG_BIT_DEPTH_AT] == 16:
-    changes.append("16 to 8 bits per channel")
-  if image.has_transparency_data:
-    changes.append("transparency dropped")
-  return f"Decoded as in training: {', '.join(changes)}." if changes else None
-
-
-def example_files(folder: str) -> list[tuple[str, bytes]]:
-  """(name, contents) of the images under `folder`, as if uploaded.
-
-  Raises:
-    UserError: `folder` does not exist or holds no image file.
-  """
-  return [(os.path.basename(path), pathlib.Path(path).read_bytes())
-          for path in predict.image_paths([folder])]
-
-
-# ----------------------------------------------------------------- the page
 
 
 def _script_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -213,17 +87,13 @@ def _autoencoder_or_warning(workdir: str) -> Autoencoder | None:
     return None
 
 
-def _read_json_if_present(path: str) -> dict[str, Any] | None:
-  """A stage's summary or report; None while the stage has not written it."""
-  return read_json(path) if os.path.exists(path) else None
-
-
 def _model_card(classifier: predict.Classifier,
                 autoencoder: Autoencoder | None) -> None:
   """Which model answers: what it tells apart, how well, and how old it is."""
-  report = _read_json_if_present(
+  # Each is None while the stage has not written it.
+  report = read_json_if_present(
       os.path.join(classifier.stage_dir, "report.json"))
-  summary = _read_json_if_present(
+  summary = read_json_if_present(
       os.path.join(classifier.stage_dir, workdirs.SUMMARY_FILE))
   size = classifier.data_config.image_size
   with st.container(border=True):
@@ -290,7 +160,7 @@ def _class_table(class_names: Sequence[str],
       columns={"f1": "test F1", "support": "test images"})
 
 
-def _show_upload(upload: Upload, class_names: Sequence[str]) -> None:
+def _show_upload(upload: uploads.Upload, class_names: Sequence[str]) -> None:
   """One file's card: its error, or its prediction and pictures."""
   if upload.error is not None:
     st.error(f"**{upload.name}**: {upload.error}")
@@ -338,7 +208,7 @@ def main() -> None:
       help="Larger files are refused before they are decoded.")
   try:
     classifier = _classifier(os.path.abspath(workdir), stage)
-    examples = example_files(args.examples) if args.examples else []
+    examples = uploads.example_files(args.examples) if args.examples else []
   except UserError as error:
     st.error(str(error))
     return
@@ -348,10 +218,10 @@ def main() -> None:
       "Road photos", type=["jpg", "jpeg", "png"], accept_multiple_files=True,
       help="Drag and drop JPEG or PNG files, or browse. Each is classified "
       "on its own.")
-  uploads = describe_uploads(
+  described = uploads.describe_uploads(
       examples + [(file.name, file.getvalue()) for file in files],
       classifier, autoencoder, max_pixels=max_megapixels * 1_000_000)
-  for upload in uploads:
+  for upload in described:
     _show_upload(upload, classifier.class_names)
 
 

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax.data import image_folder, input_pipeline
+from roadflax.data import image_folder, preprocess
 from roadflax.models import roadnet, steps
 from roadflax.runs import workdirs
 from roadflax.errors import UserError
@@ -77,7 +77,7 @@ class Classifier:
       images, errors = [], {}
       for path in chunk:
         try:
-          images.append(input_pipeline.load_image(path, self.data_config))
+          images.append(preprocess.load_image(path, self.data_config))
         except UserError as error:
           errors[path] = str(error)
       probabilities = iter(in_batches(self.predict, np.stack(images), batch_size)

@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax.data import input_pipeline
+from roadflax.data import batching, caches, pipelines
+from roadflax.data.contract import DataSet
 from roadflax.datasets import sources
 from roadflax.models import objectives, roadnet
 from roadflax.models import steps
@@ -25,14 +26,14 @@ class EvalResult:
   confusion: np.ndarray | None  # rows = true class, columns = predicted
 
 
-def evaluate_split(params: Any, pipeline: "input_pipeline.SplitPipeline",
-                   eval_step: Callable[..., Any], *, batch_size: int,
+def evaluate_split(params: Any, pipeline: batching.Pipeline,
+                   eval_step: Callable[..., Any], *, global_batch_size: int,
                    mesh: jax.sharding.Mesh) -> EvalResult:
   """Every example of the split counted once (padding is masked); one host
   sync at the end."""
   totals, confusion = None, None
-  per_process = sharding.per_process_batch_size(batch_size, "eval_batch_size")
-  for batch in pipeline.eval_batches(batch_size=per_process):
+  process_batch_size = sharding.per_process_batch_size(global_batch_size, "eval_batch_size")
+  for batch in pipeline.eval_batches(batch_size=process_batch_size):
     batch_metrics, batch_confusion = eval_step(params, sharding.shard_batch(batch, mesh))
     totals = batch_metrics if totals is None else totals.merge(batch_metrics)
     if batch_confusion is not None:
@@ -41,15 +42,20 @@ def evaluate_split(params: Any, pipeline: "input_pipeline.SplitPipeline",
   return EvalResult(values, None if confusion is None else np.asarray(confusion))
 
 
-def write_test_report(params: Any, model: roadnet.RoadNet, dataset: Any,
+def write_test_report(params: Any, model: roadnet.RoadNet, dataset: DataSet,
                       config: ml_collections.ConfigDict, stage_dir: str, *, stage_name: str,
                       checkpoint_step: int, mesh: jax.sharding.Mesh,
-                      writer: Any | None = None) -> dict[str, Any]:
-  """Evaluates `params` on the test split into STAGE/report.json and report.md."""
+                      writer: Any | None = None,
+                      memory_cache: caches.MemoryCache | None = None) -> dict[str, Any]:
+  """Evaluates `params` on the test split into STAGE/report.json and report.md.
+
+  `memory_cache`: the run's decoded splits (`pipelines.pipeline_for`).
+  """
   objective = objectives.Objective("classification")
-  pipeline = input_pipeline.pipeline_for(dataset.splits["test"], config.data)
+  pipeline = pipelines.pipeline_for(dataset.splits["test"], config.data,
+                                    memory_cache=memory_cache)
   result = evaluate_split(params, pipeline, steps.jit_eval_step(model, objective),
-                          batch_size=config.eval_batch_size, mesh=mesh)
+                          global_batch_size=config.eval_batch_size, mesh=mesh)
   report = reports.classification_report(
       result.confusion, dataset.class_names, checkpoint_step=checkpoint_step,
       extra={"stage": stage_name, "split": "test", "data_root": dataset.root,
@@ -82,9 +88,11 @@ def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None
     raise UserError(f"{dataset.root} has classes {list(dataset.class_names)} but the model in "
                     f"{workdir} was trained on {run['class_names']}")
   mesh = sharding.data_mesh()
+  memory_cache = caches.MemoryCache()  # Every stage's report reads one decoded copy.
   for stage_name in stage_names:
     stage_dir = os.path.join(workdir, stage_name)
     params, model, step = workdirs.load_best_params(stage_dir, run)
     report = write_test_report(params, model, dataset, config, stage_dir,
-                               stage_name=stage_name, checkpoint_step=step, mesh=mesh)
+                               stage_name=stage_name, checkpoint_step=step, mesh=mesh,
+                               memory_cache=memory_cache)
     print(reports.format_markdown(report))

@@ -26,6 +26,9 @@ def join_processes(coordinator: str, num_processes: int | None,
   `coordinator` is process 0's HOST:PORT, or "auto" where JAX finds the
   processes itself (Cloud TPU, SLURM, Open MPI).
   """
+  if coordinator != "auto" and (num_processes is None or process_id is None):
+    raise UserError(f"--coordinator={coordinator} needs --num_processes=N and "
+                    "--process_id=I (0 to N-1, a different one for each process)")
   # CPU devices of several processes need a collectives library; GPUs and
   # TPUs bring their own.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -33,9 +36,6 @@ def join_processes(coordinator: str, num_processes: int | None,
     if coordinator == "auto":
       jax.distributed.initialize()
     else:
-      if num_processes is None or process_id is None:
-        raise UserError(f"--coordinator={coordinator} needs --num_processes=N and "
-                        "--process_id=I (0 to N-1, a different one for each process)")
       jax.distributed.initialize(coordinator, num_processes=num_processes,
                                  process_id=process_id)
   except (RuntimeError, ValueError) as error:

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from roadflax.data import input_pipeline
+from roadflax.data import batching
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class StagePlan:
 
 def plan_stage(stage_config: Any, num_train_examples: int) -> StagePlan:
   """The plan of a stage with global batch `stage_config.batch_size`."""
-  steps_per_pass = input_pipeline.steps_per_epoch(num_train_examples, stage_config.batch_size)
+  steps_per_pass = batching.steps_per_epoch(num_train_examples, stage_config.batch_size)
   if stage_config.steps:
     return StagePlan(steps_per_pass, stage_config.steps, float(steps_per_pass))
   total_steps = max(stage_config.epochs * steps_per_pass, stage_config.min_steps)

@@ -8,27 +8,25 @@ one resumes from its latest checkpoint at the exact batch where it stopped.
 """
 
 import dataclasses
+import itertools
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import jax
 import ml_collections
-import numpy as np
+import optax
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 from tqdm import tqdm
 
-from roadflax.data import input_pipeline
+from roadflax.data import batching, caches, pipelines
 from roadflax.datasets import sources
 from roadflax.runs import checkpoints
 from roadflax.training import configuration, evaluate
 from roadflax.models import objectives, optimizers, roadnet, steps
-from roadflax.results import reports
-from roadflax.training import health, sharding, stage_plan
-from roadflax.results import visuals
+from roadflax.training import health, reporting, sharding, stage_plan, stage_state
 from roadflax.runs import workdirs
-from roadflax.errors import UserError
 from roadflax.files import atomic_write_json
 
 
@@ -41,200 +39,249 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   dataset = sources.load_dataset(config.data)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
   sources.log_class_counts(dataset)
+  memory_cache = caches.MemoryCache()  # data.cache='memory': each split decoded once a run.
   for stage_name in config.stage_order:
-    train_stage(config, workdir, stage_name, dataset, run_info)
+    train_stage(config, workdir, stage_name, dataset, run_info, memory_cache=memory_cache)
 
 
 def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                dataset: Any, run_info: dict[str, Any]) -> None:
+                dataset: Any, run_info: dict[str, Any], *,
+                memory_cache: caches.MemoryCache | None = None) -> None:
   """Trains one stage to completion (or skips it if it is complete)."""
-  stage_config = config.stages[stage_name]
   stage_dir = os.path.join(workdir, stage_name)
   if workdirs.stage_complete(stage_dir):
     logging.info("stage %r is complete in %s: skipped", stage_name, stage_dir)
     return
+  stage, state = setup_stage(config, workdir, stage_name, dataset, run_info,
+                             memory_cache=memory_cache)
+  step, epochs = int(state.step), []
+  for epoch in range(step // stage.plan.steps_per_pass, stage.plan.passes):
+    if stops_early(stage, step):
+      break
+    state, trained = train_epoch(stage, state, step, epoch)
+    end_epoch(stage, state, trained)
+    step = trained.end_step
+    epochs.append(trained)
+  finish_stage(stage, state, step, epochs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """What a stage's loop reads, built once by `setup_stage`."""
+  name: str
+  directory: str
+  config: ml_collections.ConfigDict  # the whole run's
+  dataset: Any
+  model: roadnet.RoadNet
+  objective: objectives.Objective
+  plan: stage_plan.StagePlan
+  schedule: optax.Schedule
+  ckpts: checkpoints.StageCheckpoints
+  metadata: dict[str, Any]  # saved with every checkpoint
+  mesh: jax.sharding.Mesh
+  process_batch_size: int  # this process's part of each global batch
+  train_pipeline: batching.Pipeline
+  val_pipeline: batching.Pipeline
+  memory_cache: caches.MemoryCache | None  # the run's, shared by every stage's pipelines
+  train_step: Callable[..., Any]
+  eval_step: Callable[..., Any]
+  writer: metric_writers.MetricWriter
+  health_check: health.HealthCheck
+  pictures: reporting.PictureInputs
+  started: float  # time.time() when set up
+
+  @property
+  def stage_config(self) -> ml_collections.ConfigDict:
+    return self.config.stages[self.name]
+
+  @property
+  def global_batch_size(self) -> int:
+    """Examples in one step, over all processes."""
+    return self.stage_config.batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochRun:
+  """What `train_epoch` did: steps `start_step` to `end_step` of pass `epoch`."""
+  epoch: int
+  start_step: int
+  end_step: int
+  started: float  # time.time() at its start
+  seconds: float  # in the step loop, evaluation excluded
+  train_metrics: dict[str, Any]  # averaged over the steps it trained
+
+
+def setup_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
+                dataset: Any, run_info: dict[str, Any], *,
+                memory_cache: caches.MemoryCache | None = None
+                ) -> tuple[Stage, steps.TrainState]:
+  """The stage's parts and its train state, restored if it was interrupted."""
+  stage_config = config.stages[stage_name]
   objective = _objective(stage_config, config.data, dataset)
   model = roadnet.create_model(config.model, len(dataset.class_names))
   mesh = sharding.data_mesh()
-  batch_size = sharding.per_process_batch_size(stage_config.batch_size,
-                                               f"stages.{stage_name}.batch_size")
-  train_split, val_split = dataset.splits["train"], dataset.splits["val"]
-  plan = stage_plan.plan_stage(stage_config, len(train_split))
-  steps_per_epoch, total_steps, num_epochs = plan.steps_per_pass, plan.total_steps, plan.passes
-
+  process_batch_size = sharding.per_process_batch_size(stage_config.batch_size,
+                                                       f"stages.{stage_name}.batch_size")
+  plan = stage_plan.plan_stage(stage_config, len(dataset.splits["train"]))
   trainable = objective.trees(config.model.head_input) - (
       {"encoder"} if stage_config.freeze_encoder else set())
-  schedule = optimizers.learning_rate_schedule(stage_config, plan.epoch_steps, total_steps)
+  schedule = optimizers.learning_rate_schedule(stage_config, plan.epoch_steps, plan.total_steps)
   tx = optimizers.create_optimizer(stage_config, schedule, frozenset(trainable))
-  metadata = dict(run_info, stage=stage_name, objective=objective.name,
-                  trained_trees=sorted(trainable))
-
+  stage_dir = os.path.join(workdir, stage_name)
   ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"),
                                        keep=config.keep_checkpoints)
-  params = _initial_params(config, workdir, stage_name, model, run_info)
-  state = steps.create_train_state(model, params, tx)
-  if ckpts.latest_step() is not None:
-    state = _restore_state(ckpts, state, run_info)
-    logging.info("stage %r: resuming from step %d", stage_name, int(state.step))
-  state = sharding.replicate(state, mesh)
-  start_step = int(state.step)
-
+  state = sharding.replicate(stage_state.initial_state(
+      config, workdir, stage_name, model, tx, ckpts, run_info), mesh)
   writer = metric_writers.create_default_writer(
       stage_dir, just_logging=jax.process_index() > 0, asynchronous=True)
-  if start_step == 0:
-    writer.write_hparams(_flat_hparams(config, stage_name))
-  train_step = steps.jit_train_step(model, objective, config.seed, stage_config.freeze_encoder)
-  eval_step = steps.jit_eval_step(model, objective)
-  train_pipeline = input_pipeline.pipeline_for(train_split, config.data)
-  val_pipeline = input_pipeline.pipeline_for(val_split, config.data)
-  best_metric, best_mode = objective.best_metric
-  report_progress = periodic_actions.ReportProgress(
-      num_train_steps=total_steps, writer=writer, every_secs=None,
-      every_steps=config.log_every_steps)
+  if int(state.step) == 0:
+    writer.write_hparams(reporting.hparams(config, stage_name))
+  val_pipeline = pipelines.pipeline_for(dataset.splits["val"], config.data,
+                                        memory_cache=memory_cache)
+  stage = Stage(
+      name=stage_name, directory=stage_dir, config=config, dataset=dataset, model=model,
+      objective=objective, plan=plan, schedule=schedule, ckpts=ckpts, mesh=mesh,
+      metadata=dict(run_info, stage=stage_name, objective=objective.name,
+                    trained_trees=sorted(trainable)),
+      process_batch_size=process_batch_size,
+      train_pipeline=pipelines.pipeline_for(dataset.splits["train"], config.data,
+                                            memory_cache=memory_cache),
+      val_pipeline=val_pipeline, memory_cache=memory_cache,
+      train_step=steps.jit_train_step(model, objective, config.seed, stage_config.freeze_encoder),
+      eval_step=steps.jit_eval_step(model, objective), writer=writer,
+      health_check=health.from_config(config, stage_name, len(dataset.class_names),
+                                      objective.classifies),
+      pictures=reporting.PictureInputs(model, objective, val_pipeline, config.data),
+      started=time.time())
+  _log_plan(stage)
+  return stage, state
 
-  pictures = _PictureInputs(model, objective, val_pipeline, config.data)
-  step = start_step
-  stage_start, step_loop_seconds = time.time(), 0.0
+
+def _log_plan(stage: Stage) -> None:
+  stage_config, plan = stage.stage_config, stage.plan
   logging.info("stage %r (%s): %d steps in %d epochs of %d steps, batch %d, %s lr %g, training %s",
-               stage_name, objective.name, total_steps, num_epochs, steps_per_epoch,
-               stage_config.batch_size, stage_config.optimizer,
-               stage_config.learning_rate, ", ".join(sorted(trainable)))
+               stage.name, stage.objective.name, plan.total_steps, plan.passes,
+               plan.steps_per_pass, stage.global_batch_size, stage_config.optimizer,
+               stage_config.learning_rate, ", ".join(stage.metadata["trained_trees"]))
   if plan.stretched:
     logging.info("stage %r: %d epochs of this train split are %d steps, below min_steps %d: "
                  "the split is passed over %d times, each configured epoch is %.1f steps",
-                 stage_name, stage_config.epochs, stage_config.epochs * steps_per_epoch,
-                 stage_config.min_steps, num_epochs, plan.epoch_steps)
-  health_check = health.from_config(config, stage_name, len(dataset.class_names),
-                                    objective.classifies)
-  for epoch in range(start_step // steps_per_epoch, num_epochs):
-    if stage_plan.should_stop_early(stage_config, plan, step, ckpts.best_step()):
-      tqdm.write(f"{stage_name}: stopped early at step {step} of {total_steps}: validation "
-                 f"{best_metric} has not improved for {stage_config.early_stopping_patience} "
-                 f"epochs, since step {ckpts.best_step()}")
-      break
-    epoch_start, epoch_start_step = time.time(), step
-    epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
-    batches = train_pipeline.train_batches(
-        batch_size=batch_size, seed=config.seed, epoch=epoch,
-        skip_batches=step - epoch * steps_per_epoch)
-    train_metrics, epoch_metrics = None, None
-    progress = tqdm(total=epoch_end - epoch * steps_per_epoch, initial=step - epoch * steps_per_epoch,
-                    desc=f"{stage_name} {epoch + 1}/{num_epochs}", unit="step", leave=False,
-                    disable=jax.process_index() > 0, dynamic_ncols=True)
-    for batch in _take(batches, epoch_end - step):
-      state, batch_metrics = train_step(state, sharding.shard_batch(batch, mesh))
-      step += 1
-      train_metrics = batch_metrics if train_metrics is None else train_metrics.merge(batch_metrics)
-      progress.update()
-      report_progress(step)
-      if step % config.log_every_steps == 0 or step == epoch_end:
-        _check_finite(state, stage_name, ckpts)
-        computed = train_metrics.compute()
-        for warning in health_check.update(step, computed):
-          logging.warning("%s", warning)
-          tqdm.write(warning)
-        values = {f"train_{k}": v for k, v in computed.items()}
-        values["learning_rate"] = schedule(step - 1)
-        writer.write_scalars(step, values)
-        elapsed = time.time() - epoch_start
-        progress.set_postfix(_postfix(values, (step - epoch_start_step) * stage_config.batch_size / elapsed))
-        epoch_metrics = train_metrics if epoch_metrics is None else epoch_metrics.merge(train_metrics)
-        train_metrics = None
-      if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-          and step != epoch_end):
-        _check_finite(state, stage_name, ckpts)
-        ckpts.save(step, params=state.params, train=_train_items(state), metadata=metadata)
-    progress.close()
-    step_loop_seconds += time.time() - epoch_start
+                 stage.name, stage_config.epochs, stage_config.epochs * plan.steps_per_pass,
+                 stage_config.min_steps, plan.passes, plan.epoch_steps)
 
-    result = evaluate.evaluate_split(state.params, val_pipeline, eval_step,
-                                     batch_size=config.eval_batch_size, mesh=mesh)
-    writer.write_scalars(step, {f"val_{k}": v for k, v in result.metrics.items()})
-    _write_pictures(writer, step, state.params, result, dataset.class_names, pictures)
-    score = result.metrics[best_metric] * (1 if best_mode == "max" else -1)
-    ckpts.save(step, params=state.params, train=_train_items(state), metadata=metadata,
-               best_score=score)
-    seconds = time.time() - epoch_start
-    images = (step - epoch_start_step) * stage_config.batch_size
-    train_values = epoch_metrics.compute() if epoch_metrics is not None else {}
-    tqdm.write(_epoch_line(stage_name, epoch, num_epochs, train_values, result.metrics,
-                           images / max(seconds, 1e-9), seconds))
-  writer.flush()
-  ckpts.wait()
 
-  best_step = ckpts.best_step()
+def stops_early(stage: Stage, step: int) -> bool:
+  """Whether validation has not improved for the patience; says so if it has not."""
+  best_step = stage.ckpts.best_step()
+  if not stage_plan.should_stop_early(stage.stage_config, stage.plan, step, best_step):
+    return False
+  reporting.write_line(
+      f"{stage.name}: stopped early at step {step} of {stage.plan.total_steps}: validation "
+      f"{stage.objective.best_metric[0]} has not improved for "
+      f"{stage.stage_config.early_stopping_patience} epochs, since step {best_step}")
+  return True
+
+
+def train_epoch(stage: Stage, state: steps.TrainState, step: int,
+                epoch: int) -> tuple[steps.TrainState, EpochRun]:
+  """Trains from `step` to the end of pass `epoch` over the train split.
+
+  Train metrics leave the device only every `log_every_steps` and at the
+  epoch's end: then they are checked, written and shown on the progress bar.
+  """
+  config, plan = stage.config, stage.plan
+  epoch_start = epoch * plan.steps_per_pass
+  end_step = min(epoch_start + plan.steps_per_pass, plan.total_steps)
+  batches = stage.train_pipeline.train_batches(
+      batch_size=stage.process_batch_size, seed=config.seed, epoch=epoch,
+      skip_batches=step - epoch_start)
+  bar = reporting.progress_bar(f"{stage.name} {epoch + 1}/{plan.passes}",
+                               total=end_step - epoch_start, initial=step - epoch_start)
+  start_step, started = step, time.time()
+  window, trained = None, None  # metrics since the last log, and since `start_step`
+  for batch in itertools.islice(batches, end_step - step):
+    state, batch_metrics = stage.train_step(state, sharding.shard_batch(batch, stage.mesh))
+    step += 1
+    window = batch_metrics if window is None else window.merge(batch_metrics)
+    bar.update()
+    if step % config.log_every_steps == 0 or step == end_step:
+      steps_per_sec = (step - start_step) / max(time.time() - started, 1e-9)
+      _log_train_metrics(stage, state, step, window, steps_per_sec, bar)
+      trained = window if trained is None else trained.merge(window)
+      window = None
+    if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+        and step != end_step):
+      stage_state.check_finite(state, stage.name, stage.ckpts)
+      stage_state.save(stage.ckpts, step, state, stage.metadata)
+  bar.close()
+  return state, EpochRun(epoch, start_step, step, started, time.time() - started,
+                         trained.compute() if trained is not None else {})
+
+
+def _log_train_metrics(stage: Stage, state: steps.TrainState, step: int, window: Any,
+                       steps_per_sec: float, bar: tqdm) -> None:
+  """Checks the train metrics of the steps since the last log, writes and shows them."""
+  stage_state.check_finite(state, stage.name, stage.ckpts)
+  computed = window.compute()
+  for warning in stage.health_check.update(step, computed):
+    logging.warning("%s", warning)
+    reporting.write_line(warning)
+  values = {f"train_{k}": v for k, v in computed.items()}
+  values["learning_rate"] = stage.schedule(step - 1)
+  stage.writer.write_scalars(step, {**values, "steps_per_sec": steps_per_sec,
+                                    "uptime": time.time() - stage.started})
+  bar.set_postfix(reporting.postfix(values, steps_per_sec * stage.global_batch_size))
+
+
+def end_epoch(stage: Stage, state: steps.TrainState, trained: EpochRun) -> None:
+  """Evaluates, checkpoints (best by validation) and reports the epoch just trained."""
+  step = trained.end_step
+  result = evaluate.evaluate_split(state.params, stage.val_pipeline, stage.eval_step,
+                                   global_batch_size=stage.config.eval_batch_size,
+                                   mesh=stage.mesh)
+  stage.writer.write_scalars(step, {f"val_{k}": v for k, v in result.metrics.items()})
+  reporting.write_pictures(stage.writer, step, state.params, result,
+                           stage.dataset.class_names, stage.pictures)
+  best_metric, best_mode = stage.objective.best_metric
+  stage_state.save(stage.ckpts, step, state, stage.metadata,
+                   best_score=result.metrics[best_metric] * (1 if best_mode == "max" else -1))
+  seconds = time.time() - trained.started
+  images = (step - trained.start_step) * stage.global_batch_size
+  reporting.write_line(reporting.epoch_line(
+      stage.name, trained.epoch, stage.plan.passes, trained.train_metrics, result.metrics,
+      images / max(seconds, 1e-9), seconds))
+
+
+def finish_stage(stage: Stage, state: steps.TrainState, step: int,
+                 epochs: list[EpochRun]) -> None:
+  """Writes the test report of a classifier and, last, summary.json: the stage is complete."""
+  stage.writer.flush()
+  stage.ckpts.wait()
+  best_step = stage.ckpts.best_step()
+  # Of this run only: a resumed stage counts the part it trained.
+  trained_images = sum(e.end_step - e.start_step for e in epochs) * stage.global_batch_size
   summary = {
-      "stage": stage_name, "objective": objective.name, "total_steps": total_steps,
-      "steps_trained": step,
-      "epochs": num_epochs, "best_step": best_step, "best_metric": best_metric,
-      # Of this run only: a resumed stage counts the part it trained.
-      "seconds": round(time.time() - stage_start, 1),
+      "stage": stage.name, "objective": stage.objective.name,
+      "total_steps": stage.plan.total_steps, "steps_trained": step,
+      "epochs": stage.plan.passes, "best_step": best_step,
+      "best_metric": stage.objective.best_metric[0],
+      "seconds": round(time.time() - stage.started, 1),
       "train_images_per_second": round(
-          (step - start_step) * stage_config.batch_size / max(step_loop_seconds, 1e-9), 1),
+          trained_images / max(sum(e.seconds for e in epochs), 1e-9), 1),
       "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
-  if objective.classifies:
-    best_params = ckpts.restore(best_step, params=state.params)["params"]
+  if stage.objective.classifies:
+    best_params = stage.ckpts.restore(best_step, params=state.params)["params"]
     report = evaluate.write_test_report(
-        best_params, model, dataset, config, stage_dir, stage_name=stage_name,
-        checkpoint_step=best_step, mesh=mesh, writer=writer)
+        best_params, stage.model, stage.dataset, stage.config, stage.directory,
+        stage_name=stage.name, checkpoint_step=best_step, mesh=stage.mesh, writer=stage.writer,
+        memory_cache=stage.memory_cache)
     summary["test_accuracy"] = report["accuracy"]
-  ckpts.close()
-  writer.close()
+  stage.ckpts.close()
+  stage.writer.close()
   if jax.process_index() == 0:
-    atomic_write_json(os.path.join(stage_dir, workdirs.SUMMARY_FILE), summary)
-  logging.info("stage %r complete: best step %s", stage_name, best_step)
-
-
-class _PictureInputs:
-  """A fixed handful of validation images, reconstructed each epoch."""
-
-  def __init__(self, model: roadnet.RoadNet, objective: objectives.Objective,
-               pipeline: input_pipeline.SplitPipeline, data: ml_collections.ConfigDict,
-               count: int = 8):
-    self.images = None
-    self.mean, self.std = data.mean, data.std
-    if objective.reconstructs and jax.process_index() == 0:
-      batch = next(pipeline.eval_batches(batch_size=count))
-      self.images = batch["image"][batch["mask"]]
-      self.reconstruct = steps.jit_reconstruct_step(model)
-
-
-def _write_pictures(writer: metric_writers.MetricWriter, step: int, params: Any,
-                    result: evaluate.EvalResult, class_names: tuple[str, ...],
-                    pictures: _PictureInputs) -> None:
-  """Confusion matrix and per-class precision/recall, or reconstructions."""
-  if result.confusion is not None:
-    writer.write_images(step, {"val_confusion_matrix": visuals.confusion_image(
-        result.confusion, class_names, f"validation, step {step}")[None]})
-    per_class = reports.classification_report(
-        result.confusion, class_names, checkpoint_step=step)["per_class"]
-    writer.write_scalars(step, {f"val_{metric}/{name}": values[metric]
-                                for name, values in per_class.items()
-                                for metric in ("precision", "recall")})
-  if pictures.images is not None:
-    reconstructions = np.asarray(pictures.reconstruct(params, pictures.images))
-    writer.write_images(step, {"val_reconstructions": visuals.reconstruction_grid(
-        pictures.images, reconstructions, pictures.mean, pictures.std)[None]})
-
-
-def _take(iterator: Iterator[Any], count: int) -> Iterator[Any]:
-  for _, item in zip(range(count), iterator):
-    yield item
-
-
-def _train_items(state: steps.TrainState) -> dict[str, Any]:
-  """What resumption needs beyond the parameters."""
-  return {"step": state.step, "opt_state": state.opt_state}
-
-
-def _restore_state(ckpts: checkpoints.StageCheckpoints, state: steps.TrainState,
-                   run_info: dict[str, Any]) -> steps.TrainState:
-  step = ckpts.latest_step()
-  workdirs.check_compatible(ckpts.restore_metadata(step), run_info, ckpts.directory)
-  restored = ckpts.restore(step, params=state.params, train=_train_items(state))
-  return state.replace(params=restored["params"], step=restored["train"]["step"],
-                       opt_state=restored["train"]["opt_state"])
+    atomic_write_json(os.path.join(stage.directory, workdirs.SUMMARY_FILE), summary)
+  logging.info("stage %r complete: best step %s", stage.name, best_step)
 
 
 def _objective(stage_config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
@@ -244,73 +291,8 @@ def _objective(stage_config: ml_collections.ConfigDict, data: ml_collections.Con
   objective = objectives.objective_from_config(stage_config)
   if data.balance != "class_weights" or not objective.classifies:
     return objective
-  weights = tuple(float(w) for w in input_pipeline.balancing_factors(
+  weights = tuple(float(w) for w in batching.balancing_factors(
       dataset.splits["train"].class_counts(len(dataset.class_names))))
   logging.info("class weights: %s", ", ".join(
       f"{name} {w:.3f}" for name, w in zip(dataset.class_names, weights)))
   return dataclasses.replace(objective, class_weights=weights)
-
-
-def _initial_params(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                    model: roadnet.RoadNet, run_info: dict[str, Any]) -> Any:
-  """Fresh parameters, with the trees an earlier stage trained taken from its
-  best checkpoint when `init_from` names one."""
-  rng = jax.random.fold_in(jax.random.key(config.seed), config.stage_order.index(stage_name))
-  params = roadnet.init_params(model, rng, config.data.image_size)
-  init_from = config.stages[stage_name].init_from
-  if not init_from:
-    return params
-  source_dir = workdirs.resolve_stage_dir(init_from, workdir)
-  source = checkpoints.StageCheckpoints(os.path.join(source_dir, "checkpoints"), read_only=True)
-  step = source.best_step()
-  if step is None:
-    raise UserError(f"init_from {init_from!r}: no checkpoint in {source.directory}")
-  source_metadata = source.restore_metadata(step)
-  workdirs.check_compatible(source_metadata, run_info, source.directory)
-  trees = source_metadata["trained_trees"]
-  restored = source.restore(step, params=params)["params"]
-  source.close()
-  logging.info("stage %r starts from %s of %s (step %d)", stage_name, ", ".join(trees),
-               source_dir, step)
-  return {**params, **{tree: restored[tree] for tree in trees}}
-
-
-def _check_finite(state: steps.TrainState, stage_name: str,
-                  ckpts: checkpoints.StageCheckpoints) -> None:
-  bad_step = int(state.nonfinite_step)
-  if bad_step >= 0:
-    ckpts.wait()
-    last = ckpts.latest_step()
-    kept = f"the last good checkpoint is step {last} in {ckpts.directory}" if last else "no checkpoint was written"
-    raise UserError(
-        f"stage {stage_name!r}: the loss became non-finite at step {bad_step + 1}; "
-        f"training stopped and {kept}; lower the learning rate or add grad_clip_norm")
-
-
-def _flat_hparams(config: ml_collections.ConfigDict, stage_name: str) -> dict[str, Any]:
-  stage = config.stages[stage_name]
-  hparams = {f"stage.{k}": v for k, v in stage.items()}
-  hparams.update({f"data.{k}": config.data[k] for k in ("source", "image_size", "contrast")})
-  hparams.update({"seed": config.seed, "model.head_input": config.model.head_input})
-  return {k: (str(v) if isinstance(v, (tuple, list)) else v) for k, v in hparams.items()}
-
-
-def _postfix(values: dict[str, Any], images_per_second: float) -> dict[str, str]:
-  postfix = {"loss": f"{float(values['train_loss']):.4f}"}
-  if "train_accuracy" in values:
-    postfix["acc"] = f"{float(values['train_accuracy']):.3f}"
-  postfix["img/s"] = f"{images_per_second:.0f}"
-  return postfix
-
-
-_EPOCH_LINE_METRICS = ("loss", "accuracy", "mse")
-
-
-def _epoch_line(stage_name: str, epoch: int, num_epochs: int, train: dict[str, Any],
-                val: dict[str, float], images_per_second: float, seconds: float) -> str:
-  parts = [f"{stage_name} epoch {epoch + 1}/{num_epochs}"]
-  parts.append("train " + " ".join(f"{k} {float(v):.4f}" for k, v in train.items()
-                                   if k in _EPOCH_LINE_METRICS))
-  parts.append("val " + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
-  parts.append(f"{images_per_second:.0f} img/s, {seconds:.0f} s")
-  return " | ".join(parts)

@@ -1,20 +1,25 @@
-"""The tf.data pipeline: preprocessing, order, resumption, sharding, caching."""
+"""The index-ordered pipeline of image folders: settings, order, resumption,
+sharding, bad files, and the in-memory cache a run owns."""
 
 import io
 import logging
 import os
 
-import ml_collections
 import numpy as np
 from PIL import Image
-from PIL import ImageEnhance
 import pytest
-import tensorflow as tf
 
 from configs import default
+from roadflax.data import batching
+from roadflax.data import caches
+from roadflax.data import contract
 from roadflax.data import image_folder
-from roadflax.data import input_pipeline
+from roadflax.data import indexed
+from roadflax.data import pipelines
+from roadflax.data import preprocess
+from roadflax.data import streaming
 from roadflax.errors import UserError
+from roadflax.training import configuration
 from tests import helpers
 
 SIZE = 32
@@ -58,7 +63,7 @@ def folder(tmp_path_factory):
 def references(folder):
   """Each file as the model sees it, without augmentation, per split."""
   config = _config()
-  return {name: np.stack([input_pipeline.load_image(p, config)
+  return {name: np.stack([preprocess.load_image(p, config)
                           for p in split.paths])
           for name, split in folder.splits.items()}
 
@@ -71,16 +76,19 @@ def _identify(images: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 def _train(split, config, *, process_index=0, process_count=1, batch_size=4,
-           seed=0, epoch=0, skip_batches=0):
-  pipeline = input_pipeline.SplitPipeline(
-      split, config, process_index=process_index, process_count=process_count)
+           seed=0, epoch=0, skip_batches=0, memory_cache=None):
+  pipeline = indexed.IndexedPipeline(
+      split, config, process_index=process_index, process_count=process_count,
+      memory_cache=memory_cache)
   return list(pipeline.train_batches(batch_size=batch_size, seed=seed,
                                      epoch=epoch, skip_batches=skip_batches))
 
 
-def _eval(split, config, *, process_index=0, process_count=1, batch_size=4):
-  pipeline = input_pipeline.SplitPipeline(
-      split, config, process_index=process_index, process_count=process_count)
+def _eval(split, config, *, process_index=0, process_count=1, batch_size=4,
+          memory_cache=None):
+  pipeline = indexed.IndexedPipeline(
+      split, config, process_index=process_index, process_count=process_count,
+      memory_cache=memory_cache)
   return list(pipeline.eval_batches(batch_size=batch_size))
 
 
@@ -92,88 +100,19 @@ def _assert_same_batches(a, b):
       np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
-# ------------------------------------------------------------ preprocessing
-
-
-@pytest.mark.parametrize("array", [
-    np.full((20, 30), 77, np.uint8),  # Grayscale.
-    np.full((20, 30, 4), 77, np.uint8),  # RGBA.
-    np.full((20, 30), 77 * 256 + 200, np.uint16),  # 16-bit grayscale.
-], ids=["gray", "rgba", "16bit"])
-def test_decode_image_gives_rgb_uint8(array):
-  image = input_pipeline.decode_image(tf.constant(_png(array))).numpy()
-  assert image.dtype == np.uint8 and image.shape == (20, 30, 3)
-  assert np.all(image == 77)
-
-
-def test_contrast_of_one_is_identity():
-  image = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
-  out = input_pipeline.resize_and_contrast(image, SIZE, 1.0).numpy()
-  assert out.dtype == np.uint8
-  assert np.abs(out.astype(int) - image).max() <= 1
-
-
-def test_contrast_matches_pil():
-  rng = np.random.default_rng(1)
-  image = rng.integers(60, 200, (SIZE, SIZE, 3), np.uint8)
-  out = input_pipeline.resize_and_contrast(image, SIZE, 1.5).numpy()
-  pil = np.asarray(ImageEnhance.Contrast(Image.fromarray(image)).enhance(1.5))
-  assert out.std() > 1.3 * image.std()
-  assert np.abs(out.astype(int) - pil).max() <= 2
-
-
-def test_resize_ignores_aspect():
-  image = np.zeros((40, 60, 3), np.uint8)
-  assert input_pipeline.resize_and_contrast(image, 16, 1.5).shape == (16, 16, 3)
-
-
-def test_normalize():
-  out = input_pipeline.normalize(np.array([[[255, 0, 51]]], np.uint8),
-                                 (0.5, 0.5, 0.5), (0.5, 0.25, 0.2)).numpy()
-  np.testing.assert_allclose(out, [[[1.0, -2.0, -1.5]]], rtol=1e-6)
-
-
-def test_load_image_and_preprocess_bytes_agree(folder):
-  path = folder.splits["val"].paths[0]
-  with open(path, "rb") as f:
-    from_bytes = input_pipeline.preprocess_bytes(f.read(), _config())
-  from_file = input_pipeline.load_image(path, _config())
-  assert from_file.dtype == np.float32 and from_file.shape == (SIZE, SIZE, 3)
-  np.testing.assert_array_equal(from_file, from_bytes)
-
-
-def test_load_image_needs_only_the_preprocessing_fields(folder):
-  data = _config()
-  minimal = {key: data[key]
-             for key in ("image_size", "contrast", "mean", "std")}
-  out = input_pipeline.load_image(folder.splits["val"].paths[0],
-                                  ml_collections.ConfigDict(minimal))
-  assert out.shape == (SIZE, SIZE, 3)
-
-
-@pytest.mark.parametrize("data", [b"hello, I am text", b"", UNDECODABLE])
-def test_load_image_rejects_non_images(tmp_path, data):
-  path = _write(str(tmp_path / "photo.jpg"), data)
-  with pytest.raises(UserError, match="photo.jpg"):
-    input_pipeline.load_image(path, _config())
-  with pytest.raises(UserError, match="the image"):
-    input_pipeline.preprocess_bytes(data, _config())
-
-
-def test_load_image_of_missing_file(tmp_path):
-  with pytest.raises(UserError, match="nothing.png"):
-    input_pipeline.load_image(str(tmp_path / "nothing.png"), _config())
+# ------------------------------------------------------------------ settings
 
 
 @pytest.mark.parametrize("overrides, field", [
     (dict(image_size=0), "data.image_size"),
     (dict(contrast=-1.0), "data.contrast"),
+    (dict(contrast=0.0), "data.contrast"),
     (dict(std=(0.2, 0.2)), "data.std"),
 ])
 def test_bad_preprocessing_config(folder, overrides, field):
   with pytest.raises(UserError, match=field):
-    input_pipeline.SplitPipeline(folder.splits["val"], _config(**overrides),
-                                 process_index=0, process_count=1)
+    indexed.IndexedPipeline(folder.splits["val"], _config(**overrides),
+                            process_index=0, process_count=1)
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -184,24 +123,52 @@ def test_bad_augment_config(folder, overrides, field):
   config = _config()
   config.augment.update(overrides)
   with pytest.raises(UserError, match=field):
-    input_pipeline.SplitPipeline(folder.splits["val"], config,
-                                 process_index=0, process_count=1)
+    indexed.IndexedPipeline(folder.splits["val"], config,
+                            process_index=0, process_count=1)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(cache="ssd"), "data.cache='ssd' is not one of none, memory, disk"),
+    (dict(balance="oversample"),
+     "data.balance='oversample' is not one of none, class_weights, resample"),
+    (dict(shuffle_buffer=0), "data.shuffle_buffer=0 must be at least 1"),
+])
+def test_bad_pipeline_settings(folder, overrides, message):
+  with pytest.raises(UserError, match=message):
+    pipelines.pipeline_for(folder.splits["val"], _config(**overrides),
+                           process_index=0, process_count=1)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("contrast", 0.0), ("contrast", -1.0), ("std", (0.2, 0.2)),
+    ("augment.crop_scale", 0.0), ("augment.brightness", 1.5),
+    ("cache", "ssd"), ("balance", "oversample"), ("shuffle_buffer", 0),
+])
+def test_config_check_and_pipeline_apply_the_same_rule(folder, key, value):
+  config = helpers.tiny_config(folder.root)
+  config.data.update_from_flattened_dict({key: value})
+  with pytest.raises(UserError) as from_config_check:
+    configuration.check_config(config)
+  with pytest.raises(UserError) as from_pipeline:
+    pipelines.pipeline_for(folder.splits["val"], config.data,
+                           process_index=0, process_count=1)
+  assert str(from_pipeline.value) == str(from_config_check.value)
 
 
 # ------------------------------------------------------------------ training
 
 
 def test_steps_per_epoch():
-  assert input_pipeline.steps_per_epoch(24, 8) == 3
-  assert input_pipeline.steps_per_epoch(25, 8) == 3
+  assert batching.steps_per_epoch(24, 8) == 3
+  assert batching.steps_per_epoch(25, 8) == 3
   with pytest.raises(UserError, match="5 training images .* batch of 8"):
-    input_pipeline.steps_per_epoch(5, 8)
+    batching.steps_per_epoch(5, 8)
 
 
 def test_train_epoch_is_the_seeded_permutation(folder, references):
   split = folder.splits["train"]
   batches = _train(split, _config(augment=False), seed=3, epoch=1)
-  assert len(batches) == input_pipeline.steps_per_epoch(len(split), 4) == 6
+  assert len(batches) == batching.steps_per_epoch(len(split), 4) == 6
   for batch in batches:
     assert batch.keys() == {"image", "label"}
     assert batch["image"].shape == (4, SIZE, SIZE, 3)
@@ -274,15 +241,15 @@ def test_cache_gives_the_same_batches(folder, augment):
 
 
 def test_num_eval_batches():
-  assert input_pipeline.num_eval_batches(9, 4) == 3
-  assert input_pipeline.num_eval_batches(8, 4) == 2
-  assert input_pipeline.num_eval_batches(9, 2, process_count=2) == 3
+  assert batching.num_eval_batches(9, 4) == 3
+  assert batching.num_eval_batches(8, 4) == 2
+  assert batching.num_eval_batches(9, 2, process_count=2) == 3
 
 
 def test_eval_covers_the_split_once_in_order(folder, references):
   split = folder.splits["val"]  # 9 images.
   batches = _eval(split, _config())
-  assert len(batches) == input_pipeline.num_eval_batches(9, 4) == 3
+  assert len(batches) == batching.num_eval_batches(9, 4) == 3
   for batch in batches:
     assert batch["image"].shape == (4, SIZE, SIZE, 3)
     assert batch["mask"].dtype == bool and batch["label"].dtype == np.int32
@@ -357,14 +324,115 @@ def test_bad_files_are_skipped_and_batches_still_come(messy_root, caplog):
   # Two batches of 7 take every image, so the undecodable one's place is
   # refilled to keep the batch count.
   batches = _train(train, _config(), batch_size=7)
-  assert len(batches) == input_pipeline.steps_per_epoch(len(train), 7) == 2
+  assert len(batches) == batching.steps_per_epoch(len(train), 7) == 2
   assert all(np.isfinite(b["image"]).all() for b in batches)
   _assert_same_batches(batches, _train(train, _config(cache="memory"),
                                        batch_size=7))
 
   evaluated = _eval(val, _config(), batch_size=4)
-  assert len(evaluated) == input_pipeline.num_eval_batches(len(val), 4)
+  assert len(evaluated) == batching.num_eval_batches(len(val), 4)
   # The undecodable file is left out; everything else is counted once.
   assert sum(b["mask"].sum() for b in evaluated) == len(val) - 1
   _assert_same_batches(evaluated, _eval(val, _config(cache="memory"),
                                         batch_size=4))
+
+
+# -------------------------------------------------------------- memory cache
+
+
+@pytest.fixture
+def decodings(monkeypatch):
+  """The splits decoded from their files, one entry per decoding."""
+  decoded = []
+  decode_files = preprocess.decode_files
+
+  def counting(split, p, columns):
+    decoded.append(split)
+    return decode_files(split, p, columns)
+  monkeypatch.setattr(preprocess, "decode_files", counting)
+  return decoded
+
+
+def test_a_run_cache_decodes_each_split_once_for_all_its_pipelines(folder,
+                                                                   decodings):
+  train, val = folder.splits["train"], folder.splits["val"]
+  config = _config(cache="memory")
+  run_cache = caches.MemoryCache()
+  for _ in range(2):  # Two stages, each with its own pipelines.
+    train_pipeline = pipelines.pipeline_for(train, config, memory_cache=run_cache)
+    val_pipeline = pipelines.pipeline_for(val, config, memory_cache=run_cache)
+    for epoch in range(2):
+      list(train_pipeline.train_batches(batch_size=4, seed=0, epoch=epoch))
+      list(val_pipeline.eval_batches(batch_size=4))
+  assert decodings == [train, val]
+  # Another run's cache is its own.
+  next_run = pipelines.pipeline_for(train, config, memory_cache=caches.MemoryCache())
+  list(next_run.eval_batches(batch_size=4))
+  assert decodings == [train, val, train]
+
+
+def test_a_pipeline_without_a_run_cache_decodes_for_itself(folder, decodings):
+  train = folder.splits["train"]
+  config = _config(cache="memory")
+  pipeline = pipelines.pipeline_for(train, config)
+  for epoch in range(2):
+    list(pipeline.train_batches(batch_size=4, seed=0, epoch=epoch))
+  list(pipeline.eval_batches(batch_size=4))
+  assert decodings == [train]
+  list(pipelines.pipeline_for(train, config).eval_batches(batch_size=4))
+  assert decodings == [train, train]
+
+
+def test_a_run_cache_decodes_again_for_other_preprocessing(folder, decodings):
+  val = folder.splits["val"]
+  run_cache = caches.MemoryCache()
+  _eval(val, _config(cache="memory"), memory_cache=run_cache)
+  larger = _eval(val, _config(cache="memory", image_size=40),
+                 memory_cache=run_cache)
+  assert decodings == [val, val]
+  assert larger[0]["image"].shape == (4, 40, 40, 3)
+  _assert_same_batches(larger, _eval(val, _config(cache="memory", image_size=40)))
+
+
+def test_a_training_run_decodes_each_split_once(folder, decodings, tmp_path):
+  from roadflax.training import train
+  config = helpers.tiny_config(folder.root, pretrain=2, classify=2)
+  config.data.cache = "memory"
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  # Train, val and test, each once for both stages' training, validation,
+  # pictures and test report.
+  assert len(decodings) == len({id(split) for split in decodings}) == 3
+  train.train_and_evaluate(config, str(tmp_path / "again"))
+  assert len(decodings) == 6  # A new run decodes anew.
+
+
+# ------------------------------------------------------------------ contract
+
+
+class _CountedOnly:
+  """A split by `contract.AnySplit`, but neither files nor records."""
+  skipped = ()
+  fingerprint = "counted"
+
+  def __len__(self):
+    return 3
+
+  def class_counts(self, num_classes):
+    return np.ones(num_classes, np.int64)
+
+
+def test_pipeline_for_tells_splits_apart_by_the_contract(folder, tmp_path):
+  split = folder.splits["val"]
+  assert isinstance(split, contract.FolderSplit)
+  assert not isinstance(split, contract.RecordSplit)
+  assert isinstance(pipelines.pipeline_for(split, _config()),
+                    indexed.IndexedPipeline)
+  on_disk = _config(cache="disk", cache_dir=str(tmp_path))
+  assert isinstance(pipelines.pipeline_for(split, on_disk),
+                    streaming.StreamPipeline)
+  counted = _CountedOnly()
+  assert isinstance(counted, contract.AnySplit)
+  assert not isinstance(counted, contract.FolderSplit)
+  with pytest.raises(TypeError, match="neither a FolderSplit nor a RecordSplit"):
+    pipelines.pipeline_for(counted, _config())
+
