@@ -1,11 +1,11 @@
 """roadflax command line: train, evaluate, predict, serve, compare, or summarise.
 
-  python main.py --config=configs/synthetic.py --workdir=runs/demo
-  python main.py --mode=evaluate --workdir=runs/demo
-  python main.py --mode=predict --workdir=runs/demo --input=photo.jpg
-  python main.py --mode=serve --workdir=runs/demo
-  python main.py --mode=compare --workdir='runs/*' --output=runs
-  python main.py --mode=summary --config=configs/default.py
+python main.py --config=configs/synthetic.py --workdir=runs/demo
+python main.py --mode=evaluate --workdir=runs/demo
+python main.py --mode=predict --workdir=runs/demo --input=photo.jpg
+python main.py --mode=serve --workdir=runs/demo
+python main.py --mode=compare --workdir='runs/*' --output=runs
+python main.py --mode=summary --config=configs/default.py
 """
 
 import os
@@ -25,43 +25,75 @@ from roadflax.errors import UserError
 
 MODES = ("train", "evaluate", "predict", "serve", "compare", "summary")
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py).",
-                                lock_config=True)
-flags.DEFINE_multi_string("workdir", [], "Directory for checkpoints, TensorBoard events and "
-                          "reports; compare: several, or a quoted glob.")
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file (configs/NAME.py).",
+    lock_config=True,
+)
+flags.DEFINE_multi_string(
+    "workdir",
+    [],
+    "Directory for checkpoints, TensorBoard events and "
+    "reports; compare: several, or a quoted glob.",
+)
 flags.DEFINE_enum("mode", "train", MODES, "The job to run.")
 flags.DEFINE_multi_string("input", [], "predict: image files or folders.")
-flags.DEFINE_string("output", None, "predict: a JSON file for the predictions; "
-                    "compare: the folder for comparison.md/.csv/.png (default: .).")
-flags.DEFINE_string("stage", None, "predict, serve: the stage to use (default: the last "
-                    "classification stage).")
+flags.DEFINE_string(
+    "output",
+    None,
+    "predict: a JSON file for the predictions; "
+    "compare: the folder for comparison.md/.csv/.png (default: .).",
+)
+flags.DEFINE_string(
+    "stage",
+    None,
+    "predict, serve: the stage to use (default: the last "
+    "classification stage).",
+)
 flags.DEFINE_string("address", "localhost", "serve: the address to listen on.")
 flags.DEFINE_integer("port", 8501, "serve: the port to listen on.")
-flags.DEFINE_string("coordinator", None, "train on several processes (hosts): "
-                    "HOST:PORT of process 0, the same for every process, with "
-                    "--num_processes and --process_id; 'auto' on Cloud TPU or SLURM.")
-flags.DEFINE_integer("num_processes", None, "With --coordinator: how many processes.")
-flags.DEFINE_integer("process_id", None, "With --coordinator: this process, 0 to N-1.")
+flags.DEFINE_string(
+    "coordinator",
+    None,
+    "train on several processes (hosts): "
+    "HOST:PORT of process 0, the same for every process, with "
+    "--num_processes and --process_id; 'auto' on Cloud TPU or SLURM.",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "With --coordinator: how many processes."
+)
+flags.DEFINE_integer(
+    "process_id", None, "With --coordinator: this process, 0 to N-1."
+)
 FLAGS = flags.FLAGS
 
 
 def run(argv: list[str]) -> None:
   console.show_roadflax_logs_only()
   if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: every option is a --flag")
+    raise UserError(
+        f"unexpected arguments {argv[1:]}: every option is a --flag"
+    )
   try:
     config = FLAGS.config
     if config is not None:
       config.keys()  # config_flags defers a load failure to the first use
   except OSError as error:
-    raise UserError(f"cannot load the --config file: {str(error).strip().splitlines()[-1].strip()}") from None
+    raise UserError(
+        "cannot load the --config file:"
+        f" {str(error).strip().splitlines()[-1].strip()}"
+    ) from None
   mode, workdirs = FLAGS.mode, FLAGS.workdir
   if FLAGS.coordinator:
-    sharding.join_processes(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    sharding.join_processes(
+        FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id
+    )
   if mode in ("train", "summary") and config is None:
     raise UserError(f"--mode={mode} needs --config=configs/NAME.py")
   if mode == "compare":
     from roadflax.results import compare  # matplotlib is needed by this mode only
+
     compare.compare_main(workdirs, FLAGS.output or ".")
     return
   if mode == "summary":
@@ -74,12 +106,17 @@ def run(argv: list[str]) -> None:
   if mode == "train":
     train.train_and_evaluate(config, workdir)
   elif mode == "evaluate":
-    evaluate.evaluate_workdir(workdir, config.data if config is not None else None)
+    evaluate.evaluate_workdir(
+        workdir, config.data if config is not None else None
+    )
   elif mode == "predict":
     predict.predict_main(workdir, FLAGS.input, FLAGS.output, FLAGS.stage)
   else:
     from roadflax.serve import serving  # streamlit is needed by this mode only
-    serving.serve(workdir, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port)
+
+    serving.serve(
+        workdir, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port
+    )
 
 
 def fail(message: str) -> None:
@@ -94,12 +131,19 @@ def parse_flags(argv: list[str]) -> list[str]:
     return FLAGS(argv)
   except flags.Error as error:
     fail(str(error))
-  except (AttributeError, KeyError) as error:  # ml_collections: no such config key
-    key = re.search(r'instead of "(\w+)"', str(error)) or re.search(r"'(\w+)'", str(error))
+  except (
+      AttributeError,
+      KeyError,
+  ) as error:  # ml_collections: no such config key
+    key = re.search(r'instead of "(\w+)"', str(error)) or re.search(
+        r"'(\w+)'", str(error)
+    )
     hint = re.search(r'Did you mean "(\w+)"', str(error))
-    fail(f"unknown config key {key.group(1) if key else str(error)!r}"
-         + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
-         + "; every key is listed in configs/default.py")
+    fail(
+        f"unknown config key {key.group(1) if key else str(error)!r}"
+        + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+        + "; every key is listed in configs/default.py"
+    )
 
 
 def main(argv: list[str]) -> None:

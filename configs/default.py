@@ -69,8 +69,12 @@ def get_config() -> ml_collections.ConfigDict:
   # rscd: the downloaded release (its zip, or train/, vali_20k/, test_50k/),
   # read once to build the TFDS data set `rscd/<variant>` in data_dir.
   config.data.manual_dir = ""
-  config.data.variant = "3class"  # 3class | 27class | 3class_by_day | 27class_by_day
-  config.data.data_dir = ""  # rscd and tfds: TFDS data_dir ("" = ~/tensorflow_datasets)
+  config.data.variant = (  # 3class | 27class | 3class_by_day | 27class_by_day
+      "3class"
+  )
+  config.data.data_dir = (  # rscd and tfds: TFDS data_dir ("" = ~/tensorflow_datasets)
+      ""
+  )
   # tfds: any TFDS image-classification set, and its train, val and test splits.
   config.data.tfds_name = ""
   config.data.tfds_splits = ("train", "validation", "test")
@@ -91,7 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.shuffle_buffer = 8192
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.flip = True  # random horizontal flip
-  config.data.augment.crop_scale = 0.8  # random crop of at least this area; 1.0 = off
+  config.data.augment.crop_scale = (
+      0.8  # random crop of at least this area; 1.0 = off
+  )
   config.data.augment.brightness = 0.1  # random brightness delta; 0 = off
   # The built-in synthetic road-texture set (data.source = synthetic).
   config.data.synthetic = ml_collections.ConfigDict()
@@ -111,15 +117,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.stages = ml_collections.ConfigDict()
   # Without warm-up and clipping this network (no normalisation layers)
   # diverges or collapses to one class at these rates on small data sets.
-  stabilised = dict(schedule="cosine", warmup_epochs=1.0, grad_clip_norm=1.0, batch_size=32)
+  stabilised = dict(
+      schedule="cosine", warmup_epochs=1.0, grad_clip_norm=1.0, batch_size=32
+  )
   config.stages.pretrain = stage(
-      objective="reconstruction", optimizer="adam", learning_rate=1e-3,
-      epochs=10, min_steps=80, early_stopping_patience=3, **stabilised)
+      objective="reconstruction",
+      optimizer="adam",
+      learning_rate=1e-3,
+      epochs=10,
+      min_steps=80,
+      early_stopping_patience=3,
+      **stabilised,
+  )
   # 1e-3 kills the pre-trained encoder's ReLUs on roadtex; 1e-4 learns slowly.
   config.stages.classify = stage(
-      objective="classification", optimizer="adam", learning_rate=3e-4,
-      epochs=10, min_steps=300, early_stopping_patience=5, init_from="pretrain",
-      **stabilised)
+      objective="classification",
+      optimizer="adam",
+      learning_rate=3e-4,
+      epochs=10,
+      min_steps=300,
+      early_stopping_patience=5,
+      init_from="pretrain",
+      **stabilised,
+  )
 
   # A stage that is not learning says so in one line (health.py): the loss at
   # chance, predictions collapsed to one class, or the encoder's activations
@@ -131,7 +151,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.health.activation_growth = 10.0
 
   config.eval_batch_size = 64
-  config.log_every_steps = 50  # train metrics fetched from the device this often
+  config.log_every_steps = (
+      50  # train metrics fetched from the device this often
+  )
   config.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
   config.keep_checkpoints = 2  # latest N are kept, plus the best
   return config

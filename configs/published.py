@@ -8,12 +8,21 @@ On the demo data: --config=configs/published.py:synthetic."""
 
 import configs
 
-_AS_PUBLISHED = dict(schedule="constant", warmup_epochs=0.0, grad_clip_norm=0.0, min_steps=0,
-                     early_stopping_patience=0)
+_AS_PUBLISHED = dict(
+    schedule="constant",
+    warmup_epochs=0.0,
+    grad_clip_norm=0.0,
+    min_steps=0,
+    early_stopping_patience=0,
+)
 
 
 def get_config(base=None):
   config = configs.base_config(base)
-  config.stages.pretrain.update(optimizer="adam", learning_rate=1e-3, **_AS_PUBLISHED)
-  config.stages.classify.update(optimizer="sgd", learning_rate=0.1, **_AS_PUBLISHED)
+  config.stages.pretrain.update(
+      optimizer="adam", learning_rate=1e-3, **_AS_PUBLISHED
+  )
+  config.stages.classify.update(
+      optimizer="sgd", learning_rate=0.1, **_AS_PUBLISHED
+  )
   return config

@@ -26,5 +26,7 @@ class _RoadflaxOnly(logging.Filter):
 
 def show_roadflax_logs_only() -> None:
   """Filters absl's handler so library INFO lines stay out of the console."""
-  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+  for handler in (
+      logging.getLogger().handlers + logging.getLogger("absl").handlers
+  ):
     handler.addFilter(_RoadflaxOnly())

@@ -11,7 +11,9 @@ def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
   `path`: readers see the old file or the new one, never a mix."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(
+      dir=directory, prefix=".tmp-", suffix=os.path.basename(path)
+  )
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
@@ -43,5 +45,7 @@ def read_json_if_present(path: str) -> Any:
 
 def default_cache_dir() -> str:
   """`$XDG_CACHE_HOME/roadflax`, else `~/.cache/roadflax`."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache"
+  )
   return os.path.join(base, "roadflax")

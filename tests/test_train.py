@@ -11,7 +11,7 @@ import pytest
 
 from roadflax.datasets import sources
 from roadflax.runs import checkpoints, workdirs
-from roadflax.training import reporting, stage_state, train
+from roadflax.training import reporting, stage_setup, stage_state, train
 from roadflax.errors import UserError
 from roadflax.files import read_json
 from tests import helpers
@@ -33,12 +33,12 @@ def test_both_stages_write_their_outputs(trained_workdir):
 
 
 def _set_up_classifier(data_root, workdir, **stage_settings):
-  """`train.setup_stage` of the classify stage in a new `workdir`."""
+  """`stage_setup.setup_stage` of the classify stage in a new `workdir`."""
   config = helpers.tiny_config(data_root)
   config.stages.classify.update(stage_settings)
   dataset = sources.load_dataset(config.data)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
-  return config, run_info, train.setup_stage(config, workdir, "classify", dataset, run_info)
+  return config, run_info, stage_setup.setup_stage(config, workdir, "classify", dataset, run_info)
 
 
 def _close(stage):

@@ -30,13 +30,18 @@ from roadflax.errors import UserError
 FLAGS = flags.FLAGS
 
 
-def keras_model(image_size: int, num_classes: int, dropout_rate: float,
-                params: dict[str, Any] | None = None) -> Any:
+def keras_model(
+    image_size: int,
+    num_classes: int,
+    dropout_rate: float,
+    params: dict[str, Any] | None = None,
+) -> Any:
   """A Keras build of roadflax's classifier (TensorFlow backend, GPUs hidden
   from TensorFlow), holding the weights in `params` when given."""
   os.environ.setdefault("KERAS_BACKEND", "tensorflow")
   import keras
   import tensorflow as tf
+
   tf.config.set_visible_devices([], "GPU")
   layers = keras.layers
 
@@ -48,43 +53,69 @@ def keras_model(image_size: int, num_classes: int, dropout_rate: float,
 
   model = keras.Sequential([
       keras.Input((image_size, image_size, 3)),
-      conv("conv1", 96, 11, strides=4), layers.MaxPooling2D(3, 2),
-      conv("conv2", 256, 5, padding="same"), layers.MaxPooling2D(3, 2),
-      conv("conv3", 384, 3, padding="same"), conv("conv4", 384, 3, padding="same"),
-      conv("conv5", 256, 3, padding="same"), conv("conv6", 256, 3, padding="same"),
-      layers.MaxPooling2D(3, 2), layers.Flatten(),
-      dense("fc1", 4096, activation="relu"), layers.Dropout(dropout_rate),
-      dense("fc2", 4096, activation="relu"), layers.Dropout(dropout_rate),
+      conv("conv1", 96, 11, strides=4),
+      layers.MaxPooling2D(3, 2),
+      conv("conv2", 256, 5, padding="same"),
+      layers.MaxPooling2D(3, 2),
+      conv("conv3", 384, 3, padding="same"),
+      conv("conv4", 384, 3, padding="same"),
+      conv("conv5", 256, 3, padding="same"),
+      conv("conv6", 256, 3, padding="same"),
+      layers.MaxPooling2D(3, 2),
+      layers.Flatten(),
+      dense("fc1", 4096, activation="relu"),
+      layers.Dropout(dropout_rate),
+      dense("fc2", 4096, activation="relu"),
+      layers.Dropout(dropout_rate),
       dense("logits", num_classes),
   ])
   if params is None:
     return model
   trees = {**params["encoder"], **params["head"]}
   for layer in model.layers:
-    if layer.name in trees:  # Conv2D (HWIO) and Dense (in, out) match Flax's layouts.
-      layer.set_weights([np.asarray(trees[layer.name]["kernel"]),
-                         np.asarray(trees[layer.name]["bias"])])
+    if (
+        layer.name in trees
+    ):  # Conv2D (HWIO) and Dense (in, out) match Flax's layouts.
+      layer.set_weights([
+          np.asarray(trees[layer.name]["kernel"]),
+          np.asarray(trees[layer.name]["bias"]),
+      ])
   return model
 
 
 def keras_optimizer(stage: Any) -> Any:
   """Keras's optimiser for a stage with a constant learning rate."""
   import keras
-  if (stage.schedule != "constant" or stage.warmup_epochs or stage.weight_decay
-      or stage.grad_clip_norm or stage.optimizer not in ("sgd", "momentum", "adam")):
+
+  if (
+      stage.schedule != "constant"
+      or stage.warmup_epochs
+      or stage.weight_decay
+      or stage.grad_clip_norm
+      or stage.optimizer not in ("sgd", "momentum", "adam")
+  ):
     raise UserError(
-        "the side-by-side runs sgd, momentum or adam at a constant rate without warm-up, "
-        "decay or clipping: use --config=configs/published.py or set those keys")
-  return {"sgd": lambda: keras.optimizers.SGD(stage.learning_rate),
-          "momentum": lambda: keras.optimizers.SGD(stage.learning_rate, momentum=stage.momentum),
-          # optax's epsilon; Keras's default is 1e-7.
-          "adam": lambda: keras.optimizers.Adam(stage.learning_rate, epsilon=1e-8)}[stage.optimizer]()
+        "the side-by-side runs sgd, momentum or adam at a constant rate without"
+        " warm-up, decay or clipping: use --config=configs/published.py or set"
+        " those keys"
+    )
+  return {
+      "sgd": lambda: keras.optimizers.SGD(stage.learning_rate),
+      "momentum": lambda: keras.optimizers.SGD(
+          stage.learning_rate, momentum=stage.momentum
+      ),
+      # optax's epsilon; Keras's default is 1e-7.
+      "adam": lambda: keras.optimizers.Adam(stage.learning_rate, epsilon=1e-8),
+  }[stage.optimizer]()
 
 
 def classification_stage(config: Any) -> Any:
   """The first classification stage of `config`: the one the side-by-side trains."""
-  return next(config.stages[name] for name in config.stage_order
-              if config.stages[name].objective == "classification")
+  return next(
+      config.stages[name]
+      for name in config.stage_order
+      if config.stages[name].objective == "classification"
+  )
 
 
 def run(config: Any, steps: int) -> dict[str, list[float]]:
@@ -104,33 +135,58 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
   dataset = sources.load_dataset(config.data)
   num_classes = len(dataset.class_names)
   model = roadnet.create_model(config.model, num_classes)
-  params = roadnet.init_params(model, jax.random.key(config.seed), config.data.image_size)
+  params = roadnet.init_params(
+      model, jax.random.key(config.seed), config.data.image_size
+  )
   objective = objectives.objective_from_config(stage)
-  tx = optimizers.create_optimizer(stage, optax.constant_schedule(stage.learning_rate),
-                                   frozenset(objective.trees(config.model.head_input)))
+  tx = optimizers.create_optimizer(
+      stage,
+      optax.constant_schedule(stage.learning_rate),
+      frozenset(objective.trees(config.model.head_input)),
+  )
   state = steps_lib.create_train_state(model, params, tx)
-  train_step = steps_lib.jit_train_step(model, objective, config.seed, freeze_encoder=False)
+  train_step = steps_lib.jit_train_step(
+      model, objective, config.seed, freeze_encoder=False
+  )
 
-  keras_net = keras_model(config.data.image_size, num_classes, config.model.dropout_rate,
-                          jax.device_get(params))
-  keras_net.compile(optimizer=keras_tx, jit_compile=False,
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  keras_net = keras_model(
+      config.data.image_size,
+      num_classes,
+      config.model.dropout_rate,
+      jax.device_get(params),
+  )
+  keras_net.compile(
+      optimizer=keras_tx,
+      jit_compile=False,
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
 
   pipeline = pipelines.pipeline_for(dataset.splits["train"], config.data)
-  per_epoch = batching.steps_per_epoch(len(dataset.splits["train"]), stage.batch_size)
+  per_epoch = batching.steps_per_epoch(
+      len(dataset.splits["train"]), stage.batch_size
+  )
   losses: dict[str, list[float]] = {"roadflax": [], "keras": []}
   for epoch in range(-(-steps // per_epoch)):
-    batches = pipeline.train_batches(batch_size=stage.batch_size, seed=config.seed, epoch=epoch)
-    for _, batch in zip(range(min(per_epoch, steps - epoch * per_epoch)), batches):
+    batches = pipeline.train_batches(
+        batch_size=stage.batch_size, seed=config.seed, epoch=epoch
+    )
+    for _, batch in zip(
+        range(min(per_epoch, steps - epoch * per_epoch)), batches
+    ):
       state, metrics = train_step(state, batch)
       losses["roadflax"].append(float(metrics.compute()["loss"]))
-      loss = keras_net.train_on_batch(tf.constant(batch["image"]), tf.constant(batch["label"]))
+      loss = keras_net.train_on_batch(
+          tf.constant(batch["image"]), tf.constant(batch["label"])
+      )
       losses["keras"].append(float(np.asarray(loss).reshape(-1)[0]))
   return losses
 
 
-def write_curves(losses: dict[str, list[float]], output: str, title: str) -> None:
+def write_curves(
+    losses: dict[str, list[float]], output: str, title: str
+) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -143,7 +199,9 @@ def write_curves(losses: dict[str, list[float]], output: str, title: str) -> Non
   figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
   for name, values in losses.items():
     axes.plot(range(1, len(values) + 1), values, label=name, linewidth=1.2)
-  axes.set(xlabel="step", ylabel="training loss (batch)", title=title, yscale="log")
+  axes.set(
+      xlabel="step", ylabel="training loss (batch)", title=title, yscale="log"
+  )
   axes.legend()
   figure.tight_layout()
   figure.savefig(os.path.join(output, "curves.png"))
@@ -153,6 +211,7 @@ def write_curves(losses: dict[str, list[float]], output: str, title: str) -> Non
 def main(argv: list[str]) -> None:
   del argv
   from roadflax.training import configuration
+
   config, output = FLAGS.config, FLAGS.output
   try:
     configuration.check_config(config)
@@ -160,17 +219,29 @@ def main(argv: list[str]) -> None:
   except UserError as error:
     sys.exit(f"error: {error}")
   stage = classification_stage(config)
-  write_curves(losses, output,
-               f"{stage.optimizer} {stage.learning_rate:g}, inputs mean {tuple(config.data.mean)}")
-  first, last = (np.array(v) for v in zip(*[(x[0], x[-1]) for x in losses.values()]))
-  print(f"wrote {output}: first loss roadflax {first[0]:.4f} keras {first[1]:.4f}; "
-        f"last roadflax {last[0]:.4f} keras {last[1]:.4f}")
+  write_curves(
+      losses,
+      output,
+      f"{stage.optimizer} {stage.learning_rate:g}, inputs mean"
+      f" {tuple(config.data.mean)}",
+  )
+  first, last = (
+      np.array(v) for v in zip(*[(x[0], x[-1]) for x in losses.values()])
+  )
+  print(
+      f"wrote {output}: first loss roadflax {first[0]:.4f} keras"
+      f" {first[1]:.4f}; last roadflax {last[0]:.4f} keras {last[1]:.4f}"
+  )
 
 
 if __name__ == "__main__":
   # Defined when run, not on import: main.py has a --config and an --output of
   # its own, and one process (the tests) imports both.
-  config_flags.DEFINE_config_file("config", None, "config whose first classification stage is run")
+  config_flags.DEFINE_config_file(
+      "config", None, "config whose first classification stage is run"
+  )
   flags.DEFINE_integer("steps", 100, "training steps of each system")
-  flags.DEFINE_string("output", None, "folder for curves.csv and curves.png", required=True)
+  flags.DEFINE_string(
+      "output", None, "folder for curves.csv and curves.png", required=True
+  )
   app.run(main)

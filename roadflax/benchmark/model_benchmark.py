@@ -32,16 +32,22 @@ NUM_CLASSES = 3
 SYSTEMS = ("jax", "keras")
 
 
-def measure(system: str, *, image_size: int, batch_size: int, steps: int) -> dict[str, Any]:
+def measure(
+    system: str, *, image_size: int, batch_size: int, steps: int
+) -> dict[str, Any]:
   """Training and inference images/s of one system, in this process."""
   rng = np.random.default_rng(0)
-  images = rng.standard_normal((batch_size, image_size, image_size, 3), np.float32)
+  images = rng.standard_normal(
+      (batch_size, image_size, image_size, 3), np.float32
+  )
   labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
   build = {"jax": _jax_steps, "keras": _keras_steps}[system]
   train, infer, parameters = build(images, labels)
-  return {"parameters": parameters,
-          "train_images_per_second": batch_size / _seconds_per_step(train, steps),
-          "infer_images_per_second": batch_size / _seconds_per_step(infer, steps)}
+  return {
+      "parameters": parameters,
+      "train_images_per_second": batch_size / _seconds_per_step(train, steps),
+      "infer_images_per_second": batch_size / _seconds_per_step(infer, steps),
+  }
 
 
 def _seconds_per_step(run_steps: Callable[[int], None], steps: int) -> float:
@@ -63,14 +69,21 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
   from roadflax.models import objectives, optimizers, roadnet, steps
 
   config = default.get_config()
-  stage = default.stage(optimizer="sgd", learning_rate=0.1)  # as the Keras build
+  stage = default.stage(
+      optimizer="sgd", learning_rate=0.1
+  )  # as the Keras build
   model = roadnet.create_model(config.model, NUM_CLASSES)
   params = roadnet.init_params(model, jax.random.key(0), images.shape[1])
   objective = objectives.objective_from_config(stage)
-  tx = optimizers.create_optimizer(stage, optax.constant_schedule(stage.learning_rate),
-                                   frozenset(objective.trees(config.model.head_input)))
+  tx = optimizers.create_optimizer(
+      stage,
+      optax.constant_schedule(stage.learning_rate),
+      frozenset(objective.trees(config.model.head_input)),
+  )
   state = steps.create_train_state(model, params, tx)
-  train_step = steps.jit_train_step(model, objective, seed=0, freeze_encoder=False)
+  train_step = steps.jit_train_step(
+      model, objective, seed=0, freeze_encoder=False
+  )
   predict_step = steps.jit_predict_step(model)
   batch = jax.device_put({"image": images, "label": labels})
 
@@ -81,9 +94,13 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
     jax.block_until_ready(state)
 
   def infer(count: int) -> None:
-    jax.block_until_ready([predict_step(state.params, batch["image"]) for _ in range(count)])
+    jax.block_until_ready(
+        [predict_step(state.params, batch["image"]) for _ in range(count)]
+    )
 
-  parameters = roadnet.count_params(params["encoder"]) + roadnet.count_params(params["head"])
+  parameters = roadnet.count_params(params["encoder"]) + roadnet.count_params(
+      params["head"]
+  )
   return train, infer, parameters
 
 
@@ -91,10 +108,16 @@ def _keras_steps(images: np.ndarray, labels: np.ndarray):
   """The same classifier in Keras, compiled as a Keras user would."""
   from roadflax.benchmark import keras_side_by_side
   # Dropout as in roadflax's head; Keras's own initial weights.
-  model = keras_side_by_side.keras_model(images.shape[1], NUM_CLASSES, dropout_rate=0.5)
+  model = keras_side_by_side.keras_model(
+      images.shape[1], NUM_CLASSES, dropout_rate=0.5
+  )
   import keras  # after keras_model has chosen the TensorFlow backend
-  model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+  model.compile(
+      optimizer=keras.optimizers.SGD(0.1),
+      jit_compile=False,
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
 
   def train(count: int) -> None:
     for _ in range(count):
@@ -107,19 +130,27 @@ def _keras_steps(images: np.ndarray, labels: np.ndarray):
   return train, infer, model.count_params()
 
 
-def table(figures: dict[str, dict[str, Any]], *, image_size: int, batch_size: int) -> str:
+def table(
+    figures: dict[str, dict[str, Any]], *, image_size: int, batch_size: int
+) -> str:
   """Markdown: each system's images/s and its ratio to Keras."""
   reference = figures["keras"]
-  lines = ["| system | train images/s | vs Keras | inference images/s | vs Keras |",
-           "|---|---:|---:|---:|---:|"]
+  lines = [
+      "| system | train images/s | vs Keras | inference images/s | vs Keras |",
+      "|---|---:|---:|---:|---:|",
+  ]
   for system, f in figures.items():
     train, infer = f["train_images_per_second"], f["infer_images_per_second"]
-    lines.append(f"| {system} | {train:.1f} | "
-                 f"{train / reference['train_images_per_second']:.2f}x | {infer:.1f} | "
-                 f"{infer / reference['infer_images_per_second']:.2f}x |")
+    lines.append(
+        f"| {system} | {train:.1f} | "
+        f"{train / reference['train_images_per_second']:.2f}x | {infer:.1f} | "
+        f"{infer / reference['infer_images_per_second']:.2f}x |"
+    )
   lines.append("")
-  lines.append(f"classifier of {figures['jax']['parameters']:,} parameters at "
-               f"{image_size}x{image_size}, batch {batch_size}, float32")
+  lines.append(
+      f"classifier of {figures['jax']['parameters']:,} parameters at "
+      f"{image_size}x{image_size}, batch {batch_size}, float32"
+  )
   return "\n".join(lines) + "\n"
 
 

@@ -41,31 +41,54 @@ from absl import flags, logging
 from roadflax.benchmark import model_benchmark
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("images", 50_000, "Frames to generate (98% train, 1% val, 1% test).")
-flags.DEFINE_string("workdir", "/tmp/roadflax_bench", "Where data, TFDS files and cache go.")
+flags.DEFINE_integer(
+    "images", 50_000, "Frames to generate (98% train, 1% val, 1% test)."
+)
+flags.DEFINE_string(
+    "workdir", "/tmp/roadflax_bench", "Where data, TFDS files and cache go."
+)
 flags.DEFINE_integer("image_size", 224, "Model input size.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("processes", os.cpu_count() or 1, "Processes generating frames.")
-flags.DEFINE_enum("suite", "all", ["all", "pipeline", "model"], "What to measure.")
+flags.DEFINE_integer(
+    "processes", os.cpu_count() or 1, "Processes generating frames."
+)
+flags.DEFINE_enum(
+    "suite", "all", ["all", "pipeline", "model"], "What to measure."
+)
 flags.DEFINE_integer("model_batch_size", 32, "Batch size of the model suite.")
-flags.DEFINE_integer("model_steps", 10, "Timed steps per repeat in the model suite.")
-flags.DEFINE_string("phase", "", "Internal: run one pipeline or model system and print "
-                    "its figures.")
+flags.DEFINE_integer(
+    "model_steps", 10, "Timed steps per repeat in the model suite."
+)
+flags.DEFINE_string(
+    "phase",
+    "",
+    "Internal: run one pipeline or model system and print its figures.",
+)
 
 PHASES = ("folder", "tfds", "disk_write", "disk_read")
 MODEL_PHASE_PREFIX = "model_"
 
 
 def _paths(workdir: str) -> dict[str, str]:
-  return {"release": os.path.join(workdir, "release"), "tfds": os.path.join(workdir, "tfds"),
-          "cache": os.path.join(workdir, "cache")}
+  return {
+      "release": os.path.join(workdir, "release"),
+      "tfds": os.path.join(workdir, "tfds"),
+      "cache": os.path.join(workdir, "cache"),
+  }
 
 
 def _data_config(paths: dict[str, str], **overrides: Any):
   from configs import default
+
   data = default.get_config().data
-  data.update(source="rscd", variant="3class", manual_dir=paths["release"],
-              data_dir=paths["tfds"], cache_dir=paths["cache"], image_size=FLAGS.image_size)
+  data.update(
+      source="rscd",
+      variant="3class",
+      manual_dir=paths["release"],
+      data_dir=paths["tfds"],
+      cache_dir=paths["cache"],
+      image_size=FLAGS.image_size,
+  )
   data.update(overrides)
   return data
 
@@ -74,15 +97,23 @@ def _prepare(paths: dict[str, str]) -> dict[str, float]:
   """Generates the frames (unless already there) and builds rscd/3class."""
   from roadflax.datasets import sources
   from tests import fake_rscd
+
   figures = {}
   if not os.path.isdir(paths["release"]):
     per_class = FLAGS.images // 3
     held_out = max(1, per_class // 100)
     start = time.time()
     writing = paths["release"] + ".writing"
-    fake_rscd.write_release(writing, {"train": per_class - 2 * held_out,
-                                      "validation": held_out, "test": held_out},
-                            size=(360, 240), processes=FLAGS.processes)
+    fake_rscd.write_release(
+        writing,
+        {
+            "train": per_class - 2 * held_out,
+            "validation": held_out,
+            "test": held_out,
+        },
+        size=(360, 240),
+        processes=FLAGS.processes,
+    )
     os.rename(writing, paths["release"])
     figures["generate_seconds"] = time.time() - start
   start = time.time()
@@ -95,10 +126,15 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
   """One epoch of training batches through one pipeline, in this process."""
   from roadflax.data import image_folder, pipelines
   from roadflax.datasets import sources
+
   start = time.time()
   if phase == "folder":
-    split = image_folder.scan_image_folder(paths["release"], splits=("train",)).splits["train"]
-    pipeline = pipelines.pipeline_for(split, _data_config(paths, source="folder"))
+    split = image_folder.scan_image_folder(
+        paths["release"], splits=("train",)
+    ).splits["train"]
+    pipeline = pipelines.pipeline_for(
+        split, _data_config(paths, source="folder")
+    )
   else:
     cache = "disk" if phase.startswith("disk") else "none"
     data = _data_config(paths, cache=cache)
@@ -107,21 +143,43 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
   setup = time.time() - start
   epoch = 1 if phase == "disk_read" else 0
   start, images = time.time(), 0
-  for batch in pipeline.train_batches(batch_size=FLAGS.batch_size, seed=0, epoch=epoch):
+  for batch in pipeline.train_batches(
+      batch_size=FLAGS.batch_size, seed=0, epoch=epoch
+  ):
     images += len(batch["label"])
   seconds = time.time() - start
-  return {"images": images, "seconds": seconds, "images_per_second": images / seconds,
-          "setup_seconds": setup,
-          "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  return {
+      "images": images,
+      "seconds": seconds,
+      "images_per_second": images / seconds,
+      "setup_seconds": setup,
+      "peak_memory_mib": (
+          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+      ),
+  }
 
 
 def _phase_in_subprocess(phase: str) -> dict[str, Any]:
-  command = [sys.executable, "-m", "roadflax.benchmark", f"--phase={phase}",
-             f"--workdir={FLAGS.workdir}", f"--image_size={FLAGS.image_size}",
-             f"--batch_size={FLAGS.batch_size}", f"--model_batch_size={FLAGS.model_batch_size}",
-             f"--model_steps={FLAGS.model_steps}"]
-  result = subprocess.run(command, capture_output=True, text=True, check=False,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  command = [
+      sys.executable,
+      "-m",
+      "roadflax.benchmark",
+      f"--phase={phase}",
+      f"--workdir={FLAGS.workdir}",
+      f"--image_size={FLAGS.image_size}",
+      f"--batch_size={FLAGS.batch_size}",
+      f"--model_batch_size={FLAGS.model_batch_size}",
+      f"--model_steps={FLAGS.model_steps}",
+  ]
+  result = subprocess.run(
+      command,
+      capture_output=True,
+      text=True,
+      check=False,
+      cwd=os.path.dirname(
+          os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+      ),
+  )
   if result.returncode != 0:
     raise RuntimeError(f"phase {phase} failed:\n{result.stderr[-3000:]}")
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -129,17 +187,27 @@ def _phase_in_subprocess(phase: str) -> dict[str, Any]:
 
 def _table(figures: dict[str, Any]) -> str:
   reference = figures["phases"]["folder"]["images_per_second"]
-  lines = ["| pipeline | images | images/s | vs folder | peak memory (MiB) | setup (s) |",
-           "|---|---:|---:|---:|---:|---:|"]
+  lines = [
+      (
+          "| pipeline | images | images/s | vs folder | peak memory (MiB) |"
+          " setup (s) |"
+      ),
+      "|---|---:|---:|---:|---:|---:|",
+  ]
   for phase, f in figures["phases"].items():
-    lines.append(f"| {phase} | {f['images']:,} | {f['images_per_second']:.0f} | "
-                 f"{f['images_per_second'] / reference:.2f}x | {f['peak_memory_mib']:,.0f} | "
-                 f"{f['setup_seconds']:.1f} |")
+    lines.append(
+        f"| {phase} | {f['images']:,} | {f['images_per_second']:.0f} |"
+        f" {f['images_per_second'] / reference:.2f}x |"
+        f" {f['peak_memory_mib']:,.0f} | {f['setup_seconds']:.1f} |"
+    )
   per_100k = figures["prepare_seconds"] / figures["frames"] * 100_000
   lines.append("")
-  lines.append(f"{figures['frames']:,} frames at {FLAGS.image_size}x{FLAGS.image_size}, batch "
-               f"{FLAGS.batch_size}; rscd/3class prepared in {figures['prepare_seconds']:.0f} s "
-               f"({per_100k / 60:.1f} min per 100k frames)")
+  lines.append(
+      f"{figures['frames']:,} frames at {FLAGS.image_size}x{FLAGS.image_size},"
+      f" batch {FLAGS.batch_size}; rscd/3class prepared in"
+      f" {figures['prepare_seconds']:.0f} s ({per_100k / 60:.1f} min per 100k"
+      " frames)"
+  )
   return "\n".join(lines) + "\n"
 
 
@@ -148,7 +216,9 @@ def _pipeline_suite(paths: dict[str, str]) -> None:
   shutil.rmtree(paths["tfds"], ignore_errors=True)
   shutil.rmtree(paths["cache"], ignore_errors=True)
   figures: dict[str, Any] = _prepare(paths)
-  figures["frames"] = sum(len(files) for _, _, files in os.walk(paths["release"]))
+  figures["frames"] = sum(
+      len(files) for _, _, files in os.walk(paths["release"])
+  )
   figures["phases"] = {}
   for phase in PHASES:
     logging.info("benchmark: %s ...", phase)
@@ -162,8 +232,15 @@ def _model_suite() -> None:
     logging.info("benchmark: model in %s ...", system)
     figures[system] = _phase_in_subprocess(MODEL_PHASE_PREFIX + system)
   model_benchmark.check_same_model(figures)
-  _write_results("model_benchmark", figures, model_benchmark.table(
-      figures, image_size=FLAGS.image_size, batch_size=FLAGS.model_batch_size))
+  _write_results(
+      "model_benchmark",
+      figures,
+      model_benchmark.table(
+          figures,
+          image_size=FLAGS.image_size,
+          batch_size=FLAGS.model_batch_size,
+      ),
+  )
 
 
 def _write_results(name: str, figures: dict[str, Any], table: str) -> None:
@@ -179,9 +256,16 @@ def main(argv: list[str]) -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   paths = _paths(FLAGS.workdir)
   if FLAGS.phase.startswith(MODEL_PHASE_PREFIX):
-    print(json.dumps(model_benchmark.measure(
-        FLAGS.phase[len(MODEL_PHASE_PREFIX):], image_size=FLAGS.image_size,
-        batch_size=FLAGS.model_batch_size, steps=FLAGS.model_steps)))
+    print(
+        json.dumps(
+            model_benchmark.measure(
+                FLAGS.phase[len(MODEL_PHASE_PREFIX) :],
+                image_size=FLAGS.image_size,
+                batch_size=FLAGS.model_batch_size,
+                steps=FLAGS.model_steps,
+            )
+        )
+    )
     return
   if FLAGS.phase:
     print(json.dumps(_run_phase(FLAGS.phase, paths)))
@@ -191,4 +275,3 @@ def main(argv: list[str]) -> None:
     _model_suite()
   if FLAGS.suite in ("all", "pipeline"):
     _pipeline_suite(paths)
-

@@ -19,6 +19,7 @@ _CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
   """Which random changes training applies, and how strong."""
+
   flip: bool
   crop_scale: float
   brightness: float
@@ -30,20 +31,27 @@ class Augmentation:
     Raises:
       UserError: a value out of its range.
     """
-    a = cls(flip=bool(augment_config.flip),
-            crop_scale=float(augment_config.crop_scale),
-            brightness=float(augment_config.brightness))
+    a = cls(
+        flip=bool(augment_config.flip),
+        crop_scale=float(augment_config.crop_scale),
+        brightness=float(augment_config.brightness),
+    )
     if not 0 < a.crop_scale <= 1:
-      raise UserError(f"--config.data.augment.crop_scale={a.crop_scale} must "
-                      "be in (0, 1] (1.0 = no crop)")
+      raise UserError(
+          f"--config.data.augment.crop_scale={a.crop_scale} must "
+          "be in (0, 1] (1.0 = no crop)"
+      )
     if not 0 <= a.brightness <= 1:
-      raise UserError(f"--config.data.augment.brightness={a.brightness} must "
-                      "be in [0, 1] (0 = off)")
+      raise UserError(
+          f"--config.data.augment.brightness={a.brightness} must "
+          "be in [0, 1] (0 = off)"
+      )
     return a
 
 
-def augment(image: tf.Tensor, example_seed: tf.Tensor, a: Augmentation,
-            image_size: int) -> tf.Tensor:
+def augment(
+    image: tf.Tensor, example_seed: tf.Tensor, a: Augmentation, image_size: int
+) -> tf.Tensor:
   """Random crop, flip and brightness of a uint8 [S, S, 3] image.
 
   Args:
@@ -56,21 +64,30 @@ def augment(image: tf.Tensor, example_seed: tf.Tensor, a: Augmentation,
     float32 [S, S, 3] in 0..255.
   """
   crop_seed, flip_seed, brightness_seed = tf.unstack(
-      tf.random.experimental.stateless_split(example_seed, 3))
+      tf.random.experimental.stateless_split(example_seed, 3)
+  )
   if a.crop_scale < 1:
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-        seed=crop_seed, min_object_covered=0.0,
-        aspect_ratio_range=_CROP_ASPECT_RANGE, area_range=(a.crop_scale, 1.0),
-        use_image_if_no_bounding_boxes=True)
-    image = tf.image.resize(tf.slice(image, begin, size),
-                            [image_size, image_size], method="bilinear")
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=crop_seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=_CROP_ASPECT_RANGE,
+        area_range=(a.crop_scale, 1.0),
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.image.resize(
+        tf.slice(image, begin, size),
+        [image_size, image_size],
+        method="bilinear",
+    )
   image = tf.cast(image, tf.float32)
   if a.flip:
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
     image = tf.where(flip, tf.image.flip_left_right(image), image)
   if a.brightness > 0:
-    delta = tf.random.stateless_uniform([], brightness_seed, -a.brightness,
-                                        a.brightness)
+    delta = tf.random.stateless_uniform(
+        [], brightness_seed, -a.brightness, a.brightness
+    )
     image = tf.clip_by_value(image + 255.0 * delta, 0.0, 255.0)
   return image

@@ -47,6 +47,7 @@ Batch = dict[str, np.ndarray]
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """All that a pipeline reads from `config.data`, checked."""
+
   preprocessing: preprocess.Preprocessing
   augmentation: augment.Augmentation
   cache: str  # One of CACHE_MODES.
@@ -64,16 +65,22 @@ class Settings:
     for key, allowed in (("cache", CACHE_MODES), ("balance", BALANCE_MODES)):
       value = getattr(data_config, key)
       if value not in allowed:
-        raise UserError(f"--config.data.{key}={value!r} is not one of "
-                        f"{', '.join(allowed)}")
+        raise UserError(
+            f"--config.data.{key}={value!r} is not one of {', '.join(allowed)}"
+        )
     if data_config.shuffle_buffer < 1:
-      raise UserError(f"--config.data.shuffle_buffer={data_config.shuffle_buffer}"
-                      " must be at least 1")
+      raise UserError(
+          f"--config.data.shuffle_buffer={data_config.shuffle_buffer}"
+          " must be at least 1"
+      )
     return cls(
         preprocessing=preprocess.Preprocessing.from_config(data_config),
         augmentation=augment.Augmentation.from_config(data_config.augment),
-        cache=data_config.cache, cache_dir=data_config.cache_dir,
-        balance=data_config.balance, shuffle_buffer=data_config.shuffle_buffer)
+        cache=data_config.cache,
+        cache_dir=data_config.cache_dir,
+        balance=data_config.balance,
+        shuffle_buffer=data_config.shuffle_buffer,
+    )
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -86,13 +93,16 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     raise UserError(f"batch size is {global_batch_size}; set a positive one")
   steps = num_examples // global_batch_size
   if steps == 0:
-    raise UserError(f"{num_examples} training images are fewer than one batch "
-                    f"of {global_batch_size}; lower batch_size or add images")
+    raise UserError(
+        f"{num_examples} training images are fewer than one batch "
+        f"of {global_batch_size}; lower batch_size or add images"
+    )
   return steps
 
 
-def num_eval_batches(num_examples: int, batch_size: int,
-                     process_count: int = 1) -> int:
+def num_eval_batches(
+    num_examples: int, batch_size: int, process_count: int = 1
+) -> int:
   """Batches each process yields to cover `num_examples`, the last padded."""
   return -(-num_examples // (batch_size * process_count))
 
@@ -107,7 +117,9 @@ def balancing_factors(counts: np.ndarray) -> np.ndarray:
   """
   counts = np.asarray(counts, np.float64)
   present = counts > 0
-  return np.where(present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0)
+  return np.where(
+      present, counts.sum() / (present.sum() * np.maximum(counts, 1)), 0.0
+  )
 
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[Batch]:
@@ -124,9 +136,14 @@ class Pipeline(abc.ABC):
   picks the subclass.
   """
 
-  def __init__(self, split: AnySplit, data_config: Any, *,
-               process_index: int | None = None,
-               process_count: int | None = None):
+  def __init__(
+      self,
+      split: AnySplit,
+      data_config: Any,
+      *,
+      process_index: int | None = None,
+      process_count: int | None = None,
+  ):
     """Checks `data_config` (`config.data`) now, so mistakes surface early.
 
     Args:
@@ -139,18 +156,22 @@ class Pipeline(abc.ABC):
       UserError: a field of `data_config` has an unusable value.
     """
     self.split = split
-    self.process_index = (jax.process_index() if process_index is None
-                          else process_index)
-    self.process_count = (jax.process_count() if process_count is None
-                          else process_count)
+    self.process_index = (
+        jax.process_index() if process_index is None else process_index
+    )
+    self.process_count = (
+        jax.process_count() if process_count is None else process_count
+    )
     if not 0 <= self.process_index < self.process_count:
-      raise ValueError(f"process_index {self.process_index} not in "
-                       f"[0, {self.process_count})")
+      raise ValueError(
+          f"process_index {self.process_index} not in [0, {self.process_count})"
+      )
     self.settings = Settings.from_config(data_config)
 
   @abc.abstractmethod
-  def train_batches(self, *, batch_size: int, seed: int, epoch: int,
-                    skip_batches: int = 0) -> Iterator[Batch]:
+  def train_batches(
+      self, *, batch_size: int, seed: int, epoch: int, skip_batches: int = 0
+  ) -> Iterator[Batch]:
     """One epoch of augmented training batches for this process.
 
     Args:
@@ -179,33 +200,45 @@ class Pipeline(abc.ABC):
 
   def _num_train_batches(self, batch_size: int, skip_batches: int) -> int:
     """Batches in a whole epoch, checking that `skip_batches` is within it."""
-    num_batches = steps_per_epoch(len(self.split),
-                                  batch_size * self.process_count)
+    num_batches = steps_per_epoch(
+        len(self.split), batch_size * self.process_count
+    )
     if not 0 <= skip_batches <= num_batches:
-      raise ValueError(f"skip_batches={skip_batches} outside "
-                       f"[0, {num_batches}]")
+      raise ValueError(
+          f"skip_batches={skip_batches} outside [0, {num_batches}]"
+      )
     return num_batches
 
-  def _train_example(self, example: dict[str, tf.Tensor], *, seed: int,
-                     epoch: int) -> dict[str, tf.Tensor]:
+  def _train_example(
+      self, example: dict[str, tf.Tensor], *, seed: int, epoch: int
+  ) -> dict[str, tf.Tensor]:
     """Augments and normalises one example, keyed by its place in the epoch."""
     p = self.settings.preprocessing
     example_seed = tf.random.experimental.stateless_fold_in(
-        tf.constant([seed, epoch], tf.int64), example["position"])
-    image = augment.augment(example["image"], example_seed,
-                            self.settings.augmentation, p.image_size)
-    return {"image": preprocess.normalize(image, p.mean, p.std),
-            "label": example["label"]}
+        tf.constant([seed, epoch], tf.int64), example["position"]
+    )
+    image = augment.augment(
+        example["image"], example_seed, self.settings.augmentation, p.image_size
+    )
+    return {
+        "image": preprocess.normalize(image, p.mean, p.std),
+        "label": example["label"],
+    }
 
-  def _eval_example(self,
-                    example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  def _eval_example(
+      self, example: dict[str, tf.Tensor]
+  ) -> dict[str, tf.Tensor]:
     """Normalises one example and marks it real (not padding)."""
     p = self.settings.preprocessing
-    return {"image": preprocess.normalize(example["image"], p.mean, p.std),
-            "label": example["label"], "mask": tf.constant(True)}
+    return {
+        "image": preprocess.normalize(example["image"], p.mean, p.std),
+        "label": example["label"],
+        "mask": tf.constant(True),
+    }
 
-  def _padded_batches(self, ds: tf.data.Dataset,
-                      batch_size: int) -> Iterator[Batch]:
+  def _padded_batches(
+      self, ds: tf.data.Dataset, batch_size: int
+  ) -> Iterator[Batch]:
     """`ds` in batches, padded so every process yields as many."""
     size = self.settings.preprocessing.image_size
     padding = tf.data.Dataset.from_tensors({
@@ -214,5 +247,8 @@ class Pipeline(abc.ABC):
         "mask": tf.constant(False),
     }).repeat()
     ds = ds.concatenate(padding).batch(batch_size, drop_remainder=True)
-    return numpy_batches(ds.take(num_eval_batches(len(self.split), batch_size,
-                                                  self.process_count)))
+    return numpy_batches(
+        ds.take(
+            num_eval_batches(len(self.split), batch_size, self.process_count)
+        )
+    )

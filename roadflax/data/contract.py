@@ -71,8 +71,9 @@ class FolderSplit(AnySplit, Protocol):
 class RecordSplit(AnySplit, Protocol):
   """A split read as a stream of encoded images."""
 
-  def records(self, *, process_index: int, process_count: int,
-              shuffle_seed: int | None) -> "tf.data.Dataset":
+  def records(
+      self, *, process_index: int, process_count: int, shuffle_seed: int | None
+  ) -> "tf.data.Dataset":
     """This process's part of the split: {"encoded": string, "label": int32}.
 
     Every process gets a part of about the same size, together the whole split

@@ -48,7 +48,7 @@ def _jpeg_exif(data: bytes) -> bytes | None:
   """The TIFF block of the APP1 EXIF segment, which precedes the scan."""
   for marker, start, end in image_folder.jpeg_segments(data):
     if marker == _APP1 and data.startswith(_EXIF_HEADER, start):
-      return data[start + len(_EXIF_HEADER):end]
+      return data[start + len(_EXIF_HEADER) : end]
   return None
 
 
@@ -58,7 +58,11 @@ def _png_exif(data: bytes) -> bytes | None:
     if kind == b"eXIf":
       block = data[start:end]
       # Some writers keep the JPEG segment's header; the chunk is TIFF alone.
-      return block[len(_EXIF_HEADER):] if block.startswith(_EXIF_HEADER) else block
+      return (
+          block[len(_EXIF_HEADER) :]
+          if block.startswith(_EXIF_HEADER)
+          else block
+      )
     if kind == b"IDAT":
       return None
   return None
@@ -74,5 +78,9 @@ def _tiff_orientation(tiff: bytes) -> int:
   for entry in range(directory + 2, directory + 2 + 12 * entries, 12):
     tag, kind = struct.unpack_from(order + "HH", tiff, entry)
     if tag == ORIENTATION_TAG:
-      return struct.unpack_from(order + "H", tiff, entry + 8)[0] if kind == _SHORT else UPRIGHT
+      return (
+          struct.unpack_from(order + "H", tiff, entry + 8)[0]
+          if kind == _SHORT
+          else UPRIGHT
+      )
   return UPRIGHT

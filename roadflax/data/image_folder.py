@@ -56,6 +56,7 @@ class Split:
     labels: int32 [len(paths)], index of each file's class in `class_names`.
     skipped: files rejected by `check_image_file`, not in `paths`.
   """
+
   paths: tuple[str, ...]
   labels: np.ndarray
   skipped: tuple[str, ...]
@@ -80,6 +81,7 @@ class Split:
 @dataclasses.dataclass(frozen=True)
 class ImageFolder:
   """A scanned tree: the classes and one `Split` per split folder read."""
+
   root: str
   class_names: tuple[str, ...]
   splits: dict[str, Split]
@@ -119,11 +121,14 @@ def check_image_file(path: str) -> str | None:
 
 def check_image_bytes(data: bytes) -> str | None:
   """`check_image_file` for an image already in memory, such as an upload."""
-  return _check(data[:_HEAD_BYTES], data[-_TAIL_BYTES:], len(data), lambda: data)
+  return _check(
+      data[:_HEAD_BYTES], data[-_TAIL_BYTES:], len(data), lambda: data
+  )
 
 
-def _check(head: bytes, tail: bytes, size: int,
-           read_all: Callable[[], bytes]) -> str | None:
+def _check(
+    head: bytes, tail: bytes, size: int, read_all: Callable[[], bytes]
+) -> str | None:
   """Judges a file by its size and first and last few bytes, reading it all
   only when no end marker is at its end."""
   if size == 0:
@@ -195,8 +200,9 @@ def _png_has_end(data: bytes) -> bool:
   return any(kind == _PNG_END for kind, _, _ in png_chunks(data))
 
 
-def scan_image_folder(root: str,
-                      splits: Sequence[str] = SPLIT_NAMES) -> ImageFolder:
+def scan_image_folder(
+    root: str, splits: Sequence[str] = SPLIT_NAMES
+) -> ImageFolder:
   """Lists and checks the images of `splits` under `root`.
 
   Args:
@@ -210,25 +216,33 @@ def scan_image_folder(root: str,
     UserError: the tree is missing, misshapen, or a split has no readable image.
   """
   if not os.path.exists(root):
-    raise UserError(f"data root {root} does not exist; set data.root to the "
-                    "folder holding train/, val/ and test/")
+    raise UserError(
+        f"data root {root} does not exist; set data.root to the "
+        "folder holding train/, val/ and test/"
+    )
   if not os.path.isdir(root):
-    raise UserError(f"data root {root} is not a folder; set data.root to the "
-                    "folder holding train/, val/ and test/")
+    raise UserError(
+        f"data root {root} is not a folder; set data.root to the "
+        "folder holding train/, val/ and test/"
+    )
   classes = {split: _class_folders(root, split) for split in splits}
   class_names = _common_classes(root, classes)
   return ImageFolder(
       root=root,
       class_names=class_names,
-      splits={split: _scan_split(os.path.join(root, split), class_names)
-              for split in splits})
+      splits={
+          split: _scan_split(os.path.join(root, split), class_names)
+          for split in splits
+      },
+  )
 
 
 def _subfolders(folder: str) -> list[str]:
   """Sorted names of the visible subfolders (hidden ones are tool clutter)."""
   with os.scandir(folder) as entries:
-    return sorted(e.name for e in entries
-                  if e.is_dir() and not e.name.startswith("."))
+    return sorted(
+        e.name for e in entries if e.is_dir() and not e.name.startswith(".")
+    )
 
 
 def _class_folders(root: str, split: str) -> list[str]:
@@ -236,48 +250,64 @@ def _class_folders(root: str, split: str) -> list[str]:
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
     present = _subfolders(root)
-    raise UserError(f"split folder {split_dir} is missing; {root} holds "
-                    f"{present or 'no folders'} but needs {list(SPLIT_NAMES)}")
+    raise UserError(
+        f"split folder {split_dir} is missing; {root} holds "
+        f"{present or 'no folders'} but needs {list(SPLIT_NAMES)}"
+    )
   names = _subfolders(split_dir)
   if not names:
-    raise UserError(f"split folder {split_dir} has no class folders; put each "
-                    "class's images in their own subfolder")
+    raise UserError(
+        f"split folder {split_dir} has no class folders; put each "
+        "class's images in their own subfolder"
+    )
   return names
 
 
-def _common_classes(root: str,
-                    classes: dict[str, list[str]]) -> tuple[str, ...]:
+def _common_classes(
+    root: str, classes: dict[str, list[str]]
+) -> tuple[str, ...]:
   """The class names, checked to be the same in every split."""
   union = set().union(*classes.values())
-  missing = {split: sorted(union - set(names))
-             for split, names in classes.items()}
-  problems = [f"{split}/ lacks {names}" for split, names in missing.items()
-              if names]
+  missing = {
+      split: sorted(union - set(names)) for split, names in classes.items()
+  }
+  problems = [
+      f"{split}/ lacks {names}" for split, names in missing.items() if names
+  ]
   if problems:
-    raise UserError(f"class folders differ between splits under {root}: "
-                    f"{'; '.join(problems)}; every split needs the same ones")
+    raise UserError(
+        f"class folders differ between splits under {root}: "
+        f"{'; '.join(problems)}; every split needs the same ones"
+    )
   return tuple(sorted(union))
 
 
 def _image_files(class_dir: str) -> list[str]:
   """Sorted paths of the files in `class_dir` with an image extension."""
   with os.scandir(class_dir) as entries:
-    paths = sorted(e.path for e in entries
-                   if e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file())
+    paths = sorted(
+        e.path
+        for e in entries
+        if e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file()
+    )
   if not paths:
-    raise UserError(f"class folder {class_dir} has no image files "
-                    f"({'/'.join(IMAGE_EXTENSIONS)}); add images or remove it "
-                    "from every split")
+    raise UserError(
+        f"class folder {class_dir} has no image files "
+        f"({'/'.join(IMAGE_EXTENSIONS)}); add images or remove it "
+        "from every split"
+    )
   return paths
 
 
 def _check_files(paths: list[str]) -> list[str | None]:
   """`check_image_file` over `paths` in a thread pool, in order."""
-  chunks = [paths[i:i + _CHECK_CHUNK]
-            for i in range(0, len(paths), _CHECK_CHUNK)]
+  chunks = [
+      paths[i : i + _CHECK_CHUNK] for i in range(0, len(paths), _CHECK_CHUNK)
+  ]
   with concurrent.futures.ThreadPoolExecutor(_CHECK_THREADS) as pool:
-    results = pool.map(lambda chunk: [check_image_file(p) for p in chunk],
-                       chunks)
+    results = pool.map(
+        lambda chunk: [check_image_file(p) for p in chunk], chunks
+    )
     return [reason for chunk in results for reason in chunk]
 
 
@@ -292,25 +322,39 @@ def _scan_split(split_dir: str, class_names: tuple[str, ...]) -> Split:
   rejected = [(p, r) for p, r in zip(paths, reasons) if r is not None]
   if len(rejected) == len(paths):
     path, reason = rejected[0]
-    raise UserError(f"split folder {split_dir} has no readable image: all "
-                    f"{len(paths)} image files fail the check (e.g. {path}: "
-                    f"{reason})")
+    raise UserError(
+        f"split folder {split_dir} has no readable image: all "
+        f"{len(paths)} image files fail the check (e.g. {path}: "
+        f"{reason})"
+    )
   if rejected:
     _log_skipped(split_dir, rejected, len(paths))
   keep = np.array([r is None for r in reasons])
-  logging.info("%s: %d images in %d classes", split_dir, keep.sum(),
-               len(class_names))
+  logging.info(
+      "%s: %d images in %d classes", split_dir, keep.sum(), len(class_names)
+  )
   return Split(
       paths=tuple(p for p, k in zip(paths, keep) if k),
       labels=np.asarray(labels, np.int32)[keep],
-      skipped=tuple(p for p, _ in rejected))
+      skipped=tuple(p for p, _ in rejected),
+  )
 
 
-def _log_skipped(split_dir: str, rejected: list[tuple[str, str]],
-                 total: int) -> None:
+def _log_skipped(
+    split_dir: str, rejected: list[tuple[str, str]], total: int
+) -> None:
   """Warns about skipped files: how many, and the first few with reasons."""
   shown = "; ".join(f"{p} ({r})" for p, r in rejected[:_LOGGED_SKIPS])
-  more = (f"; and {len(rejected) - _LOGGED_SKIPS} more"
-          if len(rejected) > _LOGGED_SKIPS else "")
-  logging.warning("%s: skipping %d of %d image files that are not readable "
-                  "images: %s%s", split_dir, len(rejected), total, shown, more)
+  more = (
+      f"; and {len(rejected) - _LOGGED_SKIPS} more"
+      if len(rejected) > _LOGGED_SKIPS
+      else ""
+  )
+  logging.warning(
+      "%s: skipping %d of %d image files that are not readable images: %s%s",
+      split_dir,
+      len(rejected),
+      total,
+      shown,
+      more,
+  )

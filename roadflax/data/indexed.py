@@ -22,8 +22,14 @@ from roadflax.data.contract import FolderSplit
 class IndexedPipeline(batching.Pipeline):
   """Batches of a `FolderSplit` for this process, by index into its files."""
 
-  def __init__(self, split: FolderSplit, data_config: Any, *,
-               memory_cache: caches.MemoryCache | None = None, **kwargs: Any):
+  def __init__(
+      self,
+      split: FolderSplit,
+      data_config: Any,
+      *,
+      memory_cache: caches.MemoryCache | None = None,
+      **kwargs: Any
+  ):
     """As `batching.Pipeline`.
 
     Args:
@@ -37,11 +43,13 @@ class IndexedPipeline(batching.Pipeline):
     super().__init__(split, data_config, **kwargs)
     self._memory_cache = None
     if self.settings.cache == "memory":
-      self._memory_cache = (caches.MemoryCache() if memory_cache is None
-                            else memory_cache)
+      self._memory_cache = (
+          caches.MemoryCache() if memory_cache is None else memory_cache
+      )
 
-  def train_batches(self, *, batch_size: int, seed: int, epoch: int,
-                    skip_batches: int = 0) -> Iterator[batching.Batch]:
+  def train_batches(
+      self, *, batch_size: int, seed: int, epoch: int, skip_batches: int = 0
+  ) -> Iterator[batching.Batch]:
     """As `batching.Pipeline.train_batches`."""
     num_batches = self._num_train_batches(batch_size, skip_batches)
     rng = np.random.default_rng([seed, epoch])
@@ -49,14 +57,18 @@ class IndexedPipeline(batching.Pipeline):
       order = _balanced_draw(self.split.labels, rng)
     else:
       order = rng.permutation(len(self.split))
-    positions = np.arange(self.process_index,
-                          num_batches * batch_size * self.process_count,
-                          self.process_count)
+    positions = np.arange(
+        self.process_index,
+        num_batches * batch_size * self.process_count,
+        self.process_count,
+    )
     # The shard once more, behind, only refills what decode failures drop.
-    stream = np.concatenate([positions[skip_batches * batch_size:], positions])
+    stream = np.concatenate([positions[skip_batches * batch_size :], positions])
     ds = self._examples({"index": order[stream], "position": stream})
-    ds = ds.map(functools.partial(self._train_example, seed=seed, epoch=epoch),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        functools.partial(self._train_example, seed=seed, epoch=epoch),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     ds = ds.batch(batch_size, drop_remainder=True)
     return batching.numpy_batches(ds.take(num_batches - skip_batches))
 
@@ -65,7 +77,8 @@ class IndexedPipeline(batching.Pipeline):
     examples p, p + P, ..."""
     index = np.arange(self.process_index, len(self.split), self.process_count)
     ds = self._examples({"index": index}).map(
-        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE)
+        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return self._padded_batches(ds, batch_size)
 
   def _examples(self, columns: dict[str, np.ndarray]) -> tf.data.Dataset:

@@ -19,10 +19,14 @@ from roadflax.data.contract import AnySplit
 from roadflax.data.contract import FolderSplit
 
 
-def pipeline_for(split: AnySplit, data_config: Any, *,
-                 memory_cache: caches.MemoryCache | None = None,
-                 process_index: int | None = None,
-                 process_count: int | None = None) -> batching.Pipeline:
+def pipeline_for(
+    split: AnySplit,
+    data_config: Any,
+    *,
+    memory_cache: caches.MemoryCache | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None
+) -> batching.Pipeline:
   """The pipeline serving `split` to this process.
 
   Args:
@@ -39,6 +43,7 @@ def pipeline_for(split: AnySplit, data_config: Any, *,
   """
   processes = {"process_index": process_index, "process_count": process_count}
   if isinstance(split, FolderSplit) and data_config.cache != "disk":
-    return indexed.IndexedPipeline(split, data_config,
-                                   memory_cache=memory_cache, **processes)
+    return indexed.IndexedPipeline(
+        split, data_config, memory_cache=memory_cache, **processes
+    )
   return streaming.StreamPipeline(split, data_config, **processes)

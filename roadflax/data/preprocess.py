@@ -48,6 +48,7 @@ DECODING_VERSION = 2
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
   """What turns a file into model input; all that prediction needs."""
+
   image_size: int
   contrast: float
   mean: tuple[float, ...]
@@ -63,17 +64,22 @@ class Preprocessing:
     """
     image_size = data_config.image_size
     if not isinstance(image_size, int) or image_size <= 0:
-      raise UserError(f"--config.data.image_size={image_size!r} must be a "
-                      "positive integer")
+      raise UserError(
+          f"--config.data.image_size={image_size!r} must be a positive integer"
+      )
     contrast = float(data_config.contrast)
     if contrast <= 0:
-      raise UserError(f"--config.data.contrast={contrast} must be > 0 "
-                      "(1.0 = off, 0 makes every image flat grey)")
+      raise UserError(
+          f"--config.data.contrast={contrast} must be > 0 "
+          "(1.0 = off, 0 makes every image flat grey)"
+      )
     mean = tuple(float(m) for m in data_config.mean)
     std = tuple(float(s) for s in data_config.std)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-      raise UserError("--config.data.mean and --config.data.std need three "
-                      "values, std all > 0")
+      raise UserError(
+          "--config.data.mean and --config.data.std need three "
+          "values, std all > 0"
+      )
     return cls(image_size=image_size, contrast=contrast, mean=mean, std=std)
 
 
@@ -85,14 +91,17 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
   their high byte by the decoder, i.e. scaled to 0..255 rather than wrapped.
   """
   image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-  orientation = tf.numpy_function(_exif_orientation, [image_bytes], tf.int32,
-                                  stateful=False)
+  orientation = tf.numpy_function(
+      _exif_orientation, [image_bytes], tf.int32, stateful=False
+  )
   return upright(image, orientation)
 
 
 def _exif_orientation(image_bytes: Any) -> np.int32:
   # A bytes object inside tf.data, a 0-d object array when called eagerly.
-  data = image_bytes.item() if isinstance(image_bytes, np.ndarray) else image_bytes
+  data = (
+      image_bytes.item() if isinstance(image_bytes, np.ndarray) else image_bytes
+  )
   return np.int32(exif.orientation(data))
 
 
@@ -111,8 +120,9 @@ def upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
   return tf.switch_case(tf.cast(orientation, tf.int32) - 1, turns)
 
 
-def resize_and_contrast(image: tf.Tensor, image_size: int,
-                        contrast: float) -> tf.Tensor:
+def resize_and_contrast(
+    image: tf.Tensor, image_size: int, contrast: float
+) -> tf.Tensor:
   """Resizes to a square and raises contrast as the published recipe does.
 
   The recipe resizes the whole frame (240x360 in the original data) to
@@ -128,8 +138,9 @@ def resize_and_contrast(image: tf.Tensor, image_size: int,
   Returns:
     uint8 [image_size, image_size, 3].
   """
-  resized = tf.image.resize(image, [image_size, image_size],
-                            method="lanczos3", antialias=True)
+  resized = tf.image.resize(
+      image, [image_size, image_size], method="lanczos3", antialias=True
+  )
   # Lanczos rings past 0..255; PIL resizes into uint8 before the contrast.
   pixels = tf.round(tf.clip_by_value(resized, 0.0, 255.0))
   grey = tf.round(tf.reduce_mean(tf.reduce_sum(pixels * _LUMA, axis=-1)))
@@ -137,15 +148,17 @@ def resize_and_contrast(image: tf.Tensor, image_size: int,
   return tf.cast(tf.floor(tf.clip_by_value(enhanced, 0.0, 255.0)), tf.uint8)
 
 
-def normalize(image: tf.Tensor, mean: Sequence[float],
-              std: Sequence[float]) -> tf.Tensor:
+def normalize(
+    image: tf.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> tf.Tensor:
   """Maps 0..255 pixels (uint8 or float) to float32 `(x / 255 - mean) / std`."""
   scaled = tf.cast(image, tf.float32) / 255.0
   return (scaled - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def preprocess_image(image_bytes: tf.Tensor, image_size: int,
-                     contrast: float) -> tf.Tensor:
+def preprocess_image(
+    image_bytes: tf.Tensor, image_size: int, contrast: float
+) -> tf.Tensor:
   """The per-image preprocessing of every path: bytes to uint8 [S, S, 3].
 
   What the caches store; augmentation (training only) and `normalize` follow.
@@ -166,8 +179,9 @@ def load_image(path: str, data_config: Any) -> np.ndarray:
   """
   reason = check_image_file(path)
   if reason is not None:
-    raise UserError(f"{path} is not a readable image ({reason}); give a JPEG "
-                    "or PNG file")
+    raise UserError(
+        f"{path} is not a readable image ({reason}); give a JPEG or PNG file"
+    )
   with open(path, "rb") as f:
     return _model_input(f.read(), Preprocessing.from_config(data_config), path)
 
@@ -181,28 +195,31 @@ def preprocess_bytes(image_bytes: bytes, data_config: Any) -> np.ndarray:
   """
   reason = check_image_bytes(image_bytes)
   if reason is not None:
-    raise UserError(f"the image is not readable ({reason}); give a JPEG or "
-                    "PNG")
-  return _model_input(image_bytes, Preprocessing.from_config(data_config),
-                      "the image")
+    raise UserError(f"the image is not readable ({reason}); give a JPEG or PNG")
+  return _model_input(
+      image_bytes, Preprocessing.from_config(data_config), "the image"
+  )
 
 
-def _model_input(image_bytes: bytes, p: Preprocessing,
-                 name: str) -> np.ndarray:
+def _model_input(image_bytes: bytes, p: Preprocessing, name: str) -> np.ndarray:
   """Preprocesses and normalises one image, naming `name` if it fails."""
   try:
     image = preprocess_image(tf.constant(image_bytes), p.image_size, p.contrast)
   except tf.errors.OpError as e:
     # TF appends its op trace ("{{function_node ...}}"); the first clause is
     # what a user can act on.
-    reason = (e.message or type(e).__name__).splitlines()[0].split("{{")[0].strip()
-    raise UserError(f"{name} could not be decoded ({reason}); give a JPEG or "
-                    "PNG") from e
+    reason = (
+        (e.message or type(e).__name__).splitlines()[0].split("{{")[0].strip()
+    )
+    raise UserError(
+        f"{name} could not be decoded ({reason}); give a JPEG or PNG"
+    ) from e
   return normalize(image, p.mean, p.std).numpy()
 
 
-def decode_files(split: FolderSplit, p: Preprocessing,
-                 columns: dict[str, np.ndarray]) -> tf.data.Dataset:
+def decode_files(
+    split: FolderSplit, p: Preprocessing, columns: dict[str, np.ndarray]
+) -> tf.data.Dataset:
   """`columns` plus each example's "label" and uint8 "image", read from its file.
 
   Args:
@@ -216,13 +233,15 @@ def decode_files(split: FolderSplit, p: Preprocessing,
   paths = np.asarray(split.paths)[columns["index"]]
   columns = {**columns, "label": split.labels[columns["index"]]}
   ds = tf.data.Dataset.from_tensor_slices((paths, columns))
-  ds = ds.map(functools.partial(_from_file, p=p),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(
+      functools.partial(_from_file, p=p), num_parallel_calls=tf.data.AUTOTUNE
+  )
   return ds.ignore_errors(log_warning=True)
 
 
-def _from_file(path: tf.Tensor, example: dict[str, tf.Tensor], *,
-               p: Preprocessing) -> dict[str, tf.Tensor]:
+def _from_file(
+    path: tf.Tensor, example: dict[str, tf.Tensor], *, p: Preprocessing
+) -> dict[str, tf.Tensor]:
   image = preprocess_image(tf.io.read_file(path), p.image_size, p.contrast)
   return {**example, "image": image}
 
@@ -230,8 +249,13 @@ def _from_file(path: tf.Tensor, example: dict[str, tf.Tensor], *,
 def decode_records(ds: tf.data.Dataset, p: Preprocessing) -> tf.data.Dataset:
   """{"encoded", "label"} records to {"image": uint8 [S, S, 3], "label"},
   without the records that fail to decode."""
+
   def decode(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    return {"image": preprocess_image(example["encoded"], p.image_size, p.contrast),
-            "label": example["label"]}
+    return {
+        "image": preprocess_image(example["encoded"], p.image_size, p.contrast),
+        "label": example["label"],
+    }
+
   return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(
-      log_warning=True)
+      log_warning=True
+  )

@@ -41,17 +41,24 @@ class StreamPipeline(batching.Pipeline):
     elif isinstance(split, RecordSplit):
       self._records = split.records
     else:
-      raise TypeError(f"{type(split).__name__} is neither a FolderSplit nor a "
-                      "RecordSplit: it has no paths and labels, nor records()")
+      raise TypeError(
+          f"{type(split).__name__} is neither a FolderSplit nor a "
+          "RecordSplit: it has no paths and labels, nor records()"
+      )
     self._disk_cache = None
     if self.settings.cache == "disk":
       self._disk_cache = caches.DiskCache(
-          split, self.settings.preprocessing, self.settings.cache_dir,
-          self.process_index, self.process_count)
+          split,
+          self.settings.preprocessing,
+          self.settings.cache_dir,
+          self.process_index,
+          self.process_count,
+      )
     self._rates = batching.balancing_factors(split.class_counts(0))
 
-  def train_batches(self, *, batch_size: int, seed: int, epoch: int,
-                    skip_batches: int = 0) -> Iterator[batching.Batch]:
+  def train_batches(
+      self, *, batch_size: int, seed: int, epoch: int, skip_batches: int = 0
+  ) -> Iterator[batching.Batch]:
     """As `batching.Pipeline.train_batches`, from this process's stream."""
     num_batches = self._num_train_batches(batch_size, skip_batches)
     epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
@@ -59,30 +66,41 @@ class StreamPipeline(batching.Pipeline):
     # than one pass to fill the epoch.
     ds = self._stream(epoch_seed).repeat()
     if self.settings.balance == "resample":
-      ds = ds.enumerate().flat_map(functools.partial(
-          _copies, seed=epoch_seed, rates=tf.constant(self._rates, tf.float32)))
+      ds = ds.enumerate().flat_map(
+          functools.partial(
+              _copies,
+              seed=epoch_seed,
+              rates=tf.constant(self._rates, tf.float32),
+          )
+      )
     ds = ds.shuffle(self.settings.shuffle_buffer, seed=epoch_seed)
     ds = self._decoded(ds.skip(skip_batches * batch_size))
     ds = ds.enumerate(start=skip_batches * batch_size).map(
-        lambda position, example: {**example, "position": position})
-    ds = ds.map(functools.partial(self._train_example, seed=seed, epoch=epoch),
-                num_parallel_calls=tf.data.AUTOTUNE)
+        lambda position, example: {**example, "position": position}
+    )
+    ds = ds.map(
+        functools.partial(self._train_example, seed=seed, epoch=epoch),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     ds = ds.batch(batch_size, drop_remainder=True)
     return batching.numpy_batches(ds.take(num_batches - skip_batches))
 
   def eval_batches(self, *, batch_size: int) -> Iterator[batching.Batch]:
     """As `batching.Pipeline.eval_batches`, in the part's own order."""
     ds = self._decoded(self._stream(None)).map(
-        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE)
+        self._eval_example, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return self._padded_batches(ds, batch_size)
 
   def _stream(self, shuffle_seed: int | None) -> tf.data.Dataset:
     """This process's records, from the disk cache when there is one."""
     if self._disk_cache is not None:
       return self._disk_cache.load(self._records, shuffle_seed)
-    return self._records(process_index=self.process_index,
-                         process_count=self.process_count,
-                         shuffle_seed=shuffle_seed)
+    return self._records(
+        process_index=self.process_index,
+        process_count=self.process_count,
+        shuffle_seed=shuffle_seed,
+    )
 
   def _decoded(self, ds: tf.data.Dataset) -> tf.data.Dataset:
     """{"image": uint8 [S, S, 3], "label"}, decoding records that are still
@@ -92,27 +110,39 @@ class StreamPipeline(batching.Pipeline):
     return preprocess.decode_records(ds, self.settings.preprocessing)
 
 
-def _copies(index: tf.Tensor, example: dict[str, tf.Tensor], *, seed: int,
-            rates: tf.Tensor) -> tf.data.Dataset:
+def _copies(
+    index: tf.Tensor,
+    example: dict[str, tf.Tensor],
+    *,
+    seed: int,
+    rates: tf.Tensor,
+) -> tf.data.Dataset:
   """The example `rate` times, rounded up or down at random (keyed by its
   place in the stream): rare classes are repeated, common ones thinned."""
   rate = tf.gather(rates, example["label"])
   draw = tf.random.stateless_uniform(
-      [], tf.stack([tf.constant(seed, tf.int64), index]))
+      [], tf.stack([tf.constant(seed, tf.int64), index])
+  )
   copies = tf.cast(tf.floor(rate + draw), tf.int64)
   return tf.data.Dataset.from_tensors(example).repeat(copies)
 
 
-def _folder_records(split: FolderSplit, *, process_index: int,
-                    process_count: int,
-                    shuffle_seed: int | None) -> tf.data.Dataset:
+def _folder_records(
+    split: FolderSplit,
+    *,
+    process_index: int,
+    process_count: int,
+    shuffle_seed: int | None,
+) -> tf.data.Dataset:
   """`RecordSplit.records` of an image folder's split: this process's strided
   part, in file order or shuffled with `shuffle_seed`."""
   index = np.arange(process_index, len(split), process_count)
   if shuffle_seed is not None:
     index = np.random.default_rng(shuffle_seed).permutation(index)
   ds = tf.data.Dataset.from_tensor_slices(
-      {"path": np.asarray(split.paths)[index], "label": split.labels[index]})
-  return ds.map(lambda x: {"encoded": tf.io.read_file(x["path"]),
-                           "label": x["label"]},
-                num_parallel_calls=tf.data.AUTOTUNE)
+      {"path": np.asarray(split.paths)[index], "label": split.labels[index]}
+  )
+  return ds.map(
+      lambda x: {"encoded": tf.io.read_file(x["path"]), "label": x["label"]},
+      num_parallel_calls=tf.data.AUTOTUNE,
+  )

@@ -36,18 +36,25 @@ def source_photo(name: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def window(rows: tuple[int, int], photo_width: int,
-           rng: np.random.Generator) -> tuple[int, int, int, int]:
+def window(
+    rows: tuple[int, int], photo_width: int, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
   """A random (left, top, right, bottom) box of 2:3 shape inside the band `rows`."""
   top_row, end_row = rows
-  height = int(rng.integers(_MIN_WINDOW_ROWS, min(_MAX_WINDOW_ROWS, end_row - top_row) + 1))
+  height = int(
+      rng.integers(
+          _MIN_WINDOW_ROWS, min(_MAX_WINDOW_ROWS, end_row - top_row) + 1
+      )
+  )
   width = min(photo_width, height * FRAME_HW[1] // FRAME_HW[0])
   top = int(rng.integers(top_row, end_row - height + 1))
   left = int(rng.integers(0, photo_width - width + 1))
   return left, top, left + width, top + height
 
 
-def frame(photo: Image.Image, rows: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+def frame(
+    photo: Image.Image, rows: tuple[int, int], rng: np.random.Generator
+) -> Image.Image:
   """A random 240x360 frame cut from the band `rows` of `photo`."""
   window_image = photo.crop(window(rows, photo.width, rng))
   if rng.random() < 0.5:
@@ -57,14 +64,26 @@ def frame(photo: Image.Image, rows: tuple[int, int], rng: np.random.Generator) -
   window_image = window_image.resize(FRAME_HW[::-1], Image.Resampling.BICUBIC)
   pixels = np.asarray(window_image, np.float32) / 255.0
   pixels = pixels ** rng.uniform(0.7, 1.4)  # gamma
-  pixels = pixels * rng.uniform(0.6, 1.3) * rng.uniform(0.85, 1.15, size=3)  # exposure, white balance
+  pixels = (
+      pixels * rng.uniform(0.6, 1.3) * rng.uniform(0.85, 1.15, size=3)
+  )  # exposure, white balance
   return Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def write_folder(root: str, *, train_per_class: int = 100, val_per_class: int = 30,
-                 test_per_class: int = 50, seed: int = 0) -> str:
+def write_folder(
+    root: str,
+    *,
+    train_per_class: int = 100,
+    val_per_class: int = 30,
+    test_per_class: int = 50,
+    seed: int = 0,
+) -> str:
   """Writes the frames under `root` (existing frames are overwritten); returns `root`."""
-  counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+  counts = {
+      "train": train_per_class,
+      "val": val_per_class,
+      "test": test_per_class,
+  }
   for class_index, name in enumerate(CLASSES):
     photo = source_photo(name)
     for split_index, (split, count) in enumerate(counts.items()):
@@ -73,21 +92,30 @@ def write_folder(root: str, *, train_per_class: int = 100, val_per_class: int = 
       rng = np.random.default_rng([seed, class_index, split_index])
       for i in range(count):
         frame(photo, BANDS[split], rng).save(
-            os.path.join(directory, f"{name}_{i:04d}.jpg"), quality=90)
+            os.path.join(directory, f"{name}_{i:04d}.jpg"), quality=90
+        )
   return root
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--output", required=True, help="folder to write ROOT/{train,val,test}/CLASS/ into")
+  parser.add_argument(
+      "--output",
+      required=True,
+      help="folder to write ROOT/{train,val,test}/CLASS/ into",
+  )
   parser.add_argument("--train_per_class", type=int, default=100)
   parser.add_argument("--val_per_class", type=int, default=30)
   parser.add_argument("--test_per_class", type=int, default=50)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  write_folder(args.output, train_per_class=args.train_per_class,
-               val_per_class=args.val_per_class, test_per_class=args.test_per_class,
-               seed=args.seed)
+  write_folder(
+      args.output,
+      train_per_class=args.train_per_class,
+      val_per_class=args.val_per_class,
+      test_per_class=args.test_per_class,
+      seed=args.seed,
+  )
   print(f"wrote {args.output}")
 
 

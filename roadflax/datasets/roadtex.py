@@ -35,14 +35,19 @@ from tqdm import tqdm
 from roadflax import files
 from roadflax.data.contract import SPLIT_NAMES
 
-CLASS_NAMES: tuple[str, ...] = ("dry_asphalt_smooth", "dry_concrete_smooth", "dry_gravel")
+CLASS_NAMES: tuple[str, ...] = (
+    "dry_asphalt_smooth",
+    "dry_concrete_smooth",
+    "dry_gravel",
+)
 IMAGE_HEIGHT, IMAGE_WIDTH = 240, 360
 VERSION = 1
 _MARKER = "roadtex.json"
 
 
-def _value_noise(u: np.ndarray, v: np.ndarray, rng: np.random.Generator,
-                 cell: float) -> np.ndarray:
+def _value_noise(
+    u: np.ndarray, v: np.ndarray, rng: np.random.Generator, cell: float
+) -> np.ndarray:
   """Smooth noise in [-1, 1] on the ground plane with feature size `cell`."""
   gu, gv = u / cell, v / cell
   u0, v0 = np.floor(gu), np.floor(gv)
@@ -50,8 +55,8 @@ def _value_noise(u: np.ndarray, v: np.ndarray, rng: np.random.Generator,
   fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)  # smoothstep
   size = 129
   table = rng.uniform(-1, 1, (size, size)).astype(np.float32)
-  i0 = (u0.astype(np.int64) % (size - 1))
-  j0 = (v0.astype(np.int64) % (size - 1))
+  i0 = u0.astype(np.int64) % (size - 1)
+  j0 = v0.astype(np.int64) % (size - 1)
   a, b = table[i0, j0], table[i0 + 1, j0]
   c, d = table[i0, j0 + 1], table[i0 + 1, j0 + 1]
   return (a * (1 - fu) + b * fu) * (1 - fv) + (c * (1 - fu) + d * fu) * fv
@@ -69,14 +74,16 @@ def _asphalt(u, v, rng) -> np.ndarray:
   grain = _value_noise(u, v, rng, rng.uniform(0.6, 1.0))
   fine = _value_noise(u, v, rng, rng.uniform(0.25, 0.4))
   speckle = (_value_noise(u, v, rng, rng.uniform(0.5, 0.8)) > 0.75) * 1.5
-  texture = 0.8 * grain + 0.6 * fine + speckle + 0.3 * _value_noise(u, v, rng, 30.0)
+  texture = (
+      0.8 * grain + 0.6 * fine + speckle + 0.3 * _value_noise(u, v, rng, 30.0)
+  )
   mark = rng.uniform()
   if mark < 0.25:  # a painted lane line, running away from the camera
     centre, width = rng.uniform(-150, 150), rng.uniform(10, 15)
     texture = np.where(np.abs(u - centre) < width, texture + 3.0, texture)
   elif mark < 0.5:  # darker tyre tracks
     centre = rng.uniform(-100, 100)
-    texture = texture - 1.0 * np.exp(-((u - centre) / 25.0) ** 2)
+    texture = texture - 1.0 * np.exp(-(((u - centre) / 25.0) ** 2))
   return texture
 
 
@@ -88,10 +95,13 @@ def _concrete(u, v, rng) -> np.ndarray:
   texture = texture + 0.12 * np.sin(2 * np.pi * v / period + wobble)
   slab, lane = rng.uniform(300, 450), rng.uniform(300, 400)
   offset_v, offset_u = rng.uniform(0, slab), rng.uniform(0, lane)
-  joints = (np.abs(((v + offset_v) % slab) - slab / 2) > slab / 2 - 1.5) | \
-           (np.abs(((u + offset_u) % lane) - lane / 2) > lane / 2 - 1.5)
+  joints = (np.abs(((v + offset_v) % slab) - slab / 2) > slab / 2 - 1.5) | (
+      np.abs(((u + offset_u) % lane) - lane / 2) > lane / 2 - 1.5
+  )
   texture = np.where(joints, texture - 3.0, texture)
-  cracks = np.abs(_fractal(u, v, rng, rng.uniform(40, 80), octaves=3)) < rng.uniform(0.004, 0.012)
+  cracks = np.abs(
+      _fractal(u, v, rng, rng.uniform(40, 80), octaves=3)
+  ) < rng.uniform(0.004, 0.012)
   return np.where(cracks, texture - 1.5, texture)
 
 
@@ -118,15 +128,21 @@ def _gravel(u, v, rng) -> np.ndarray:
       # Light from the top of the frame: the far side of each stone is lit.
       dome = np.where(closer, (pv - gv) / radii[cu, cv], dome)
   inside = best < 1.0
-  texture = np.where(inside, shade + 0.8 * dome * np.sqrt(np.clip(1 - best, 0, 1)), -2.5)
+  texture = np.where(
+      inside, shade + 0.8 * dome * np.sqrt(np.clip(1 - best, 0, 1)), -2.5
+  )
   return texture + 0.3 * _value_noise(u, v, rng, 0.5)
 
 
 _TEXTURES = (_asphalt, _concrete, _gravel)
 
 
-def render_frame(class_id: int, rng: np.random.Generator, height: int = IMAGE_HEIGHT,
-                 width: int = IMAGE_WIDTH) -> np.ndarray:
+def render_frame(
+    class_id: int,
+    rng: np.random.Generator,
+    height: int = IMAGE_HEIGHT,
+    width: int = IMAGE_WIDTH,
+) -> np.ndarray:
   """One uint8 HxWx3 frame of class `class_id`."""
   # Camera: the horizon sits above or near the top of the frame.
   horizon = rng.uniform(-0.6, 0.15) * height
@@ -156,19 +172,30 @@ def render_frame(class_id: int, rng: np.random.Generator, height: int = IMAGE_HE
     angle = rng.uniform(0, np.pi)
     edge = np.cos(angle) * cols + np.sin(angle) * rows - rng.uniform(0, width)
     softness = rng.uniform(3, 25)
-    image = image * (1 - rng.uniform(0.3, 0.6) / (1 + np.exp(-edge / softness)))[..., None]
+    image = (
+        image
+        * (1 - rng.uniform(0.3, 0.6) / (1 + np.exp(-edge / softness)))[
+            ..., None
+        ]
+    )
   # Sky or verge above the horizon.
   sky = y < 2.0
   if sky.any():
     sky_colour = rng.uniform(0.55, 0.95) * rng.uniform(0.85, 1.1, 3)
     image = np.where(sky[..., None], sky_colour, image)
-  vignette = 1 - rng.uniform(0, 0.35) * (((cols - width / 2) / width) ** 2 + ((rows - height / 2) / height) ** 2)
+  vignette = 1 - rng.uniform(0, 0.35) * (
+      ((cols - width / 2) / width) ** 2 + ((rows - height / 2) / height) ** 2
+  )
   image = image * vignette[..., None] * rng.uniform(0.7, 1.35)  # exposure
   sigma = rng.uniform(0.0, 1.2)
   if sigma > 0.3:
     image = ndimage.gaussian_filter(image, (sigma, sigma, 0))
-  image = image + rng.normal(0, rng.uniform(0.005, 0.02), image.shape)  # sensor noise
-  return (np.clip(image, 0, 1) ** rng.uniform(0.85, 1.15) * 255 + 0.5).astype(np.uint8)
+  image = image + rng.normal(
+      0, rng.uniform(0.005, 0.02), image.shape
+  )  # sensor noise
+  return (np.clip(image, 0, 1) ** rng.uniform(0.85, 1.15) * 255 + 0.5).astype(
+      np.uint8
+  )
 
 
 def _render_jpeg(job: tuple[int, int, int, int, str]) -> None:
@@ -177,17 +204,30 @@ def _render_jpeg(job: tuple[int, int, int, int, str]) -> None:
   Image.fromarray(render_frame(class_id, rng)).save(path, quality=90)
 
 
-def ensure_generated(*, train_per_class: int, val_per_class: int, test_per_class: int,
-                     seed: int = 0, cache_dir: str = "", progress: bool = True) -> str:
+def ensure_generated(
+    *,
+    train_per_class: int,
+    val_per_class: int,
+    test_per_class: int,
+    seed: int = 0,
+    cache_dir: str = "",
+    progress: bool = True,
+) -> str:
   """The root of the generated tree, generating it first if it is not there.
 
   The tree is written into a temporary sibling folder and renamed into place
   once complete, so an interrupted generation is never taken for a finished
   one; the root's name holds every parameter, so sets never collide.
   """
-  counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+  counts = {
+      "train": train_per_class,
+      "val": val_per_class,
+      "test": test_per_class,
+  }
   if min(counts.values()) < 1:
-    raise ValueError(f"roadtex needs at least one image per class and split, got {counts}")
+    raise ValueError(
+        f"roadtex needs at least one image per class and split, got {counts}"
+    )
   cache_dir = cache_dir or files.default_cache_dir()
   name = f"roadtex-v{VERSION}-s{seed}-{train_per_class}-{val_per_class}-{test_per_class}"
   root = os.path.join(cache_dir, name)
@@ -201,19 +241,36 @@ def ensure_generated(*, train_per_class: int, val_per_class: int, test_per_class
       for class_id, class_name in enumerate(CLASS_NAMES):
         folder = os.path.join(building, split, class_name)
         os.makedirs(folder)
-        jobs += [(seed, split_id, class_id, i, os.path.join(folder, f"{i:06d}.jpg"))
-                 for i in range(counts[split])]
+        jobs += [
+            (seed, split_id, class_id, i, os.path.join(folder, f"{i:06d}.jpg"))
+            for i in range(counts[split])
+        ]
     workers = os.cpu_count() or 1
     # Spawned, not forked: the caller may already run JAX's threads.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context
+    ) as pool:
       done = pool.map(_render_jpeg, jobs, chunksize=16)
-      for _ in tqdm(done, total=len(jobs), desc="generating roadtex", unit="img",
-                    disable=not progress):
+      for _ in tqdm(
+          done,
+          total=len(jobs),
+          desc="generating roadtex",
+          unit="img",
+          disable=not progress,
+      ):
         pass
     with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:
-      json.dump({"version": VERSION, "seed": seed, "images_per_class": counts,
-                 "class_names": list(CLASS_NAMES)}, f, indent=2)
+      json.dump(
+          {
+              "version": VERSION,
+              "seed": seed,
+              "images_per_class": counts,
+              "class_names": list(CLASS_NAMES),
+          },
+          f,
+          indent=2,
+      )
     if os.path.exists(root):  # an unmarked, incomplete leftover
       shutil.rmtree(root)
     os.replace(building, root)

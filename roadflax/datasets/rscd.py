@@ -38,10 +38,13 @@ UNEVENNESS = ("smooth", "slight", "severe")
 # The 27 classes: friction x paved material x unevenness (18), friction x
 # unpaved material (6), and the three winter conditions, which name neither
 # material nor unevenness.
-CLASSES_27 = tuple(sorted(
-    [f"{f}_{m}_{u}" for f in FRICTIONS for m in PAVED for u in UNEVENNESS]
-    + [f"{f}_{m}" for f in FRICTIONS for m in UNPAVED]
-    + list(WINTER)))
+CLASSES_27 = tuple(
+    sorted(
+        [f"{f}_{m}_{u}" for f in FRICTIONS for m in PAVED for u in UNEVENNESS]
+        + [f"{f}_{m}" for f in FRICTIONS for m in UNPAVED]
+        + list(WINTER)
+    )
+)
 # The published project's subset.
 CLASSES_3 = ("dry_asphalt_smooth", "dry_concrete_smooth", "dry_gravel")
 
@@ -56,7 +59,9 @@ PUBLISHED_SIZES = {
 _TIMESTAMP = re.compile(r"^(\d{8})\d*")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)  # A million of them: no __dict__.
+@dataclasses.dataclass(
+    frozen=True, slots=True
+)  # A million of them: no __dict__.
 class Frame:
   """One image of the release, with what its path says about it.
 
@@ -68,6 +73,7 @@ class Frame:
     friction, material, unevenness: the class's parts ("" where it has none).
     capture_day: "YYYY-MM-DD" from the timestamp, "" when the name has none.
   """
+
   path: str
   archive: str
   split: str
@@ -97,12 +103,14 @@ def class_attributes(label: str) -> tuple[str, str, str]:
 
 
 def capture_day(file_name: str) -> str:
-  """"YYYY-MM-DD" from a name starting with a YYYYMMDD... timestamp, else ""."""
+  """ "YYYY-MM-DD" from a name starting with a YYYYMMDD... timestamp, else ""."""
   match = _TIMESTAMP.match(file_name)
   if not match:
     return ""
   try:
-    return datetime.datetime.strptime(match.group(1), "%Y%m%d").date().isoformat()
+    return (
+        datetime.datetime.strptime(match.group(1), "%Y%m%d").date().isoformat()
+    )
   except ValueError:
     return ""
 
@@ -117,8 +125,14 @@ def label_from_file_name(file_name: str) -> str | None:
 
 def _frame(path: str, archive: str, split: str, label: str) -> Frame:
   file_name = path.rsplit("/", 1)[-1]
-  return Frame(path, archive, split, label, *class_attributes(label),
-               capture_day=capture_day(file_name))
+  return Frame(
+      path,
+      archive,
+      split,
+      label,
+      *class_attributes(label),
+      capture_day=capture_day(file_name),
+  )
 
 
 def _classify_member(relative: str) -> tuple[str, str] | None:
@@ -128,7 +142,12 @@ def _classify_member(relative: str) -> tuple[str, str] | None:
   if not parts[-1].lower().endswith((".jpg", ".jpeg")):
     return None
   for split, folder in SPLIT_FOLDERS.items():
-    if split == "train" and len(parts) == 3 and parts[0] == folder and parts[1] in CLASSES_27:
+    if (
+        split == "train"
+        and len(parts) == 3
+        and parts[0] == folder
+        and parts[1] in CLASSES_27
+    ):
       return split, parts[1]
     if split != "train" and len(parts) == 2 and parts[0] == folder:
       label = label_from_file_name(parts[1])
@@ -161,16 +180,26 @@ def release_files(manual_dir: str) -> tuple[list[Frame], list[str]]:
   """
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"{manual_dir} does not exist")
-  names = sorted(os.path.relpath(os.path.join(d, f), manual_dir).replace(os.sep, "/")
-                 for d, _, files in os.walk(manual_dir) for f in files)
+  names = sorted(
+      os.path.relpath(os.path.join(d, f), manual_dir).replace(os.sep, "/")
+      for d, _, files in os.walk(manual_dir)
+      for f in files
+  )
   root = _release_root(names)
   if root is not None:
-    return _frames(names, root, lambda name: os.path.join(manual_dir, name), archive="")
-  zips = [name for name in names if "/" not in name and name.lower().endswith(".zip")]
+    return _frames(
+        names, root, lambda name: os.path.join(manual_dir, name), archive=""
+    )
+  zips = [
+      name
+      for name in names
+      if "/" not in name and name.lower().endswith(".zip")
+  ]
   if not zips:
     raise FileNotFoundError(
-        f"{manual_dir} holds neither the extracted release ({', '.join(SPLIT_FOLDERS.values())}) "
-        "nor its zip")
+        f"{manual_dir} holds neither the extracted release"
+        f" ({', '.join(SPLIT_FOLDERS.values())}) nor its zip"
+    )
   frames, unnamed = [], []
   for zip_name in zips:
     archive = os.path.join(manual_dir, zip_name)
@@ -185,15 +214,16 @@ def release_files(manual_dir: str) -> tuple[list[Frame], list[str]]:
   return sorted(frames, key=lambda f: (f.archive, f.path)), unnamed
 
 
-def _frames(names: list[str], root: str, locate: Callable[[str], str],
-            archive: str) -> tuple[list[Frame], list[str]]:
+def _frames(
+    names: list[str], root: str, locate: Callable[[str], str], archive: str
+) -> tuple[list[Frame], list[str]]:
   """The frames among `names` (paths relative to `manual_dir` or inside a
   zip) under `root`, and the JPEGs there that are not named like frames."""
   frames, unnamed = [], []
   for name in sorted(names):
     if root and not name.startswith(root + "/"):
       continue
-    relative = name[len(root) + 1:] if root else name
+    relative = name[len(root) + 1 :] if root else name
     if relative.split("/")[0] not in SPLIT_FOLDERS.values():
       continue
     found = _classify_member(relative)
@@ -209,9 +239,9 @@ def _day_order_key(day: str, salt: str) -> str:
   return hashlib.sha256(f"{salt}:{day}".encode()).hexdigest()
 
 
-def split_by_day(frames: Sequence[Frame],
-                 fractions: dict[str, float],
-                 salt: str = "rscd") -> dict[str, list[Frame]]:
+def split_by_day(
+    frames: Sequence[Frame], fractions: dict[str, float], salt: str = "rscd"
+) -> dict[str, list[Frame]]:
   """Reassigns whole capture days to splits, so that no day is in two splits.
 
   Days are taken in a fixed pseudo-random order (a hash of the day and
@@ -224,6 +254,7 @@ def split_by_day(frames: Sequence[Frame],
   Returns:
     {split: frames}, each in the order of `frames`.
   """
+
   def day_of(frame: Frame) -> str:
     return frame.capture_day or f"file:{frame.path}"
 

@@ -67,23 +67,45 @@ class Rscd(tfds.core.GeneratorBasedBuilder):
   train/, vali_20k/ and test_50k/ extracted from it, in the manual_dir.
   """
   BUILDER_CONFIGS = [
-      RscdConfig(name="3class", classes=rscd.CLASSES_3, by_day=False,
-                 description="dry_asphalt_smooth, dry_concrete_smooth, dry_gravel; "
-                             "official split"),
-      RscdConfig(name="27class", classes=rscd.CLASSES_27, by_day=False,
-                 description="all 27 classes; official split"),
-      RscdConfig(name="3class_by_day", classes=rscd.CLASSES_3, by_day=True,
-                 description="3class, whole capture days per split"),
-      RscdConfig(name="27class_by_day", classes=rscd.CLASSES_27, by_day=True,
-                 description="27class, whole capture days per split"),
+      RscdConfig(
+          name="3class",
+          classes=rscd.CLASSES_3,
+          by_day=False,
+          description=(
+              "dry_asphalt_smooth, dry_concrete_smooth, dry_gravel; "
+              "official split"
+          ),
+      ),
+      RscdConfig(
+          name="27class",
+          classes=rscd.CLASSES_27,
+          by_day=False,
+          description="all 27 classes; official split",
+      ),
+      RscdConfig(
+          name="3class_by_day",
+          classes=rscd.CLASSES_3,
+          by_day=True,
+          description="3class, whole capture days per split",
+      ),
+      RscdConfig(
+          name="27class_by_day",
+          classes=rscd.CLASSES_27,
+          by_day=True,
+          description="27class, whole capture days per split",
+      ),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(names=self.builder_config.classes),
+            "image": tfds.features.Image(
+                shape=(None, None, 3), encoding_format="jpeg"
+            ),
+            "label": tfds.features.ClassLabel(
+                names=self.builder_config.classes
+            ),
             "friction": tfds.features.Text(),
             "material": tfds.features.Text(),
             "unevenness": tfds.features.Text(),
@@ -98,30 +120,49 @@ class Rscd(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     frames, unnamed = rscd.release_files(str(dl_manager.manual_dir))
     if unnamed:
-      logging.warning("rscd: %d JPEG files are not named like release frames and are left "
-                      "out, e.g. %s", len(unnamed), unnamed[0])
+      logging.warning(
+          "rscd: %d JPEG files are not named like release frames and are left "
+          "out, e.g. %s",
+          len(unnamed),
+          unnamed[0],
+      )
     classes = set(self.builder_config.classes)
     frames = [f for f in frames if f.label in classes]
-    by_split = {split: [f for f in frames if f.split == split] for split in rscd.SPLIT_FOLDERS}
+    by_split = {
+        split: [f for f in frames if f.split == split]
+        for split in rscd.SPLIT_FOLDERS
+    }
     if self.builder_config.by_day:
       by_split = rscd.split_by_day(frames, _BY_DAY_FRACTIONS)
     else:
-      self._check_sizes({split: len(found) for split, found in by_split.items()})
-    return {split: self._generate_examples(found, split)
-            for split, found in by_split.items() if found}
+      self._check_sizes(
+          {split: len(found) for split, found in by_split.items()}
+      )
+    return {
+        split: self._generate_examples(found, split)
+        for split, found in by_split.items()
+        if found
+    }
 
   def _check_sizes(self, sizes: dict[str, int]) -> None:
     """Warns where the release's split sizes differ from the published ones."""
     name = self.builder_config.name
     for split, published in rscd.PUBLISHED_SIZES[name].items():
       if sizes.get(split, 0) != published:
-        logging.warning("rscd/%s: %s has %d frames, the published release %d", name,
-                        split, sizes.get(split, 0), published)
+        logging.warning(
+            "rscd/%s: %s has %d frames, the published release %d",
+            name,
+            split,
+            sizes.get(split, 0),
+            published,
+        )
 
   def _generate_examples(self, frames: list[rscd.Frame], split: str):
     skipped = 0
     for frame, data in rscd.iter_frames(frames):
-      reason = check_image_bytes(data) or (None if data.startswith(JPEG_MAGIC) else "not a JPEG")
+      reason = check_image_bytes(data) or (
+          None if data.startswith(JPEG_MAGIC) else "not a JPEG"
+      )
       if reason is not None:
         skipped += 1
         logging.warning("rscd: skipping %s (%s)", frame.path, reason)
@@ -136,5 +177,10 @@ class Rscd(tfds.core.GeneratorBasedBuilder):
           "file_name": frame.file_name,
       }
     log = logging.warning if skipped else logging.info
-    log("rscd/%s %s: %d frames, %d skipped (empty, truncated or not JPEG)",
-        self.builder_config.name, split, len(frames) - skipped, skipped)
+    log(
+        "rscd/%s %s: %d frames, %d skipped (empty, truncated or not JPEG)",
+        self.builder_config.name,
+        split,
+        len(frames) - skipped,
+        skipped,
+    )

@@ -23,10 +23,16 @@ from roadflax.datasets import roadtex, tfds_source
 
 def _synthetic(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
   synthetic = data.synthetic
-  return image_folder.scan_image_folder(roadtex.ensure_generated(
-      train_per_class=synthetic.train_per_class, val_per_class=synthetic.val_per_class,
-      test_per_class=synthetic.test_per_class, seed=synthetic.seed,
-      cache_dir=data.cache_dir, progress=jax.process_index() == 0))
+  return image_folder.scan_image_folder(
+      roadtex.ensure_generated(
+          train_per_class=synthetic.train_per_class,
+          val_per_class=synthetic.val_per_class,
+          test_per_class=synthetic.test_per_class,
+          seed=synthetic.seed,
+          cache_dir=data.cache_dir,
+          progress=jax.process_index() == 0,
+      )
+  )
 
 
 def _folder(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
@@ -51,5 +57,10 @@ def log_class_counts(dataset: DataSet) -> None:
   num_classes = len(dataset.class_names)
   for name, split in dataset.splits.items():
     counts = split.class_counts(num_classes)
-    logging.info("%s %s: %d images (%s)", dataset.root, name, int(np.sum(counts)), ", ".join(
-        f"{c} {n}" for c, n in zip(dataset.class_names, counts)))
+    logging.info(
+        "%s %s: %d images (%s)",
+        dataset.root,
+        name,
+        int(np.sum(counts)),
+        ", ".join(f"{c} {n}" for c, n in zip(dataset.class_names, counts)),
+    )

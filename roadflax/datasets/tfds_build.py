@@ -18,7 +18,9 @@ from tensorflow_datasets.scripts.cli import build, cli_utils
 from roadflax.datasets import rscd_builder  # noqa: F401  (registers rscd)
 
 _parse_flags = cli_utils.make_flags_parser(
-    build.Args, description="Builds a TFDS data set (tfds build), rscd included.")
+    build.Args,
+    description="Builds a TFDS data set (tfds build), rscd included.",
+)
 
 
 def main(args: build.Args) -> None:

@@ -26,6 +26,7 @@ class StridedConvTranspose(nn.Module):
   of `nn.ConvTranspose(features, (k, k), strides=(s, s),
   padding=[(k - 1, k - 1 + extra)] * 2)`, so checkpoints do not change.
   """
+
   features: int
   kernel_size: int
   stride: int
@@ -42,16 +43,31 @@ class StridedConvTranspose(nn.Module):
     # padded in front of the kernel.
     front = taps * s - k
     padded = jnp.pad(kernel, ((front, 0), (front, 0), (0, 0), (0, 0)))
-    index = s * jnp.arange(taps)[:, None] + (s - 1) - jnp.arange(s)[None, :]  # [taps, s]
+    index = (
+        s * jnp.arange(taps)[:, None] + (s - 1) - jnp.arange(s)[None, :]
+    )  # [taps, s]
     sub = padded[index][:, :, index]  # [taps, s, taps, s, in, out]
-    sub = sub.transpose(0, 2, 4, 1, 3, 5).reshape(taps, taps, x.shape[-1], s * s * self.features)
+    sub = sub.transpose(0, 2, 4, 1, 3, 5).reshape(
+        taps, taps, x.shape[-1], s * s * self.features
+    )
     rows, cols = (-(-n // s) for n in self.out_hw)
-    x = jnp.pad(x, ((0, 0), (taps - 1, rows - x.shape[1]), (taps - 1, cols - x.shape[2]), (0, 0)))
-    y = jax.lax.conv_general_dilated(x, sub, (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = y.reshape(y.shape[0], rows, cols, s, s, self.features).transpose(0, 1, 3, 2, 4, 5)
+    x = jnp.pad(
+        x,
+        (
+            (0, 0),
+            (taps - 1, rows - x.shape[1]),
+            (taps - 1, cols - x.shape[2]),
+            (0, 0),
+        ),
+    )
+    y = jax.lax.conv_general_dilated(
+        x, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    y = y.reshape(y.shape[0], rows, cols, s, s, self.features).transpose(
+        0, 1, 3, 2, 4, 5
+    )
     y = y.reshape(y.shape[0], rows * s, cols * s, self.features)
-    return y[:, :self.out_hw[0], :self.out_hw[1]] + bias
+    return y[:, : self.out_hw[0], : self.out_hw[1]] + bias
 
 
 # PatchConv's patch matrices beat XLA:CPU's convolution from about this many
@@ -74,10 +90,13 @@ class PatchConv(nn.Module):
   `lax.conv`. Small outputs, and other backends, use the convolution. The
   parameters are exactly `nn.Conv`'s, so checkpoints do not change.
   """
+
   features: int
   kernel_size: int
   stride: int
-  patches: bool | None = None  # None: patch matrices on CPUs, for large outputs.
+  patches: bool | None = (
+      None  # None: patch matrices on CPUs, for large outputs.
+  )
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,27 +107,41 @@ class PatchConv(nn.Module):
     rows, cols = (height - k) // s + 1, (width - k) // s + 1
     patches = self.patches
     if patches is None:
-      patches = (jax.default_backend() == "cpu"
-                 and rows * cols >= _PATCHES_FROM_OUTPUT_PIXELS)
+      patches = (
+          jax.default_backend() == "cpu"
+          and rows * cols >= _PATCHES_FROM_OUTPUT_PIXELS
+      )
     if not patches:
-      y = jax.lax.conv_general_dilated(x, kernel, (s, s), "VALID",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (s, s), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
       return y + bias
     taps = -(-k // s)  # blocks per output pixel along each axis
     # Output pixel (r, c) reads input blocks r..r+taps-1, c..c+taps-1; pixels
     # past the input, if any, meet the kernel's zero padding.
     h, w = s * (rows + taps - 1), s * (cols + taps - 1)
-    x = jnp.pad(x, ((0, 0), (0, max(0, h - height)), (0, max(0, w - width)), (0, 0)))
+    x = jnp.pad(
+        x, ((0, 0), (0, max(0, h - height)), (0, max(0, w - width)), (0, 0))
+    )
     blocks = x[:, :h, :w].reshape(n, h // s, s, w // s, s, channels)
-    blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(n, h // s, w // s, s * s * channels)
-    padded = jnp.pad(kernel, ((0, taps * s - k), (0, taps * s - k), (0, 0), (0, 0)))
+    blocks = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(
+        n, h // s, w // s, s * s * channels
+    )
+    padded = jnp.pad(
+        kernel, ((0, taps * s - k), (0, taps * s - k), (0, 0), (0, 0))
+    )
     weights = padded.reshape(taps, s, taps, s, channels, self.features)
     weights = weights.transpose(0, 2, 1, 3, 4, 5).reshape(-1, self.features)
 
     def one_image(image_blocks: jax.Array) -> jax.Array:
       patch_matrix = jnp.concatenate(
-          [image_blocks[i:i + rows, j:j + cols] for i in range(taps) for j in range(taps)],
-          axis=-1)  # [rows, cols, taps * taps * s * s * channels]
+          [
+              image_blocks[i : i + rows, j : j + cols]
+              for i in range(taps)
+              for j in range(taps)
+          ],
+          axis=-1,
+      )  # [rows, cols, taps * taps * s * s * channels]
       return patch_matrix @ weights
 
     return jax.lax.map(one_image, blocks) + bias

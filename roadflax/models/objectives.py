@@ -59,10 +59,13 @@ def objective_from_config(stage_config: Any) -> Objective:
       label_smoothing=float(stage_config.label_smoothing),
       reconstruction_weight=float(stage_config.reconstruction_weight),
       corruption=stage_config.corruption,
-      corruption_amount=float(stage_config.corruption_amount))
+      corruption_amount=float(stage_config.corruption_amount),
+  )
 
 
-def corrupt(images: jax.Array, corruption: str, amount: float, rng: jax.Array) -> jax.Array:
+def corrupt(
+    images: jax.Array, corruption: str, amount: float, rng: jax.Array
+) -> jax.Array:
   """A denoising autoencoder's input: `images` with Gaussian noise of std
   `amount` added, or a share `amount` of MASK_PATCH-pixel patches set to 0
   (the data set's mean colour, in normalised units)."""
@@ -77,9 +80,15 @@ def corrupt(images: jax.Array, corruption: str, amount: float, rng: jax.Array) -
   return images
 
 
-def objective_outputs(objective: Objective, model: RoadNet, params: Any,
-                      batch: dict[str, jax.Array], *, train: bool,
-                      dropout_rng: jax.Array | None = None) -> dict[str, jax.Array]:
+def objective_outputs(
+    objective: Objective,
+    model: RoadNet,
+    params: Any,
+    batch: dict[str, jax.Array],
+    *,
+    train: bool,
+    dropout_rng: jax.Array | None = None
+) -> dict[str, jax.Array]:
   """Per-example values: `loss`, and `logits` and/or `squared_error`; and
   `latent_rms`, the encoder output's root mean square over the batch.
 
@@ -92,9 +101,15 @@ def objective_outputs(objective: Objective, model: RoadNet, params: Any,
   variables = {"params": params}
   inputs = images
   if train and objective.reconstructs and objective.corruption != "none":
-    inputs = corrupt(images, objective.corruption, objective.corruption_amount,
-                     jax.random.fold_in(dropout_rng, 1))
-  apply = functools.partial(model.apply, variables, inputs, mutable=["intermediates"])
+    inputs = corrupt(
+        images,
+        objective.corruption,
+        objective.corruption_amount,
+        jax.random.fold_in(dropout_rng, 1),
+    )
+  apply = functools.partial(
+      model.apply, variables, inputs, mutable=["intermediates"]
+  )
   if objective.name == "joint":
     (logits, reconstruction), state = apply(train=train, rngs=rngs)
   elif objective.name == "classification":
@@ -106,15 +121,18 @@ def objective_outputs(objective: Objective, model: RoadNet, params: Any,
   loss = jnp.zeros(images.shape[0], jnp.float32)
   if objective.classifies:
     num_classes = logits.shape[-1]
-    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes),
-                                  objective.label_smoothing)
+    targets = optax.smooth_labels(
+        jax.nn.one_hot(batch["label"], num_classes), objective.label_smoothing
+    )
     cross_entropy = optax.softmax_cross_entropy(logits, targets)
     if objective.class_weights is not None:
       cross_entropy *= jnp.asarray(objective.class_weights)[batch["label"]]
     outputs["logits"] = logits
     loss += cross_entropy
   if objective.reconstructs:
-    squared_error = jnp.mean(jnp.square(reconstruction - images), axis=(1, 2, 3))
+    squared_error = jnp.mean(
+        jnp.square(reconstruction - images), axis=(1, 2, 3)
+    )
     outputs["squared_error"] = squared_error
     weight = objective.reconstruction_weight if objective.classifies else 1.0
     loss += weight * squared_error

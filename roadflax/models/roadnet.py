@@ -36,6 +36,7 @@ def _pool_size(size: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class FeatureSizes:
   """Spatial size (one dimension) after each down-sampling layer."""
+
   conv1: int
   pool1: int
   pool2: int
@@ -66,12 +67,15 @@ def check_image_size(height: int, width: int) -> None:
     raise UserError(
         f"image size {height}x{width} is below the minimum of "
         f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} that this network accepts "
-        f"(set data.image_size >= {MIN_IMAGE_SIZE})")
+        f"(set data.image_size >= {MIN_IMAGE_SIZE})"
+    )
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
   """Bilinear up-sampling to an exact size (the encoder's sizes are not 2x)."""
-  return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), "bilinear")
+  return jax.image.resize(
+      x, (x.shape[0], height, width, x.shape[3]), "bilinear"
+  )
 
 
 NORMS = ("none", "group")
@@ -85,6 +89,7 @@ class _Norm(nn.Module):
   so steps stay pure functions of (params, batch) and evaluation equals
   training's forward pass; it adds 2 parameters per channel.
   """
+
   kind: str
 
   @nn.compact
@@ -96,16 +101,26 @@ class _Norm(nn.Module):
 
 class Encoder(nn.Module):
   """AlexNet's convolutions; returns the encoded state (conv6)."""
+
   norm: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(_Norm(self.norm, name="conv1_norm")(PatchConv(96, 11, 4, name="conv1")(x)))
+    x = nn.relu(
+        _Norm(self.norm, name="conv1_norm")(
+            PatchConv(96, 11, 4, name="conv1")(x)
+        )
+    )
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
     x = _Conv(256, (5, 5), padding="SAME", name="conv2")(x)
     x = nn.relu(_Norm(self.norm, name="conv2_norm")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-    for name, features in (("conv3", 384), ("conv4", 384), ("conv5", 256), ("conv6", 256)):
+    for name, features in (
+        ("conv3", 384),
+        ("conv4", 384),
+        ("conv5", 256),
+        ("conv6", 256),
+    ):
       x = _Conv(features, (3, 3), padding="SAME", name=name)(x)
       x = nn.relu(_Norm(self.norm, name=f"{name}_norm")(x))
     # For the training-health check; a no-op unless "intermediates" is mutable.
@@ -115,16 +130,27 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
   """The encoder's mirror; reconstructs an image of the encoder's input size."""
+
   norm: str = "none"
 
   @nn.compact
-  def __call__(self, latent: jax.Array, image_hw: tuple[int, int], *,
-               features_only: bool = False) -> jax.Array:
+  def __call__(
+      self,
+      latent: jax.Array,
+      image_hw: tuple[int, int],
+      *,
+      features_only: bool = False,
+  ) -> jax.Array:
     """The reconstruction, or with `features_only` the 96-channel map at
     conv2's spatial size (what `head_input='decoder'` reads)."""
     sizes = [feature_sizes(s) for s in image_hw]
     x = latent
-    for name, features in (("deconv6", 256), ("deconv5", 384), ("deconv4", 384), ("deconv3", 256)):
+    for name, features in (
+        ("deconv6", 256),
+        ("deconv5", 384),
+        ("deconv4", 384),
+        ("deconv3", 256),
+    ):
       x = _ConvTranspose(features, (3, 3), padding="SAME", name=name)(x)
       x = nn.relu(_Norm(self.norm, name=f"{name}_norm")(x))
     x = _resize(x, sizes[0].pool1, sizes[1].pool1)
@@ -140,6 +166,7 @@ class Decoder(nn.Module):
 
 class Head(nn.Module):
   """AlexNet's pool5 and dense layers; returns logits."""
+
   num_classes: int
   dropout_rate: float = 0.5
 
@@ -155,6 +182,7 @@ class Head(nn.Module):
 
 class RoadNet(nn.Module):
   """Encoder, decoder and head; methods pick the path an objective needs."""
+
   num_classes: int
   head_input: str = "latent"
   dropout_rate: float = 0.5
@@ -162,19 +190,26 @@ class RoadNet(nn.Module):
 
   def setup(self):
     if self.head_input not in HEAD_INPUTS:
-      raise UserError(f"model.head_input must be one of {HEAD_INPUTS}, got {self.head_input!r}")
+      raise UserError(
+          f"model.head_input must be one of {HEAD_INPUTS}, got"
+          f" {self.head_input!r}"
+      )
     if self.norm not in NORMS:
       raise UserError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
     self.encoder = Encoder(self.norm)
     self.decoder = Decoder(self.norm)
     self.head = Head(self.num_classes, self.dropout_rate)
 
-  def _head_features(self, latent: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
+  def _head_features(
+      self, latent: jax.Array, image_hw: tuple[int, int]
+  ) -> jax.Array:
     if self.head_input == "decoder":
       return self.decoder(latent, image_hw, features_only=True)
     return latent
 
-  def __call__(self, images: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self, images: jax.Array, *, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
     """(logits, reconstruction) from one encoder pass; also initialises every tree."""
     image_hw = images.shape[1:3]
     latent = self.encoder(images)
@@ -183,7 +218,9 @@ class RoadNet(nn.Module):
 
   def classify(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     image_hw = images.shape[1:3]
-    return self.head(self._head_features(self.encoder(images), image_hw), train=train)
+    return self.head(
+        self._head_features(self.encoder(images), image_hw), train=train
+    )
 
   def reconstruct(self, images: jax.Array) -> jax.Array:
     return self.decoder(self.encoder(images), images.shape[1:3])
@@ -191,8 +228,12 @@ class RoadNet(nn.Module):
 
 def create_model(model_config: Any, num_classes: int) -> RoadNet:
   """The model a config's `model` block describes."""
-  return RoadNet(num_classes=num_classes, head_input=model_config.head_input,
-                 dropout_rate=model_config.dropout_rate, norm=model_config.norm)
+  return RoadNet(
+      num_classes=num_classes,
+      head_input=model_config.head_input,
+      dropout_rate=model_config.dropout_rate,
+      norm=model_config.norm,
+  )
 
 
 def init_params(model: RoadNet, rng: jax.Array, image_size: int) -> dict:
@@ -213,27 +254,50 @@ def summary(model: RoadNet, image_size: int) -> str:
   variables = jax.eval_shape(model.init, jax.random.key(0), images)
   params = variables["params"]
   _, state = jax.eval_shape(
-      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
-      variables, images)
+      lambda v, x: model.apply(
+          v, x, capture_intermediates=True, mutable=["intermediates"]
+      ),
+      variables,
+      images,
+  )
   outputs = _call_outputs(state["intermediates"])
   rows = [("layer", "output", "parameters", "count")]
-  for module, layer in sorted(_layers(params).items(), key=lambda kv: _LAYER_ORDER.index(kv[0])):
-    shapes = ", ".join(f"{name} {tuple(leaf.shape)}" for name, leaf in layer.items())
-    rows.append((module, outputs.get(module, ""), shapes, f"{count_params(layer):,}"))
+  for module, layer in sorted(
+      _layers(params).items(), key=lambda kv: _LAYER_ORDER.index(kv[0])
+  ):
+    shapes = ", ".join(
+        f"{name} {tuple(leaf.shape)}" for name, leaf in layer.items()
+    )
+    rows.append(
+        (module, outputs.get(module, ""), shapes, f"{count_params(layer):,}")
+    )
   widths = [max(len(row[i]) for row in rows) for i in range(4)]
-  lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
-                     for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+  lines = [
+      "  ".join(
+          cell.ljust(w) if i < 3 else cell.rjust(w)
+          for i, (cell, w) in enumerate(zip(row, widths))
+      )
+      for row in rows
+  ]
   lines.insert(1, "-" * len(lines[0]))
-  totals = {name: count_params(params[name]) for name in ("encoder", "decoder", "head")}
+  totals = {
+      name: count_params(params[name])
+      for name in ("encoder", "decoder", "head")
+  }
   totals["classifier (encoder + head)"] = totals["encoder"] + totals["head"]
   totals["total"] = count_params(params)
   lines.append("-" * len(lines[0]))
   lines += [f"{name}: {count:,}" for name, count in totals.items()]
-  return (f"RoadNet at {image_size}x{image_size}x3, {model.num_classes} classes, "
-          f"head_input={model.head_input}\n" + "\n".join(lines))
+  return (
+      f"RoadNet at {image_size}x{image_size}x3, {model.num_classes} classes, "
+      f"head_input={model.head_input}\n"
+      + "\n".join(lines)
+  )
 
 
-def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+def _flatten(
+    tree: dict, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], Any]:
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
@@ -264,4 +328,5 @@ def _layers(params: dict) -> dict[str, dict[str, Any]]:
 _LAYER_ORDER = tuple(
     [f"encoder/conv{i}" for i in range(1, 7)]
     + [f"decoder/deconv{i}" for i in range(6, 0, -1)]
-    + ["head/fc1", "head/fc2", "head/logits"])
+    + ["head/fc1", "head/fc2", "head/logits"]
+)

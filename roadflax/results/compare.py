@@ -29,13 +29,19 @@ from roadflax.runs import workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_text, read_json, read_json_if_present
 from roadflax.results import curves
+
 MISSING = "—"
-MARKDOWN_FILE, CSV_FILE, PLOT_FILE = "comparison.md", "comparison.csv", "comparison.png"
+MARKDOWN_FILE, CSV_FILE, PLOT_FILE = (
+    "comparison.md",
+    "comparison.csv",
+    "comparison.png",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
   """One row of the table and the run's curves; None where not (yet) known."""
+
   name: str
   class_names: tuple[str, ...]
   description: str
@@ -58,13 +64,23 @@ def compare_main(workdirs_or_globs: list[str], output_dir: str) -> None:
   runs = [summarize_run(path, name) for path, name in zip(paths, names)]
   class_names = _union_class_names(runs)
   table = markdown_table(runs, class_names)
-  atomic_write_text(os.path.join(output_dir, MARKDOWN_FILE),
-                    f"# Run comparison\n\n{table}\n\n![Validation curves]({PLOT_FILE})\n")
-  atomic_write_text(os.path.join(output_dir, CSV_FILE), csv_text(runs, class_names))
+  atomic_write_text(
+      os.path.join(output_dir, MARKDOWN_FILE),
+      f"# Run comparison\n\n{table}\n\n![Validation curves]({PLOT_FILE})\n",
+  )
+  atomic_write_text(
+      os.path.join(output_dir, CSV_FILE), csv_text(runs, class_names)
+  )
   curves.write_plot(runs, os.path.join(output_dir, PLOT_FILE))
   print(table)
-  logging.info("compared %d runs into %s: %s, %s, %s", len(runs), output_dir,
-               MARKDOWN_FILE, CSV_FILE, PLOT_FILE)
+  logging.info(
+      "compared %d runs into %s: %s, %s, %s",
+      len(runs),
+      output_dir,
+      MARKDOWN_FILE,
+      CSV_FILE,
+      PLOT_FILE,
+  )
 
 
 def expand_workdirs(items: list[str]) -> list[str]:
@@ -75,7 +91,10 @@ def expand_workdirs(items: list[str]) -> list[str]:
   not one, is a mistake.
   """
   if not items:
-    raise UserError("--mode=compare needs --workdir=DIR (several, or a quoted glob like 'runs/*')")
+    raise UserError(
+        "--mode=compare needs --workdir=DIR (several, or a quoted glob like"
+        " 'runs/*')"
+    )
   paths = []
   for item in items:
     if glob.has_magic(item):
@@ -84,15 +103,19 @@ def expand_workdirs(items: list[str]) -> list[str]:
         raise UserError(f"--workdir={item} matches nothing")
       found = [path for path in matches if _is_workdir(path)]
       if not found:
-        raise UserError(f"--workdir={item} matches no roadflax workdir (no "
-                        f"{workdirs.RUN_FILE} in {', '.join(matches)})")
+        raise UserError(
+            f"--workdir={item} matches no roadflax workdir (no "
+            f"{workdirs.RUN_FILE} in {', '.join(matches)})"
+        )
       paths += found
     elif _is_workdir(item):
       paths.append(item)
     elif not os.path.exists(item):
       raise UserError(f"--workdir={item}: no such folder")
     else:
-      raise UserError(f"{item} is not a roadflax workdir (no {workdirs.RUN_FILE})")
+      raise UserError(
+          f"{item} is not a roadflax workdir (no {workdirs.RUN_FILE})"
+      )
   return list(dict.fromkeys(os.path.normpath(path) for path in paths))
 
 
@@ -111,35 +134,62 @@ def summarize_run(workdir: str, name: str) -> RunSummary:
   run = read_json(os.path.join(workdir, workdirs.RUN_FILE))
   config_path = os.path.join(workdir, workdirs.CONFIG_FILE)
   if not os.path.isfile(config_path):
-    raise UserError(f"{workdir} has {workdirs.RUN_FILE} but no {workdirs.CONFIG_FILE}")
+    raise UserError(
+        f"{workdir} has {workdirs.RUN_FILE} but no {workdirs.CONFIG_FILE}"
+    )
   config = workdirs.run_config(workdir, None)
   stage_order = list(config.stage_order)
-  summaries = {stage: read_json_if_present(os.path.join(workdir, stage, workdirs.SUMMARY_FILE))
-               for stage in stage_order}
+  summaries = {
+      stage: read_json_if_present(
+          os.path.join(workdir, stage, workdirs.SUMMARY_FILE)
+      )
+      for stage in stage_order
+  }
   classifiers = [s for s in stage_order if _classifies(config.stages[s])]
   last = classifiers[-1] if classifiers else None
   stage = config.stages[last] if last else None
   summary = summaries.get(last) or {}
-  report = (read_json_if_present(os.path.join(workdir, last, "report.json")) or {}) if last else {}
+  report = (
+      (read_json_if_present(os.path.join(workdir, last, "report.json")) or {})
+      if last
+      else {}
+  )
   seconds = [s["seconds"] for s in summaries.values() if s and "seconds" in s]
   return RunSummary(
       name=name,
-      class_names=tuple(run.get("class_names", ())) + tuple(report.get("per_class", {})),
+      class_names=tuple(run.get("class_names", ()))
+      + tuple(report.get("per_class", {})),
       description=describe_stages(config),
       optimizer=stage.optimizer if stage else None,
       learning_rate=stage.learning_rate if stage else None,
-      epochs=summary.get("epochs") or (stage.epochs if stage and not stage.steps else None),
+      epochs=summary.get("epochs")
+      or (stage.epochs if stage and not stage.steps else None),
       test_accuracy=report.get("accuracy"),
-      f1={cls: values["f1"] for cls, values in report.get("per_class", {}).items()},
-      parameters=classifier_parameters(run.get("image_size"), len(run.get("class_names", ())),
-                                       run.get("head_input", "latent"),
-                                       workdirs.recorded(run, "norm")),
+      f1={
+          cls: values["f1"]
+          for cls, values in report.get("per_class", {}).items()
+      },
+      parameters=classifier_parameters(
+          run.get("image_size"),
+          len(run.get("class_names", ())),
+          run.get("head_input", "latent"),
+          workdirs.recorded(run, "norm"),
+      ),
       seconds=sum(seconds) if seconds else None,
       images_per_second=summary.get("train_images_per_second"),
-      accuracy_curves=curves.stage_curves(workdir, name, classifiers, "val_accuracy"),
+      accuracy_curves=curves.stage_curves(
+          workdir, name, classifiers, "val_accuracy"
+      ),
       reconstruction_curves=curves.stage_curves(
-          workdir, name, [s for s in stage_order if config.stages[s].objective == "reconstruction"],
-          "val_loss"),
+          workdir,
+          name,
+          [
+              s
+              for s in stage_order
+              if config.stages[s].objective == "reconstruction"
+          ],
+          "val_loss",
+      ),
   )
 
 
@@ -158,8 +208,10 @@ def describe_stages(config: ml_collections.ConfigDict) -> str:
     if stage.get("corruption", "none") != "none":
       objective += f" of {stage.corruption} {stage.corruption_amount:g}"
     length = f"{stage.steps} steps" if stage.steps else f"{stage.epochs} ep"
-    parts.append(f"{name}({objective}, {stage.optimizer} "
-                 f"{format_learning_rate(stage.learning_rate)}, {length})")
+    parts.append(
+        f"{name}({objective}, {stage.optimizer} "
+        f"{format_learning_rate(stage.learning_rate)}, {length})"
+    )
   norm = config.model.get("norm", "none")
   return ("" if norm == "none" else f"{norm} norm: ") + " -> ".join(parts)
 
@@ -172,19 +224,35 @@ def format_learning_rate(value: float) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def classifier_parameters(image_size: int | None, num_classes: int, head_input: str,
-                          norm: str = "none") -> int | None:
+def classifier_parameters(
+    image_size: int | None,
+    num_classes: int,
+    head_input: str,
+    norm: str = "none",
+) -> int | None:
   """Parameters the classifier reads (encoder, head, and with
-  head_input='decoder' the decoder up to its 96-channel map), from shapes alone."""
+  head_input='decoder' the decoder up to its 96-channel map), from shapes alone.
+  """
   if not image_size or not num_classes:
     return None
-  model = roadnet.RoadNet(num_classes=num_classes, head_input=head_input, norm=norm)
-  params = jax.eval_shape(functools.partial(roadnet.init_params, model, image_size=image_size),
-                          jax.random.key(0))
-  count = roadnet.count_params(params["encoder"]) + roadnet.count_params(params["head"])
-  if head_input == "decoder":  # its last layer draws the image, which the head never reads
-    count += sum(roadnet.count_params(layer) for name, layer in params["decoder"].items()
-                 if name != "deconv1")
+  model = roadnet.RoadNet(
+      num_classes=num_classes, head_input=head_input, norm=norm
+  )
+  params = jax.eval_shape(
+      functools.partial(roadnet.init_params, model, image_size=image_size),
+      jax.random.key(0),
+  )
+  count = roadnet.count_params(params["encoder"]) + roadnet.count_params(
+      params["head"]
+  )
+  if (
+      head_input == "decoder"
+  ):  # its last layer draws the image, which the head never reads
+    count += sum(
+        roadnet.count_params(layer)
+        for name, layer in params["decoder"].items()
+        if name != "deconv1"
+    )
   return count
 
 
@@ -215,15 +283,40 @@ def _columns(class_names: list[str]) -> list[_Column]:
       _Column("run", "run", lambda r: r.name, numeric=False),
       _Column("config", "config", lambda r: r.description, numeric=False),
       _Column("optimizer", "optimizer", lambda r: r.optimizer, numeric=False),
-      _Column("learning_rate", "lr", lambda r: r.learning_rate, format_learning_rate),
+      _Column(
+          "learning_rate", "lr", lambda r: r.learning_rate, format_learning_rate
+      ),
       _Column("epochs", "epochs", lambda r: r.epochs),
-      _Column("test_accuracy", "test accuracy", lambda r: r.test_accuracy, "{:.1%}".format),
-      *[_Column(f"f1_{cls}", f"F1 {cls}", lambda r, cls=cls: r.f1.get(cls), "{:.2f}".format)
-        for cls in class_names],
-      _Column("parameters", "parameters", lambda r: r.parameters, "{:,}".format),
-      _Column("training_seconds", "training time", lambda r: r.seconds, _format_seconds),
-      _Column("train_images_per_second", "images/s", lambda r: r.images_per_second,
-              "{:.0f}".format),
+      _Column(
+          "test_accuracy",
+          "test accuracy",
+          lambda r: r.test_accuracy,
+          "{:.1%}".format,
+      ),
+      *[
+          _Column(
+              f"f1_{cls}",
+              f"F1 {cls}",
+              lambda r, cls=cls: r.f1.get(cls),
+              "{:.2f}".format,
+          )
+          for cls in class_names
+      ],
+      _Column(
+          "parameters", "parameters", lambda r: r.parameters, "{:,}".format
+      ),
+      _Column(
+          "training_seconds",
+          "training time",
+          lambda r: r.seconds,
+          _format_seconds,
+      ),
+      _Column(
+          "train_images_per_second",
+          "images/s",
+          lambda r: r.images_per_second,
+          "{:.0f}".format,
+      ),
   ]
 
 
@@ -233,18 +326,26 @@ def markdown_table(runs: list[RunSummary], class_names: list[str]) -> str:
   cells = [[column.title for column in columns]]
   for run in runs:
     values = [column.value(run) for column in columns]
-    cells.append([MISSING if value is None else column.markdown(value).replace("|", r"\|")
-                  for column, value in zip(columns, values)])
+    cells.append([
+        MISSING if value is None else column.markdown(value).replace("|", r"\|")
+        for column, value in zip(columns, values)
+    ])
   widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
 
   def line(row: list[str]) -> str:
-    padded = [cell.rjust(width) if column.numeric else cell.ljust(width)
-              for cell, width, column in zip(row, widths, columns)]
+    padded = [
+        cell.rjust(width) if column.numeric else cell.ljust(width)
+        for cell, width, column in zip(row, widths, columns)
+    ]
     return "| " + " | ".join(padded) + " |"
 
-  rule = ["-" * (width - 1) + ":" if column.numeric else "-" * width
-          for width, column in zip(widths, columns)]
-  return "\n".join([line(cells[0]), line(rule)] + [line(row) for row in cells[1:]])
+  rule = [
+      "-" * (width - 1) + ":" if column.numeric else "-" * width
+      for width, column in zip(widths, columns)
+  ]
+  return "\n".join(
+      [line(cells[0]), line(rule)] + [line(row) for row in cells[1:]]
+  )
 
 
 def csv_text(runs: list[RunSummary], class_names: list[str]) -> str:
@@ -255,5 +356,8 @@ def csv_text(runs: list[RunSummary], class_names: list[str]) -> str:
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow([column.csv_name for column in columns])
   for run in runs:
-    writer.writerow(["" if (value := column.value(run)) is None else value for column in columns])
+    writer.writerow([
+        "" if (value := column.value(run)) is None else value
+        for column in columns
+    ])
   return buffer.getvalue()

@@ -15,8 +15,8 @@ from tensorboard.util import tensor_util
 from roadflax.files import atomic_write
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 _EVENTS = "events.out.tfevents.*"
 
@@ -24,6 +24,7 @@ _EVENTS = "events.out.tfevents.*"
 @dataclasses.dataclass(frozen=True)
 class Curve:
   """One stage's validation metric, one point per evaluation (epoch end)."""
+
   label: str
   steps: tuple[int, ...]
   values: tuple[float, ...]
@@ -31,11 +32,14 @@ class Curve:
 
 class RunCurves(Protocol):
   """What `write_plot` draws of a run (`compare.RunSummary` has it)."""
+
   accuracy_curves: tuple[Curve, ...]
   reconstruction_curves: tuple[Curve, ...]
 
 
-def stage_curves(workdir: str, run_name: str, stages: list[str], tag: str) -> tuple[Curve, ...]:
+def stage_curves(
+    workdir: str, run_name: str, stages: list[str], tag: str
+) -> tuple[Curve, ...]:
   """`tag` of each stage that has logged it, labelled by the run (and by the
   stage too when the run has several)."""
   curves = []
@@ -43,7 +47,13 @@ def stage_curves(workdir: str, run_name: str, stages: list[str], tag: str) -> tu
     points = read_scalar(os.path.join(workdir, stage), tag)
     if points:
       steps, values = zip(*points)
-      curves.append(Curve(f"{run_name}: {stage}" if len(stages) > 1 else run_name, steps, values))
+      curves.append(
+          Curve(
+              f"{run_name}: {stage}" if len(stages) > 1 else run_name,
+              steps,
+              values,
+          )
+      )
   return tuple(curves)
 
 
@@ -57,14 +67,18 @@ def read_scalar(stage_dir: str, tag: str) -> list[tuple[int, float]]:
   """
   if not glob.glob(os.path.join(stage_dir, _EVENTS)):
     return []
-  accumulator = EventAccumulator(stage_dir, size_guidance={"scalars": 0, "tensors": 0})
+  accumulator = EventAccumulator(
+      stage_dir, size_guidance={"scalars": 0, "tensors": 0}
+  )
   accumulator.Reload()
   tags = accumulator.Tags()
   if tag in tags["scalars"]:
     points = {event.step: event.value for event in accumulator.Scalars(tag)}
   elif tag in tags["tensors"]:
-    points = {event.step: float(tensor_util.make_ndarray(event.tensor_proto))
-              for event in accumulator.Tensors(tag)}
+    points = {
+        event.step: float(tensor_util.make_ndarray(event.tensor_proto))
+        for event in accumulator.Tensors(tag)
+    }
   else:
     return []
   return sorted(points.items())
@@ -73,24 +87,47 @@ def read_scalar(stage_dir: str, tag: str) -> list[tuple[int, float]]:
 def write_plot(runs: Sequence["RunCurves"], path: str) -> None:
   """Validation accuracy of the classifier stages, and beside it the
   validation loss of reconstruction stages when any run has one."""
-  panels = [("Validation accuracy (classification)", "accuracy", True,
-             lambda run: run.accuracy_curves)]
+  panels = [(
+      "Validation accuracy (classification)",
+      "accuracy",
+      True,
+      lambda run: run.accuracy_curves,
+  )]
   if any(run.reconstruction_curves for run in runs):
-    panels.append(("Validation loss (reconstruction)", "loss (MSE)", False,
-                   lambda run: run.reconstruction_curves))
-  figure, axes_list = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), dpi=110,
-                                   squeeze=False)
+    panels.append((
+        "Validation loss (reconstruction)",
+        "loss (MSE)",
+        False,
+        lambda run: run.reconstruction_curves,
+    ))
+  figure, axes_list = plt.subplots(
+      1, len(panels), figsize=(6.4 * len(panels), 4.4), dpi=110, squeeze=False
+  )
   colours = plt.get_cmap("tab10")
   for axes, (title, ylabel, percent, curves_of) in zip(axes_list[0], panels):
     # Whole epochs only, with room either side (a single epoch would
     # otherwise get an axis of fractions around 1).
-    axes.set_xlim(0.5, max([len(c.values) for run in runs for c in curves_of(run)], default=1) + 0.5)
+    axes.set_xlim(
+        0.5,
+        max([len(c.values) for run in runs for c in curves_of(run)], default=1)
+        + 0.5,
+    )
     for index, run in enumerate(runs):
       # A run's stages share its colour and differ in line style.
-      for curve, style in zip(curves_of(run), itertools.cycle(("-", "--", ":", "-."))):
+      for curve, style in zip(
+          curves_of(run), itertools.cycle(("-", "--", ":", "-."))
+      ):
         epochs = np.arange(1, len(curve.values) + 1)
-        axes.plot(epochs, curve.values, style, marker="o", markersize=3.5, linewidth=1.6,
-                  color=colours(index % 10), label=curve.label)
+        axes.plot(
+            epochs,
+            curve.values,
+            style,
+            marker="o",
+            markersize=3.5,
+            linewidth=1.6,
+            color=colours(index % 10),
+            label=curve.label,
+        )
     _style_axes(axes, title, ylabel, percent)
   figure.tight_layout()
   _save_figure(figure, path)
@@ -108,8 +145,15 @@ def _style_axes(axes: Any, title: str, ylabel: str, percent: bool) -> None:
   if axes.lines:
     axes.legend(fontsize=8, frameon=False)
   else:
-    axes.text(0.5, 0.5, "no validation points yet", ha="center", va="center",
-              transform=axes.transAxes, color="grey")
+    axes.text(
+        0.5,
+        0.5,
+        "no validation points yet",
+        ha="center",
+        va="center",
+        transform=axes.transAxes,
+        color="grey",
+    )
 
 
 def _save_figure(figure: Any, path: str) -> None:

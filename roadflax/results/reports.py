@@ -18,8 +18,14 @@ from roadflax.files import atomic_write_text
 
 _METRICS = ("precision", "recall", "f1")
 _RESERVED_KEYS = frozenset({
-    "accuracy", "num_examples", "class_names", "checkpoint_step", "per_class",
-    "macro_avg", "weighted_avg", "confusion_matrix",
+    "accuracy",
+    "num_examples",
+    "class_names",
+    "checkpoint_step",
+    "per_class",
+    "macro_avg",
+    "weighted_avg",
+    "confusion_matrix",
 })
 
 
@@ -31,17 +37,21 @@ def _as_class_ids(values: Any, what: str, num_classes: int) -> np.ndarray:
   if array.size == 0:
     return array.astype(np.int64)
   if not np.issubdtype(array.dtype, np.integer):
-    raise ValueError(f"{what} must be integer class ids, got dtype {array.dtype}")
+    raise ValueError(
+        f"{what} must be integer class ids, got dtype {array.dtype}"
+    )
   low, high = int(array.min()), int(array.max())
   if low < 0 or high >= num_classes:
     bad = low if low < 0 else high
     raise ValueError(
-        f"{what} contains class id {bad}, outside [0, {num_classes})")
+        f"{what} contains class id {bad}, outside [0, {num_classes})"
+    )
   return array.astype(np.int64)
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int
+) -> np.ndarray:
   """Counts (true class, predicted class) pairs.
 
   Args:
@@ -58,8 +68,9 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
     ValueError: on a bad `num_classes`, non-1-D or non-integer inputs,
       mismatched lengths, or a class id outside [0, num_classes).
   """
-  if isinstance(num_classes, bool) or not isinstance(num_classes,
-                                                     (int, np.integer)):
+  if isinstance(num_classes, bool) or not isinstance(
+      num_classes, (int, np.integer)
+  ):
     raise ValueError(f"num_classes must be an int, got {num_classes!r}")
   if num_classes < 1:
     raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -69,9 +80,12 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
   if true_ids.shape != predicted_ids.shape:
     raise ValueError(
         f"labels and predictions differ in length: {true_ids.shape[0]} vs "
-        f"{predicted_ids.shape[0]}")
-  flat = np.bincount(true_ids * num_classes + predicted_ids,
-                     minlength=num_classes * num_classes)
+        f"{predicted_ids.shape[0]}"
+    )
+  flat = np.bincount(
+      true_ids * num_classes + predicted_ids,
+      minlength=num_classes * num_classes,
+  )
   return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
@@ -84,11 +98,13 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
   return out
 
 
-def classification_report(confusion: np.ndarray,
-                          class_names: Sequence[str],
-                          *,
-                          checkpoint_step: int,
-                          extra: Mapping[str, Any] | None = None) -> dict:
+def classification_report(
+    confusion: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    checkpoint_step: int,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
   """Builds a JSON-able classification report from a confusion matrix.
 
   Args:
@@ -132,7 +148,8 @@ def classification_report(confusion: np.ndarray,
       name: {
           **{metric: float(columns[metric][i]) for metric in _METRICS},
           "support": int(support[i]),
-      } for i, name in enumerate(names)
+      }
+      for i, name in enumerate(names)
   }
   report = {
       "accuracy": float(_ratio(np.sum(true_positives), total)),
@@ -140,18 +157,26 @@ def classification_report(confusion: np.ndarray,
       "class_names": names,
       "checkpoint_step": int(checkpoint_step),
       "per_class": per_class,
-      "macro_avg": {**{metric: float(np.mean(columns[metric])) for metric in _METRICS},
-                    "support": total},
-      "weighted_avg": {**{metric: float(_ratio(np.sum(columns[metric] * support), total))
-                          for metric in _METRICS},
-                       "support": total},
+      "macro_avg": {
+          **{metric: float(np.mean(columns[metric])) for metric in _METRICS},
+          "support": total,
+      },
+      "weighted_avg": {
+          **{
+              metric: float(_ratio(np.sum(columns[metric] * support), total))
+              for metric in _METRICS
+          },
+          "support": total,
+      },
       "confusion_matrix": matrix.tolist(),
   }
   report.update(extra)
   return report
 
 
-def _checked_counts(confusion: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+def _checked_counts(
+    confusion: np.ndarray, class_names: Sequence[str]
+) -> np.ndarray:
   """`confusion` as int64 counts, after checking it against `class_names`.
 
   Raises:
@@ -159,17 +184,21 @@ def _checked_counts(confusion: np.ndarray, class_names: Sequence[str]) -> np.nda
   """
   matrix = np.asarray(confusion)
   if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-    raise ValueError(f"confusion must be a square matrix, got shape "
-                     f"{matrix.shape}")
+    raise ValueError(
+        f"confusion must be a square matrix, got shape {matrix.shape}"
+    )
   if matrix.size and not np.issubdtype(matrix.dtype, np.integer):
-    raise ValueError(f"confusion must hold integer counts, got dtype "
-                     f"{matrix.dtype}")
+    raise ValueError(
+        f"confusion must hold integer counts, got dtype {matrix.dtype}"
+    )
   if matrix.size and matrix.min() < 0:
     raise ValueError("confusion must not hold negative counts")
   names = [str(name) for name in class_names]
   if len(names) != matrix.shape[0]:
-    raise ValueError(f"{len(names)} class names for a {matrix.shape[0]}-class "
-                     f"confusion matrix")
+    raise ValueError(
+        f"{len(names)} class names for a {matrix.shape[0]}-class "
+        "confusion matrix"
+    )
   if len(set(names)) != len(names):
     raise ValueError(f"class names must be distinct, got {names}")
   return matrix.astype(np.int64)
@@ -205,16 +234,26 @@ def format_markdown(report: dict) -> str:
     title += " — " + ", ".join(context)
 
   def metric_row(label: str, entry: Mapping[str, Any]) -> str:
-    return _row([label] + [f"{entry[m]:.4f}" for m in _METRICS] +
-                [int(entry["support"])])
+    return _row(
+        [label]
+        + [f"{entry[m]:.4f}" for m in _METRICS]
+        + [int(entry["support"])]
+    )
 
   lines = [f"# {_cell(title)}", ""]
   lines.append(_row(["class", "precision", "recall", "f1-score", "support"]))
   lines.append("|---|---:|---:|---:|---:|")
   for name in names:
     lines.append(metric_row(name, report["per_class"][name]))
-  lines.append(_row(["**accuracy**", "", "", f"{report['accuracy']:.4f}",
-                     int(report["num_examples"])]))
+  lines.append(
+      _row([
+          "**accuracy**",
+          "",
+          "",
+          f"{report['accuracy']:.4f}",
+          int(report["num_examples"]),
+      ])
+  )
   lines.append(metric_row("**macro avg**", report["macro_avg"]))
   lines.append(metric_row("**weighted avg**", report["weighted_avg"]))
 
@@ -224,8 +263,13 @@ def format_markdown(report: dict) -> str:
   for name, counts in zip(names, report["confusion_matrix"]):
     lines.append(_row([f"**{name}**"] + [int(count) for count in counts]))
 
-  lines += ["", f"num_examples: {int(report['num_examples'])}, "
-                f"checkpoint step: {int(report['checkpoint_step'])}"]
+  lines += [
+      "",
+      (
+          f"num_examples: {int(report['num_examples'])}, "
+          f"checkpoint step: {int(report['checkpoint_step'])}"
+      ),
+  ]
   return "\n".join(lines) + "\n"
 
 
@@ -238,15 +282,19 @@ def _json_default(value: Any) -> Any:
   raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_report(report: dict, directory: str,
-                 basename: str = "report") -> tuple[str, str]:
+def write_report(
+    report: dict, directory: str, basename: str = "report"
+) -> tuple[str, str]:
   """Writes DIRECTORY/BASENAME.json and DIRECTORY/BASENAME.md.
 
   Both texts are made before either file is touched, and each file is
   replaced atomically, so a failure (for example an unserialisable value)
   leaves any earlier report intact. Returns (json_path, markdown_path).
   """
-  text = json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n"
+  text = (
+      json.dumps(report, indent=2, allow_nan=False, default=_json_default)
+      + "\n"
+  )
   markdown = format_markdown(report)
   json_path = os.path.join(directory, f"{basename}.json")
   markdown_path = os.path.join(directory, f"{basename}.md")

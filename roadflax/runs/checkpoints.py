@@ -26,19 +26,29 @@ class StageCheckpoints:
   def __init__(self, directory: str, *, keep: int = 2, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     if read_only and not os.path.isdir(self.directory):
-      raise UserError(f"no checkpoints in {self.directory}: train this stage first")
+      raise UserError(
+          f"no checkpoints in {self.directory}: train this stage first"
+      )
     policy = preservation_policy.AnyPreservationPolicy([
         preservation_policy.LatestN(n=max(keep, 1)),
-        preservation_policy.BestN(get_metric_fn=lambda m: m[_BEST_KEY], n=1,
-                                  keep_checkpoints_without_metrics=False),
+        preservation_policy.BestN(
+            get_metric_fn=lambda m: m[_BEST_KEY],
+            n=1,
+            keep_checkpoints_without_metrics=False,
+        ),
     ])
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=("params", "train", "metadata"),
         options=ocp.CheckpointManagerOptions(
-            best_fn=lambda m: m[_BEST_KEY], best_mode="max",
-            preservation_policy=policy, cleanup_tmp_directories=True,
-            read_only=read_only, create=not read_only))
+            best_fn=lambda m: m[_BEST_KEY],
+            best_mode="max",
+            preservation_policy=policy,
+            cleanup_tmp_directories=True,
+            read_only=read_only,
+            create=not read_only,
+        ),
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -50,8 +60,15 @@ class StageCheckpoints:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, *, params: Any, train: Any, metadata: dict[str, Any],
-           best_score: float | None = None) -> None:
+  def save(
+      self,
+      step: int,
+      *,
+      params: Any,
+      train: Any,
+      metadata: dict[str, Any],
+      best_score: float | None = None,
+  ) -> None:
     """Saves asynchronously; `best_score` (higher is better) ranks end-of-epoch
     checkpoints, mid-epoch ones have none and are kept only while latest."""
     self._manager.save(
@@ -59,15 +76,20 @@ class StageCheckpoints:
         args=ocp.args.Composite(
             params=ocp.args.StandardSave(params),
             train=ocp.args.StandardSave(train),
-            metadata=ocp.args.JsonSave(metadata)),
+            metadata=ocp.args.JsonSave(metadata),
+        ),
         metrics=None if best_score is None else {_BEST_KEY: float(best_score)},
-        force=True)
+        force=True,
+    )
 
   def restore_metadata(self, step: int) -> dict[str, Any]:
     return self._manager.restore(
-        step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
+        step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+    )["metadata"]
 
-  def restore(self, step: int, *, params: Any, train: Any | None = None) -> dict[str, Any]:
+  def restore(
+      self, step: int, *, params: Any, train: Any | None = None
+  ) -> dict[str, Any]:
     """Restores `params` (and `train` when given) shaped and sharded like the
     given abstract or concrete trees."""
     items = {"params": ocp.args.StandardRestore(_abstract(params))}
@@ -77,8 +99,9 @@ class StageCheckpoints:
       return dict(self._manager.restore(step, args=ocp.args.Composite(**items)))
     except (ValueError, KeyError) as error:
       raise UserError(
-          f"checkpoint {self.directory}/{step} does not match this model "
-          f"(another architecture, image size or class set?): {str(error).splitlines()[0]}"
+          f"checkpoint {self.directory}/{step} does not match this model"
+          " (another architecture, image size or class set?):"
+          f" {str(error).splitlines()[0]}"
       ) from None
 
   def wait(self) -> None:
@@ -99,7 +122,9 @@ def _abstract(tree: Any) -> Any:
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def target(leaf: Any) -> Any:
-    struct = ocp.utils.to_shape_dtype_struct(leaf)  # Python scalars stay as they are.
+    struct = ocp.utils.to_shape_dtype_struct(
+        leaf
+    )  # Python scalars stay as they are.
     if isinstance(struct, jax.ShapeDtypeStruct) and struct.sharding is None:
       struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=local)
     return struct

@@ -26,12 +26,22 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 # Fields of run.json that must match for a checkpoint to be reused.
-_IDENTITY = ("class_names", "image_size", "head_input", "norm", "contrast", "mean", "std")
+_IDENTITY = (
+    "class_names",
+    "image_size",
+    "head_input",
+    "norm",
+    "contrast",
+    "mean",
+    "std",
+)
 # What runs written before a key existed hold.
 _EARLIER = {"norm": "none"}
 
 
-def run_info(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) -> dict[str, Any]:
+def run_info(
+    config: ml_collections.ConfigDict, class_names: tuple[str, ...]
+) -> dict[str, Any]:
   """Everything needed to rebuild the model and preprocess its inputs."""
   return {
       "roadflax_version": roadflax.__version__,
@@ -46,29 +56,48 @@ def run_info(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) ->
   }
 
 
-def check_compatible(found: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-  differences = [f"{key} {recorded(found, key)!r} (this run: {expected[key]!r})"
-                 for key in _IDENTITY if recorded(found, key) != expected[key]]
+def check_compatible(
+    found: dict[str, Any], expected: dict[str, Any], where: str
+) -> None:
+  differences = [
+      f"{key} {recorded(found, key)!r} (this run: {expected[key]!r})"
+      for key in _IDENTITY
+      if recorded(found, key) != expected[key]
+  ]
   if differences:
-    raise UserError(f"{where} holds another model or class set: {'; '.join(differences)}; "
-                    "use a new --workdir")
+    raise UserError(
+        f"{where} holds another model or class set: {'; '.join(differences)}; "
+        "use a new --workdir"
+    )
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict,
-            class_names: tuple[str, ...]) -> dict[str, Any]:
+def prepare(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    class_names: tuple[str, ...],
+) -> dict[str, Any]:
   """Checks that `workdir` is new or holds this model; records the run."""
   info = run_info(config, class_names)
   run_path = os.path.join(workdir, RUN_FILE)
   if os.path.exists(run_path):
     check_compatible(read_json(run_path), info, workdir)
   elif os.path.isdir(workdir) and os.listdir(workdir):
-    stages = [d for d in os.listdir(workdir) if os.path.isdir(os.path.join(workdir, d, "checkpoints"))]
+    stages = [
+        d
+        for d in os.listdir(workdir)
+        if os.path.isdir(os.path.join(workdir, d, "checkpoints"))
+    ]
     if stages:
-      raise UserError(f"{workdir} holds checkpoints ({', '.join(stages)}) but no {RUN_FILE}; "
-                      "use a new --workdir")
+      raise UserError(
+          f"{workdir} holds checkpoints ({', '.join(stages)}) but no"
+          f" {RUN_FILE}; use a new --workdir"
+      )
   if jax.process_index() == 0:
     atomic_write_json(run_path, info)
-    atomic_write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2) + "\n")
+    atomic_write_text(
+        os.path.join(workdir, CONFIG_FILE),
+        config.to_json_best_effort(indent=2) + "\n",
+    )
   return info
 
 
@@ -78,38 +107,63 @@ def stage_complete(stage_dir: str) -> bool:
 
 def resolve_stage_dir(init_from: str, workdir: str) -> str:
   """`init_from` names an earlier stage of this workdir or a stage directory."""
-  candidate = init_from if os.path.isabs(init_from) or os.sep in init_from else os.path.join(workdir, init_from)
+  candidate = (
+      init_from
+      if os.path.isabs(init_from) or os.sep in init_from
+      else os.path.join(workdir, init_from)
+  )
   if not os.path.isdir(os.path.join(candidate, "checkpoints")):
-    raise UserError(f"init_from {init_from!r}: {candidate} has no checkpoints/ "
-                    "(name an earlier stage or a trained WORKDIR/STAGE directory)")
+    raise UserError(
+        f"init_from {init_from!r}: {candidate} has no checkpoints/ "
+        "(name an earlier stage or a trained WORKDIR/STAGE directory)"
+    )
   return candidate
 
 
 def load_run(workdir: str) -> dict[str, Any]:
   path = os.path.join(workdir, RUN_FILE)
   if not os.path.exists(path):
-    raise UserError(f"{workdir} is not a roadflax workdir (no {RUN_FILE}); train there first")
+    raise UserError(
+        f"{workdir} is not a roadflax workdir (no {RUN_FILE}); train there"
+        " first"
+    )
   return read_json(path)
 
 
-def run_config(workdir: str, data_config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
+def run_config(
+    workdir: str, data_config: ml_collections.ConfigDict | None
+) -> ml_collections.ConfigDict:
   """The workdir's config, reading data from `data_config`'s location when given."""
   with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   if data_config is not None:
-    for key in ("source", "root", "cache_dir", "synthetic", "manual_dir", "data_dir", "variant",
-                "tfds_name", "tfds_splits"):
+    for key in (
+        "source",
+        "root",
+        "cache_dir",
+        "synthetic",
+        "manual_dir",
+        "data_dir",
+        "variant",
+        "tfds_name",
+        "tfds_splits",
+    ):
       config.data[key] = data_config[key]
   return config
 
 
-def trained_stages(workdir: str, wanted: Callable[[objectives.Objective], bool]) -> list[str]:
+def trained_stages(
+    workdir: str, wanted: Callable[[objectives.Objective], bool]
+) -> list[str]:
   """Stages of the workdir's config, in run order, whose objective is `wanted`
   and which have checkpoints."""
   config = run_config(workdir, None)
-  return [name for name in config.stage_order
-          if wanted(objectives.objective_from_config(config.stages[name]))
-          and os.path.isdir(os.path.join(workdir, name, "checkpoints"))]
+  return [
+      name
+      for name in config.stage_order
+      if wanted(objectives.objective_from_config(config.stages[name]))
+      and os.path.isdir(os.path.join(workdir, name, "checkpoints"))
+  ]
 
 
 def classifier_stages(workdir: str) -> list[str]:
@@ -124,8 +178,10 @@ def classifier_stages(workdir: str) -> list[str]:
   load_run(workdir)
   stages = trained_stages(workdir, lambda objective: objective.classifies)
   if not stages:
-    raise UserError(f"{workdir} has no trained classification stage yet; train one first "
-                    f"(python main.py --config=... --workdir={workdir})")
+    raise UserError(
+        f"{workdir} has no trained classification stage yet; train one first "
+        f"(python main.py --config=... --workdir={workdir})"
+    )
   return stages
 
 
@@ -140,17 +196,21 @@ def classifier_stage(workdir: str, stage: str | None = None) -> str:
   if stage is None:
     return stages[-1]
   if stage not in stages:
-    raise UserError(f"{workdir} has no trained classification stage {stage!r} "
-                    f"(it has: {', '.join(stages)})")
+    raise UserError(
+        f"{workdir} has no trained classification stage {stage!r} "
+        f"(it has: {', '.join(stages)})"
+    )
   return stage
 
 
 def network(info: dict[str, Any]) -> roadnet.RoadNet:
   """The network that a run.json or checkpoint metadata describes."""
-  return roadnet.RoadNet(num_classes=len(info["class_names"]),
-                         head_input=recorded(info, "head_input"),
-                         dropout_rate=recorded(info, "dropout_rate"),
-                         norm=recorded(info, "norm"))
+  return roadnet.RoadNet(
+      num_classes=len(info["class_names"]),
+      head_input=recorded(info, "head_input"),
+      dropout_rate=recorded(info, "dropout_rate"),
+      norm=recorded(info, "norm"),
+  )
 
 
 def recorded(info: dict[str, Any], key: str) -> Any:
@@ -158,18 +218,24 @@ def recorded(info: dict[str, Any], key: str) -> Any:
   return info.get(key, _EARLIER.get(key))
 
 
-def restore_best(stage_dir: str, run: dict[str, Any], params: Any) -> tuple[Any, dict[str, Any], int]:
+def restore_best(
+    stage_dir: str, run: dict[str, Any], params: Any
+) -> tuple[Any, dict[str, Any], int]:
   """(params, metadata, step) of a stage's best checkpoint, after checking that
   it holds the model `run` describes; `params` gives the tree and shapes.
 
   Raises:
     UserError: the stage has no checkpoint, or one of another model.
   """
-  ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
+  ckpts = checkpoints.StageCheckpoints(
+      os.path.join(stage_dir, "checkpoints"), read_only=True
+  )
   try:
     step = ckpts.best_step()
     if step is None:
-      raise UserError(f"no checkpoint in {ckpts.directory}: train this stage first")
+      raise UserError(
+          f"no checkpoint in {ckpts.directory}: train this stage first"
+      )
     metadata = ckpts.restore_metadata(step)
     check_compatible(metadata, run, ckpts.directory)
     return ckpts.restore(step, params=params)["params"], metadata, step
@@ -177,10 +243,16 @@ def restore_best(stage_dir: str, run: dict[str, Any], params: Any) -> tuple[Any,
     ckpts.close()
 
 
-def load_best_params(stage_dir: str, run: dict[str, Any]) -> tuple[Any, roadnet.RoadNet, int]:
+def load_best_params(
+    stage_dir: str, run: dict[str, Any]
+) -> tuple[Any, roadnet.RoadNet, int]:
   """(params, model, step) of a stage's best checkpoint, built from `run` alone."""
   model = network(run)
-  abstract = jax.eval_shape(functools.partial(roadnet.init_params, model, image_size=run["image_size"]),
-                            jax.random.key(0))
+  abstract = jax.eval_shape(
+      functools.partial(
+          roadnet.init_params, model, image_size=run["image_size"]
+      ),
+      jax.random.key(0),
+  )
   params, _, step = restore_best(stage_dir, run, abstract)
   return params, model, step

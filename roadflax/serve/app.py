@@ -56,14 +56,21 @@ _OTHER_COLOUR = "#c4cad6"
 def _script_args(argv: Sequence[str]) -> argparse.Namespace:
   """The arguments after `--` of `streamlit run roadflax/serve/app.py -- ...`."""
   parser = argparse.ArgumentParser(
-      prog="roadflax/serve/app.py", description="The roadflax web app's arguments.")
-  parser.add_argument("--workdir", default="",
-                      help="the workdir shown first")
-  parser.add_argument("--stage", default=None,
-                      help="the stage shown first (default: the last)")
-  parser.add_argument("--examples", default=os.environ.get(EXAMPLES_ENV),
-                      help=f"a folder of images to classify on every page load "
-                      f"(default: ${EXAMPLES_ENV})")
+      prog="roadflax/serve/app.py",
+      description="The roadflax web app's arguments.",
+  )
+  parser.add_argument("--workdir", default="", help="the workdir shown first")
+  parser.add_argument(
+      "--stage", default=None, help="the stage shown first (default: the last)"
+  )
+  parser.add_argument(
+      "--examples",
+      default=os.environ.get(EXAMPLES_ENV),
+      help=(
+          "a folder of images to classify on every page load "
+          f"(default: ${EXAMPLES_ENV})"
+      ),
+  )
   return parser.parse_args(argv)
 
 
@@ -87,39 +94,58 @@ def _autoencoder_or_warning(workdir: str) -> Autoencoder | None:
     return None
 
 
-def _model_card(classifier: predict.Classifier,
-                autoencoder: Autoencoder | None) -> None:
+def _model_card(
+    classifier: predict.Classifier, autoencoder: Autoencoder | None
+) -> None:
   """Which model answers: what it tells apart, how well, and how old it is."""
   # Each is None while the stage has not written it.
   report = read_json_if_present(
-      os.path.join(classifier.stage_dir, "report.json"))
+      os.path.join(classifier.stage_dir, "report.json")
+  )
   summary = read_json_if_present(
-      os.path.join(classifier.stage_dir, workdirs.SUMMARY_FILE))
+      os.path.join(classifier.stage_dir, workdirs.SUMMARY_FILE)
+  )
   size = classifier.data_config.image_size
   with st.container(border=True):
     st.subheader(f"Model: {os.path.basename(classifier.stage_dir)}")
     columns = st.columns(4)
-    columns[0].metric("Test accuracy", f"{report['accuracy']:.1%}"
-                      if report else "not evaluated")
-    columns[1].metric("Input", f"{size}×{size} px",
-                      help=f"Lanczos resize, contrast ×"
-                      f"{classifier.data_config.contrast:g}")
+    columns[0].metric(
+        "Test accuracy",
+        f"{report['accuracy']:.1%}" if report else "not evaluated",
+    )
+    columns[1].metric(
+        "Input",
+        f"{size}×{size} px",
+        help=f"Lanczos resize, contrast ×{classifier.data_config.contrast:g}",
+    )
     columns[2].metric("Checkpoint step", f"{classifier.step:,}")
     if summary is None:
       columns[3].metric("Trained", "unfinished")
     else:
-      columns[3].metric("Trained", _date(summary["completed_at"]),
-                        help=f"completed at {summary['completed_at']}")
-    st.dataframe(_class_table(classifier.class_names, report), column_config={
-        "test F1": st.column_config.ProgressColumn(
-            min_value=0.0, max_value=1.0, format="%.2f",
-            color=_PREDICTED_COLOUR),
-        "precision": st.column_config.NumberColumn(format="%.2f"),
-        "recall": st.column_config.NumberColumn(format="%.2f"),
-    })
-    reconstruction = (f"reconstructions by {autoencoder.stage_dir} (step "
-                      f"{autoencoder.step:,})" if autoencoder is not None
-                      else "no reconstruction stage")
+      columns[3].metric(
+          "Trained",
+          _date(summary["completed_at"]),
+          help=f"completed at {summary['completed_at']}",
+      )
+    st.dataframe(
+        _class_table(classifier.class_names, report),
+        column_config={
+            "test F1": st.column_config.ProgressColumn(
+                min_value=0.0,
+                max_value=1.0,
+                format="%.2f",
+                color=_PREDICTED_COLOUR,
+            ),
+            "precision": st.column_config.NumberColumn(format="%.2f"),
+            "recall": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
+    reconstruction = (
+        f"reconstructions by {autoencoder.stage_dir} (step "
+        f"{autoencoder.step:,})"
+        if autoencoder is not None
+        else "no reconstruction stage"
+    )
     st.caption(f"{classifier.stage_dir} · {reconstruction}")
 
 
@@ -128,28 +154,45 @@ def _date(timestamp: str) -> str:
   return datetime.datetime.fromisoformat(timestamp).strftime("%Y-%m-%d")
 
 
-def _probability_chart(probabilities: np.ndarray,
-                       class_names: Sequence[str]) -> alt.Chart:
+def _probability_chart(
+    probabilities: np.ndarray, class_names: Sequence[str]
+) -> alt.Chart:
   """Horizontal bars on a fixed 0-100% scale, the predicted class in colour.
 
   A fixed scale keeps an unsure prediction looking unsure; st.bar_chart would
   stretch the largest bar to the full width.
   """
   predicted = np.arange(len(class_names)) == np.argmax(probabilities)
-  data = pd.DataFrame({"class": class_names, "probability": probabilities,
-                       "predicted": predicted})
-  return alt.Chart(data).mark_bar().encode(
-      x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]),
-              axis=alt.Axis(format="%", title=None)),
-      y=alt.Y("class:N", sort=None, title=None,
-              axis=alt.Axis(labelLimit=240)),  # Whole class names.
-      color=alt.condition("datum.predicted", alt.value(_PREDICTED_COLOUR),
-                          alt.value(_OTHER_COLOUR)),
-      tooltip=["class", alt.Tooltip("probability:Q", format=".1%")])
+  data = pd.DataFrame({
+      "class": class_names,
+      "probability": probabilities,
+      "predicted": predicted,
+  })
+  return (
+      alt.Chart(data)
+      .mark_bar()
+      .encode(
+          x=alt.X(
+              "probability:Q",
+              scale=alt.Scale(domain=[0, 1]),
+              axis=alt.Axis(format="%", title=None),
+          ),
+          y=alt.Y(
+              "class:N", sort=None, title=None, axis=alt.Axis(labelLimit=240)
+          ),  # Whole class names.
+          color=alt.condition(
+              "datum.predicted",
+              alt.value(_PREDICTED_COLOUR),
+              alt.value(_OTHER_COLOUR),
+          ),
+          tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
+      )
+  )
 
 
-def _class_table(class_names: Sequence[str],
-                 report: dict[str, Any] | None) -> pd.DataFrame:
+def _class_table(
+    class_names: Sequence[str], report: dict[str, Any] | None
+) -> pd.DataFrame:
   """One row per class: its test F1, precision, recall and support if known."""
   if report is None:
     return pd.DataFrame(index=pd.Index(class_names, name="class"))
@@ -157,7 +200,8 @@ def _class_table(class_names: Sequence[str],
   table = pd.DataFrame.from_dict(rows, orient="index")
   table.index.name = "class"
   return table[["f1", "precision", "recall", "support"]].rename(
-      columns={"f1": "test F1", "support": "test images"})
+      columns={"f1": "test F1", "support": "test images"}
+  )
 
 
 def _show_upload(upload: uploads.Upload, class_names: Sequence[str]) -> None:
@@ -169,18 +213,28 @@ def _show_upload(upload: uploads.Upload, class_names: Sequence[str]) -> None:
     best = int(np.argmax(upload.probabilities))
     left, middle, right = st.columns([2, 1, 1])
     with left:
-      st.metric(upload.name, class_names[best],
-                f"{upload.probabilities[best]:.0%} probability",
-                delta_color="off", delta_arrow="off")
-      st.altair_chart(_probability_chart(upload.probabilities, class_names),
-                      height=40 + 30 * len(class_names))
+      st.metric(
+          upload.name,
+          class_names[best],
+          f"{upload.probabilities[best]:.0%} probability",
+          delta_color="off",
+          delta_arrow="off",
+      )
+      st.altair_chart(
+          _probability_chart(upload.probabilities, class_names),
+          height=40 + 30 * len(class_names),
+      )
       if upload.note is not None:
         st.caption(upload.note)
-    middle.image(upload.model_view, caption="what the model saw",
-                 width="stretch")
+    middle.image(
+        upload.model_view, caption="what the model saw", width="stretch"
+    )
     if upload.reconstruction is not None:
-      right.image(upload.reconstruction,
-                  caption="the autoencoder's reconstruction", width="stretch")
+      right.image(
+          upload.reconstruction,
+          caption="the autoencoder's reconstruction",
+          width="stretch",
+      )
 
 
 def main() -> None:
@@ -188,8 +242,10 @@ def main() -> None:
   args = _script_args(sys.argv[1:])
   st.title(PAGE_TITLE)
   workdir = st.sidebar.text_input(
-      "Workdir", args.workdir,
-      help="The folder a training run wrote: run.json, STAGE/checkpoints/.")
+      "Workdir",
+      args.workdir,
+      help="The folder a training run wrote: run.json, STAGE/checkpoints/.",
+  )
   if not workdir:
     st.info("Enter a workdir in the sidebar: the --workdir of a training run.")
     return
@@ -199,13 +255,20 @@ def main() -> None:
     st.error(str(error))
     return
   stage = st.sidebar.selectbox(
-      "Stage", stages, index=(stages.index(args.stage)
-                              if args.stage in stages else len(stages) - 1),
-      help="The classification stage whose best checkpoint answers.")
+      "Stage",
+      stages,
+      index=(
+          stages.index(args.stage) if args.stage in stages else len(stages) - 1
+      ),
+      help="The classification stage whose best checkpoint answers.",
+  )
   max_megapixels = st.sidebar.number_input(
-      "Largest image (megapixels)", min_value=1, max_value=_LARGEST_MEGAPIXELS,
+      "Largest image (megapixels)",
+      min_value=1,
+      max_value=_LARGEST_MEGAPIXELS,
       value=DEFAULT_MAX_MEGAPIXELS,
-      help="Larger files are refused before they are decoded.")
+      help="Larger files are refused before they are decoded.",
+  )
   try:
     classifier = _classifier(os.path.abspath(workdir), stage)
     examples = uploads.example_files(args.examples) if args.examples else []
@@ -215,12 +278,20 @@ def main() -> None:
   autoencoder = _autoencoder_or_warning(os.path.abspath(workdir))
   _model_card(classifier, autoencoder)
   files = st.file_uploader(
-      "Road photos", type=["jpg", "jpeg", "png"], accept_multiple_files=True,
-      help="Drag and drop JPEG or PNG files, or browse. Each is classified "
-      "on its own.")
+      "Road photos",
+      type=["jpg", "jpeg", "png"],
+      accept_multiple_files=True,
+      help=(
+          "Drag and drop JPEG or PNG files, or browse. Each is classified "
+          "on its own."
+      ),
+  )
   described = uploads.describe_uploads(
       examples + [(file.name, file.getvalue()) for file in files],
-      classifier, autoencoder, max_pixels=max_megapixels * 1_000_000)
+      classifier,
+      autoencoder,
+      max_pixels=max_megapixels * 1_000_000,
+  )
   for upload in described:
     _show_upload(upload, classifier.class_names)
 

@@ -20,6 +20,7 @@ from roadflax.runs import workdirs
 @dataclasses.dataclass
 class Autoencoder:
   """The best checkpoint of the last stage of a workdir that reconstructs."""
+
   params: Any
   model: roadnet.RoadNet
   mean: tuple[float, ...]
@@ -39,13 +40,16 @@ class Autoencoder:
         be used (none complete yet, or another model's).
     """
     run = workdirs.load_run(workdir)
-    stages = workdirs.trained_stages(workdir, lambda objective: objective.reconstructs)
+    stages = workdirs.trained_stages(
+        workdir, lambda objective: objective.reconstructs
+    )
     if not stages:
       return None
     stage_dir = os.path.join(workdir, stages[-1])
     params, model, step = workdirs.load_best_params(stage_dir, run)
-    return cls(params, model, tuple(run["mean"]), tuple(run["std"]), stage_dir,
-               step)
+    return cls(
+        params, model, tuple(run["mean"]), tuple(run["std"]), stage_dir, step
+    )
 
   def reconstruct(self, images: np.ndarray) -> np.ndarray:
     """uint8 [N, S, S, 3] reconstructions of preprocessed images [N, S, S, 3].

@@ -21,19 +21,34 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(APP_SCRIPT)))
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _streamlit_command(workdir: str, *, stage: str | None, address: str,
-                      port: int) -> list[str]:
+def _streamlit_command(
+    workdir: str, *, stage: str | None, address: str, port: int
+) -> list[str]:
   """The command line that serves the app for `workdir`."""
   command = [
-      sys.executable, "-m", "streamlit", "run", APP_SCRIPT,
-      "--server.address", address, "--server.port", str(port),
-      "--server.headless", "true", "--browser.gatherUsageStats", "false",
+      sys.executable,
+      "-m",
+      "streamlit",
+      "run",
+      APP_SCRIPT,
+      "--server.address",
+      address,
+      "--server.port",
+      str(port),
+      "--server.headless",
+      "true",
+      "--browser.gatherUsageStats",
+      "false",
       # A served app does not change under it; watching the sources would
       # only cost CPU.
-      "--server.fileWatcherType", "none",
+      "--server.fileWatcherType",
+      "none",
       # No developer menu (deploy, rerun, settings) for users of the app.
-      "--client.toolbarMode", "minimal",
-      "--", "--workdir", workdir,
+      "--client.toolbarMode",
+      "minimal",
+      "--",
+      "--workdir",
+      workdir,
   ]
   return command + (["--stage", stage] if stage is not None else [])
 
@@ -50,17 +65,25 @@ def serve(workdir: str, *, stage: str | None, address: str, port: int) -> None:
   # The app imports roadflax, which Python finds from the repo root only.
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
-      filter(None, [_REPO_ROOT, env.get("PYTHONPATH")]))
+      filter(None, [_REPO_ROOT, env.get("PYTHONPATH")])
+  )
   server = subprocess.Popen(
       _streamlit_command(workdir, stage=stage, address=address, port=port),
-      env=env, start_new_session=True)
+      env=env,
+      start_new_session=True,
+  )
   stopped = _forward_signals_to(server)
-  print(f"roadflax: serving {workdir} at http://{address}:{port}/ "
-        "(Ctrl-C stops it)", flush=True)
+  print(
+      f"roadflax: serving {workdir} at http://{address}:{port}/ "
+      "(Ctrl-C stops it)",
+      flush=True,
+  )
   status = server.wait()
   if status != 0 and not stopped:
-    raise UserError(f"the web server stopped with exit status {status}; its "
-                    "messages are above")
+    raise UserError(
+        f"the web server stopped with exit status {status}; its "
+        "messages are above"
+    )
 
 
 def _forward_signals_to(server: subprocess.Popen) -> list[int]:

@@ -25,15 +25,22 @@ from roadflax.serve.autoencoder import Autoencoder
 _PNG_BIT_DEPTH_AT = 24
 # Colour modes, as PIL names them, that decoding turns into RGB.
 _COLOUR_MODES = {
-    "1": "black-and-white", "L": "grayscale", "LA": "grayscale",
-    "I": "grayscale", "I;16": "grayscale", "I;16B": "grayscale",
-    "P": "palette", "PA": "palette", "CMYK": "CMYK",
+    "1": "black-and-white",
+    "L": "grayscale",
+    "LA": "grayscale",
+    "I": "grayscale",
+    "I;16": "grayscale",
+    "I;16B": "grayscale",
+    "P": "palette",
+    "PA": "palette",
+    "CMYK": "CMYK",
 }
 
 
 @dataclasses.dataclass
 class Upload:
   """One file and what the classifier and the autoencoder make of it."""
+
   name: str
   error: str | None = None  # why the file got no prediction
   note: str | None = None  # what decoding changed (colour mode, bit depth)
@@ -43,10 +50,13 @@ class Upload:
   reconstruction: np.ndarray | None = None  # uint8 [S, S, 3]
 
 
-def describe_uploads(files: Sequence[tuple[str, bytes]],
-                     classifier: predict.Classifier,
-                     autoencoder: Autoencoder | None, *,
-                     max_pixels: int) -> list[Upload]:
+def describe_uploads(
+    files: Sequence[tuple[str, bytes]],
+    classifier: predict.Classifier,
+    autoencoder: Autoencoder | None,
+    *,
+    max_pixels: int,
+) -> list[Upload]:
   """Classifies (and reconstructs) every readable file; the rest get errors.
 
   A bad file must not cost the others their predictions, so each problem is
@@ -62,23 +72,33 @@ def describe_uploads(files: Sequence[tuple[str, bytes]],
   Returns:
     One `Upload` per file, in order: with `error` set, or with a prediction.
   """
-  uploads = [_read_upload(name, data, classifier.data_config, max_pixels)
-             for name, data in files]
+  uploads = [
+      _read_upload(name, data, classifier.data_config, max_pixels)
+      for name, data in files
+  ]
   readable = [upload for upload in uploads if upload.error is None]
   if not readable:
     return uploads
   images = np.stack([upload.model_input for upload in readable])
   probabilities = predict.in_batches(classifier.predict, images)
-  reconstructions = (predict.in_batches(autoencoder.reconstruct, images)
-                     if autoencoder is not None else [None] * len(readable))
-  for upload, p, reconstruction in zip(readable, probabilities,
-                                       reconstructions):
+  reconstructions = (
+      predict.in_batches(autoencoder.reconstruct, images)
+      if autoencoder is not None
+      else [None] * len(readable)
+  )
+  for upload, p, reconstruction in zip(
+      readable, probabilities, reconstructions
+  ):
     upload.probabilities, upload.reconstruction = p, reconstruction
   return uploads
 
 
-def _read_upload(name: str, data: bytes, data_config: ml_collections.ConfigDict,
-                 max_pixels: int) -> Upload:
+def _read_upload(
+    name: str,
+    data: bytes,
+    data_config: ml_collections.ConfigDict,
+    max_pixels: int,
+) -> Upload:
   """Checks and preprocesses one file, the cheapest checks first.
 
   The pixel count comes from the header, before anything is decoded, so a
@@ -96,17 +116,25 @@ def _read_upload(name: str, data: bytes, data_config: ml_collections.ConfigDict,
   except OSError:  # PIL's UnidentifiedImageError is one.
     return Upload(name, error="damaged image header; upload a JPEG or PNG")
   if width * height > max_pixels:
-    return Upload(name, error=(
-        f"too large: {width:,} x {height:,} pixels ({width * height / 1e6:.1f} "
-        f"megapixels) is over the limit of {max_pixels / 1e6:g} megapixels; "
-        "shrink the image or raise the limit in the sidebar"))
+    return Upload(
+        name,
+        error=(
+            f"too large: {width:,} x {height:,} pixels"
+            f" ({width * height / 1e6:.1f} megapixels) is over the limit of"
+            f" {max_pixels / 1e6:g} megapixels; shrink the image or raise the"
+            " limit in the sidebar"
+        ),
+    )
   try:
     model_input = preprocess.preprocess_bytes(data, data_config)
   except UserError:  # Its reason is TensorFlow's op trace, no help here.
-    return Upload(name, error="damaged image data, it cannot be decoded; "
-                  "upload a JPEG or PNG")
-  model_view = visuals.denormalize(model_input, data_config.mean,
-                                   data_config.std)
+    return Upload(
+        name,
+        error="damaged image data, it cannot be decoded; upload a JPEG or PNG",
+    )
+  model_view = visuals.denormalize(
+      model_input, data_config.mean, data_config.std
+  )
   return Upload(name, note=note, model_input=model_input, model_view=model_view)
 
 
@@ -135,5 +163,7 @@ def example_files(folder: str) -> list[tuple[str, bytes]]:
   Raises:
     UserError: `folder` does not exist or holds no image file.
   """
-  return [(os.path.basename(path), pathlib.Path(path).read_bytes())
-          for path in predict.image_paths([folder])]
+  return [
+      (os.path.basename(path), pathlib.Path(path).read_bytes())
+      for path in predict.image_paths([folder])
+  ]

@@ -24,7 +24,10 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _one_of(value: Any, allowed: tuple[str, ...], key: str) -> None:
-  _require(value in allowed, f"--config.{key}={value!r} is not one of {', '.join(allowed)}")
+  _require(
+      value in allowed,
+      f"--config.{key}={value!r} is not one of {', '.join(allowed)}",
+  )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -32,62 +35,119 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _one_of(config.model.head_input, roadnet.HEAD_INPUTS, "model.head_input")
   _one_of(config.model.norm, roadnet.NORMS, "model.norm")
   health = config.health
-  _require(health.window_steps >= 0, f"--config.health.window_steps={health.window_steps} must be >= 0")
-  _require(0 < health.collapse_fraction <= 1,
-           f"--config.health.collapse_fraction={health.collapse_fraction} must be in (0, 1]")
-  _require(health.activation_growth > 1,
-           f"--config.health.activation_growth={health.activation_growth} must be > 1")
-  _require(0 <= config.model.dropout_rate < 1,
-           f"--config.model.dropout_rate={config.model.dropout_rate} must be in [0, 1)")
+  _require(
+      health.window_steps >= 0,
+      f"--config.health.window_steps={health.window_steps} must be >= 0",
+  )
+  _require(
+      0 < health.collapse_fraction <= 1,
+      f"--config.health.collapse_fraction={health.collapse_fraction} must be in"
+      " (0, 1]",
+  )
+  _require(
+      health.activation_growth > 1,
+      f"--config.health.activation_growth={health.activation_growth} must"
+      " be > 1",
+  )
+  _require(
+      0 <= config.model.dropout_rate < 1,
+      f"--config.model.dropout_rate={config.model.dropout_rate} must be in"
+      " [0, 1)",
+  )
   for key in ("eval_batch_size", "log_every_steps", "keep_checkpoints"):
-    _require(config[key] >= 1, f"--config.{key}={config[key]} must be at least 1")
-  _require(config.checkpoint_every_steps >= 0,
-           f"--config.checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0")
+    _require(
+        config[key] >= 1, f"--config.{key}={config[key]} must be at least 1"
+    )
+  _require(
+      config.checkpoint_every_steps >= 0,
+      f"--config.checkpoint_every_steps={config.checkpoint_every_steps} must be"
+      " >= 0",
+  )
   order = tuple(config.stage_order)
-  _require(len(order) > 0, "--config.stage_order is empty: name at least one stage")
+  _require(
+      len(order) > 0, "--config.stage_order is empty: name at least one stage"
+  )
   for position, name in enumerate(order):
-    _require(name in config.stages,
-             f"--config.stage_order names {name!r}, which is not in config.stages "
-             f"({', '.join(config.stages.keys())})")
-    _require(name not in order[:position], f"--config.stage_order names {name!r} twice")
-    _check_stage(config.stages[name], f"stages.{name}", earlier=order[:position])
+    _require(
+        name in config.stages,
+        f"--config.stage_order names {name!r}, which is not in config.stages "
+        f"({', '.join(config.stages.keys())})",
+    )
+    _require(
+        name not in order[:position],
+        f"--config.stage_order names {name!r} twice",
+    )
+    _check_stage(
+        config.stages[name], f"stages.{name}", earlier=order[:position]
+    )
   # Before any stage runs, not when a later one starts.
   sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
   for name in order:
-    sharding.check_batch_size(config.stages[name].batch_size, f"stages.{name}.batch_size")
+    sharding.check_batch_size(
+        config.stages[name].batch_size, f"stages.{name}.batch_size"
+    )
 
 
 def _check_data(data: ml_collections.ConfigDict) -> None:
   _one_of(data.source, tuple(sources.SOURCES), "data.source")
   if data.source == "folder":
-    _require(bool(data.root), "data.source is 'folder' but no data.root is given: "
-             "add --config.data.root=/path/to/ROOT (with train/, val/, test/ inside)")
+    _require(
+        bool(data.root),
+        "data.source is 'folder' but no data.root is given: "
+        "add --config.data.root=/path/to/ROOT (with train/, val/, test/"
+        " inside)",
+    )
   roadnet.check_image_size(data.image_size, data.image_size)
   batching.Settings.from_config(data)
-  _require(not (data.cache == "memory" and data.source in ("rscd", "tfds")),
-           f"--config.data.cache='memory' would hold all of {data.source} in RAM; use 'disk'")
+  _require(
+      not (data.cache == "memory" and data.source in ("rscd", "tfds")),
+      f"--config.data.cache='memory' would hold all of {data.source} in RAM;"
+      " use 'disk'",
+  )
 
 
-def _check_stage(stage: ml_collections.ConfigDict, key: str, earlier: tuple[str, ...]) -> None:
+def _check_stage(
+    stage: ml_collections.ConfigDict, key: str, earlier: tuple[str, ...]
+) -> None:
   _one_of(stage.objective, objectives.OBJECTIVES, f"{key}.objective")
   _one_of(stage.optimizer, optimizers.OPTIMIZERS, f"{key}.optimizer")
   _one_of(stage.schedule, optimizers.SCHEDULES, f"{key}.schedule")
   _require(stage.learning_rate > 0, f"--config.{key}.learning_rate must be > 0")
-  _require(stage.batch_size >= 1, f"--config.{key}.batch_size must be at least 1")
-  _require(stage.epochs >= 1 or stage.steps >= 1,
-           f"--config.{key}: set epochs >= 1 or steps >= 1")
+  _require(
+      stage.batch_size >= 1, f"--config.{key}.batch_size must be at least 1"
+  )
+  _require(
+      stage.epochs >= 1 or stage.steps >= 1,
+      f"--config.{key}: set epochs >= 1 or steps >= 1",
+  )
   for field in ("steps", "min_steps", "early_stopping_patience"):
-    _require(stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0")
+    _require(
+        stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0"
+    )
   _one_of(stage.corruption, objectives.CORRUPTIONS, f"{key}.corruption")
-  _require(stage.corruption_amount >= 0 and (stage.corruption != "mask" or stage.corruption_amount < 1),
-           f"--config.{key}.corruption_amount={stage.corruption_amount} must be >= 0 "
-           "(and < 1 for mask: the share of patches hidden)")
-  for field in ("warmup_epochs", "weight_decay", "grad_clip_norm", "label_smoothing",
-                "reconstruction_weight"):
-    _require(stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0")
-  _require(stage.label_smoothing < 1, f"--config.{key}.label_smoothing must be < 1")
+  _require(
+      stage.corruption_amount >= 0
+      and (stage.corruption != "mask" or stage.corruption_amount < 1),
+      f"--config.{key}.corruption_amount={stage.corruption_amount} must be >= 0"
+      " (and < 1 for mask: the share of patches hidden)",
+  )
+  for field in (
+      "warmup_epochs",
+      "weight_decay",
+      "grad_clip_norm",
+      "label_smoothing",
+      "reconstruction_weight",
+  ):
+    _require(
+        stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0"
+    )
+  _require(
+      stage.label_smoothing < 1, f"--config.{key}.label_smoothing must be < 1"
+  )
   init_from = stage.init_from
   if init_from and not (os.sep in init_from or os.path.isabs(init_from)):
-    _require(init_from in earlier,
-             f"--config.{key}.init_from={init_from!r} must name an earlier stage "
-             f"({', '.join(earlier) or 'none'}) or a WORKDIR/STAGE path")
+    _require(
+        init_from in earlier,
+        f"--config.{key}.init_from={init_from!r} must name an earlier stage "
+        f"({', '.join(earlier) or 'none'}) or a WORKDIR/STAGE path",
+    )

@@ -26,55 +26,108 @@ class EvalResult:
   confusion: np.ndarray | None  # rows = true class, columns = predicted
 
 
-def evaluate_split(params: Any, pipeline: batching.Pipeline,
-                   eval_step: Callable[..., Any], *, global_batch_size: int,
-                   mesh: jax.sharding.Mesh) -> EvalResult:
+def evaluate_split(
+    params: Any,
+    pipeline: batching.Pipeline,
+    eval_step: Callable[..., Any],
+    *,
+    global_batch_size: int,
+    mesh: jax.sharding.Mesh,
+) -> EvalResult:
   """Every example of the split counted once (padding is masked); one host
   sync at the end."""
   totals, confusion = None, None
-  process_batch_size = sharding.per_process_batch_size(global_batch_size, "eval_batch_size")
+  process_batch_size = sharding.per_process_batch_size(
+      global_batch_size, "eval_batch_size"
+  )
   for batch in pipeline.eval_batches(batch_size=process_batch_size):
-    batch_metrics, batch_confusion = eval_step(params, sharding.shard_batch(batch, mesh))
+    batch_metrics, batch_confusion = eval_step(
+        params, sharding.shard_batch(batch, mesh)
+    )
     totals = batch_metrics if totals is None else totals.merge(batch_metrics)
     if batch_confusion is not None:
-      confusion = batch_confusion if confusion is None else confusion + batch_confusion
+      confusion = (
+          batch_confusion if confusion is None else confusion + batch_confusion
+      )
   values = {name: float(value) for name, value in totals.compute().items()}
-  return EvalResult(values, None if confusion is None else np.asarray(confusion))
+  return EvalResult(
+      values, None if confusion is None else np.asarray(confusion)
+  )
 
 
-def write_test_report(params: Any, model: roadnet.RoadNet, dataset: DataSet,
-                      config: ml_collections.ConfigDict, stage_dir: str, *, stage_name: str,
-                      checkpoint_step: int, mesh: jax.sharding.Mesh,
-                      writer: Any | None = None,
-                      memory_cache: caches.MemoryCache | None = None) -> dict[str, Any]:
+def write_test_report(
+    params: Any,
+    model: roadnet.RoadNet,
+    dataset: DataSet,
+    config: ml_collections.ConfigDict,
+    stage_dir: str,
+    *,
+    stage_name: str,
+    checkpoint_step: int,
+    mesh: jax.sharding.Mesh,
+    writer: Any | None = None,
+    memory_cache: caches.MemoryCache | None = None,
+) -> dict[str, Any]:
   """Evaluates `params` on the test split into STAGE/report.json and report.md.
 
   `memory_cache`: the run's decoded splits (`pipelines.pipeline_for`).
   """
   objective = objectives.Objective("classification")
-  pipeline = pipelines.pipeline_for(dataset.splits["test"], config.data,
-                                    memory_cache=memory_cache)
-  result = evaluate_split(params, pipeline, steps.jit_eval_step(model, objective),
-                          global_batch_size=config.eval_batch_size, mesh=mesh)
+  pipeline = pipelines.pipeline_for(
+      dataset.splits["test"], config.data, memory_cache=memory_cache
+  )
+  result = evaluate_split(
+      params,
+      pipeline,
+      steps.jit_eval_step(model, objective),
+      global_batch_size=config.eval_batch_size,
+      mesh=mesh,
+  )
   report = reports.classification_report(
-      result.confusion, dataset.class_names, checkpoint_step=checkpoint_step,
-      extra={"stage": stage_name, "split": "test", "data_root": dataset.root,
-             "loss": result.metrics["loss"],
-             "skipped_files": list(dataset.splits["test"].skipped)})
+      result.confusion,
+      dataset.class_names,
+      checkpoint_step=checkpoint_step,
+      extra={
+          "stage": stage_name,
+          "split": "test",
+          "data_root": dataset.root,
+          "loss": result.metrics["loss"],
+          "skipped_files": list(dataset.splits["test"].skipped),
+      },
+  )
   if jax.process_index() == 0:
     json_path, _ = reports.write_report(report, stage_dir)
-    logging.info("test accuracy %.4f on %d images: %s", report["accuracy"],
-                 report["num_examples"], json_path)
+    logging.info(
+        "test accuracy %.4f on %d images: %s",
+        report["accuracy"],
+        report["num_examples"],
+        json_path,
+    )
   if writer is not None:
-    writer.write_scalars(checkpoint_step, {"test_accuracy": report["accuracy"],
-                                           "test_loss": result.metrics["loss"]})
-    writer.write_images(checkpoint_step, {"test_confusion_matrix": visuals.confusion_image(
-        result.confusion, dataset.class_names, f"test, checkpoint step {checkpoint_step}")[None]})
+    writer.write_scalars(
+        checkpoint_step,
+        {
+            "test_accuracy": report["accuracy"],
+            "test_loss": result.metrics["loss"],
+        },
+    )
+    writer.write_images(
+        checkpoint_step,
+        {
+            "test_confusion_matrix": visuals.confusion_image(
+                result.confusion,
+                dataset.class_names,
+                f"test, checkpoint step {checkpoint_step}",
+            )[None]
+        },
+    )
     writer.flush()
   return report
 
 
-def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None) -> None:
+def evaluate_workdir(
+    workdir: str, data_config: ml_collections.ConfigDict | None
+) -> None:
   """Rebuilds the test report of every classification stage of `workdir`.
 
   The model and its preprocessing come from the checkpoints' metadata; the data
@@ -85,14 +138,26 @@ def evaluate_workdir(workdir: str, data_config: ml_collections.ConfigDict | None
   config = workdirs.run_config(workdir, data_config)
   dataset = sources.load_dataset(config.data)
   if tuple(dataset.class_names) != tuple(run["class_names"]):
-    raise UserError(f"{dataset.root} has classes {list(dataset.class_names)} but the model in "
-                    f"{workdir} was trained on {run['class_names']}")
+    raise UserError(
+        f"{dataset.root} has classes {list(dataset.class_names)} but the model"
+        f" in {workdir} was trained on {run['class_names']}"
+    )
   mesh = sharding.data_mesh()
-  memory_cache = caches.MemoryCache()  # Every stage's report reads one decoded copy.
+  memory_cache = (
+      caches.MemoryCache()
+  )  # Every stage's report reads one decoded copy.
   for stage_name in stage_names:
     stage_dir = os.path.join(workdir, stage_name)
     params, model, step = workdirs.load_best_params(stage_dir, run)
-    report = write_test_report(params, model, dataset, config, stage_dir,
-                               stage_name=stage_name, checkpoint_step=step, mesh=mesh,
-                               memory_cache=memory_cache)
+    report = write_test_report(
+        params,
+        model,
+        dataset,
+        config,
+        stage_dir,
+        stage_name=stage_name,
+        checkpoint_step=step,
+        mesh=mesh,
+        memory_cache=memory_cache,
+    )
     print(reports.format_markdown(report))

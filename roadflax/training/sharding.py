@@ -17,8 +17,9 @@ from roadflax.errors import UserError
 DATA_AXIS = "data"
 
 
-def join_processes(coordinator: str, num_processes: int | None,
-                   process_id: int | None) -> None:
+def join_processes(
+    coordinator: str, num_processes: int | None, process_id: int | None
+) -> None:
   """Makes this process one of a multi-process run (`jax.distributed`).
 
   Every process runs the same command with its own `process_id`; all then see
@@ -27,8 +28,10 @@ def join_processes(coordinator: str, num_processes: int | None,
   processes itself (Cloud TPU, SLURM, Open MPI).
   """
   if coordinator != "auto" and (num_processes is None or process_id is None):
-    raise UserError(f"--coordinator={coordinator} needs --num_processes=N and "
-                    "--process_id=I (0 to N-1, a different one for each process)")
+    raise UserError(
+        f"--coordinator={coordinator} needs --num_processes=N and "
+        "--process_id=I (0 to N-1, a different one for each process)"
+    )
   # CPU devices of several processes need a collectives library; GPUs and
   # TPUs bring their own.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -36,18 +39,28 @@ def join_processes(coordinator: str, num_processes: int | None,
     if coordinator == "auto":
       jax.distributed.initialize()
     else:
-      jax.distributed.initialize(coordinator, num_processes=num_processes,
-                                 process_id=process_id)
+      jax.distributed.initialize(
+          coordinator, num_processes=num_processes, process_id=process_id
+      )
   except (RuntimeError, ValueError) as error:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise UserError(f"cannot join the processes at --coordinator={coordinator}: {reason}") from None
+    reason = (
+        str(error).strip().splitlines()[0]
+        if str(error).strip()
+        else type(error).__name__
+    )
+    raise UserError(
+        f"cannot join the processes at --coordinator={coordinator}: {reason}"
+    ) from None
 
 
 def data_mesh() -> jax.sharding.Mesh:
   """Auto axis type: XLA propagates the batch sharding through the model, so
   model code never names a sharding."""
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh(
+      (jax.device_count(),),
+      (DATA_AXIS,),
+      axis_types=(jax.sharding.AxisType.Auto,),
+  )
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -62,16 +75,22 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
   def put(leaf: Any) -> jax.Array:
     value = np.asarray(leaf)
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+    return jax.make_array_from_callback(
+        value.shape, sharding, lambda index: value[index]
+    )
 
   return jax.tree_util.tree_map(put, tree)
 
 
-def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+def shard_batch(
+    batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh
+) -> dict[str, jax.Array]:
   """This process's part of a global batch -> global arrays split over devices."""
   sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-  return {name: jax.make_array_from_process_local_data(sharding, value)
-          for name, value in batch.items()}
+  return {
+      name: jax.make_array_from_process_local_data(sharding, value)
+      for name, value in batch.items()
+  }
 
 
 def check_batch_size(global_batch_size: int, key: str) -> None:
@@ -79,8 +98,10 @@ def check_batch_size(global_batch_size: int, key: str) -> None:
   over all devices."""
   devices = jax.device_count()
   if global_batch_size % devices:
-    raise UserError(f"--config.{key}={global_batch_size} is not a multiple of the "
-                    f"{devices} devices a batch is split over; set a multiple of {devices}")
+    raise UserError(
+        f"--config.{key}={global_batch_size} is not a multiple of the "
+        f"{devices} devices a batch is split over; set a multiple of {devices}"
+    )
 
 
 def per_process_batch_size(global_batch_size: int, key: str) -> int:

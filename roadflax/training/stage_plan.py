@@ -20,7 +20,9 @@ from roadflax.data import batching
 class StagePlan:
   steps_per_pass: int  # global batches in one pass over the train split
   total_steps: int
-  epoch_steps: float  # steps in one of the config's epochs (schedules, patience)
+  epoch_steps: (
+      float  # steps in one of the config's epochs (schedules, patience)
+  )
 
   @property
   def passes(self) -> int:
@@ -34,14 +36,22 @@ class StagePlan:
 
 def plan_stage(stage_config: Any, num_train_examples: int) -> StagePlan:
   """The plan of a stage with global batch `stage_config.batch_size`."""
-  steps_per_pass = batching.steps_per_epoch(num_train_examples, stage_config.batch_size)
+  steps_per_pass = batching.steps_per_epoch(
+      num_train_examples, stage_config.batch_size
+  )
   if stage_config.steps:
     return StagePlan(steps_per_pass, stage_config.steps, float(steps_per_pass))
-  total_steps = max(stage_config.epochs * steps_per_pass, stage_config.min_steps)
-  return StagePlan(steps_per_pass, total_steps, total_steps / stage_config.epochs)
+  total_steps = max(
+      stage_config.epochs * steps_per_pass, stage_config.min_steps
+  )
+  return StagePlan(
+      steps_per_pass, total_steps, total_steps / stage_config.epochs
+  )
 
 
-def should_stop_early(stage_config: Any, plan: StagePlan, step: int, best_step: int | None) -> bool:
+def should_stop_early(
+    stage_config: Any, plan: StagePlan, step: int, best_step: int | None
+) -> bool:
   """Whether `early_stopping_patience` epochs have passed since the best checkpoint.
 
   Read from the checkpoints' best step, so a resumed stage decides as the

@@ -19,11 +19,18 @@ from roadflax.models import roadnet, steps
 from roadflax.runs import checkpoints, workdirs
 
 
-def initial_params(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                   model: roadnet.RoadNet, run_info: dict[str, Any]) -> Any:
+def initial_params(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stage_name: str,
+    model: roadnet.RoadNet,
+    run_info: dict[str, Any],
+) -> Any:
   """Fresh parameters, with the trees an earlier stage trained taken from its
   best checkpoint when `init_from` names one."""
-  rng = jax.random.fold_in(jax.random.key(config.seed), config.stage_order.index(stage_name))
+  rng = jax.random.fold_in(
+      jax.random.key(config.seed), config.stage_order.index(stage_name)
+  )
   params = roadnet.init_params(model, rng, config.data.image_size)
   init_from = config.stages[stage_name].init_from
   if not init_from:
@@ -31,34 +38,60 @@ def initial_params(config: ml_collections.ConfigDict, workdir: str, stage_name: 
   source_dir = workdirs.resolve_stage_dir(init_from, workdir)
   restored, metadata, step = workdirs.restore_best(source_dir, run_info, params)
   trees = metadata["trained_trees"]
-  logging.info("stage %r starts from %s of %s (step %d)", stage_name, ", ".join(trees),
-               source_dir, step)
+  logging.info(
+      "stage %r starts from %s of %s (step %d)",
+      stage_name,
+      ", ".join(trees),
+      source_dir,
+      step,
+  )
   return {**params, **{tree: restored[tree] for tree in trees}}
 
 
-def initial_state(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                  model: roadnet.RoadNet, tx: optax.GradientTransformation,
-                  ckpts: checkpoints.StageCheckpoints,
-                  run_info: dict[str, Any]) -> steps.TrainState:
+def initial_state(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stage_name: str,
+    model: roadnet.RoadNet,
+    tx: optax.GradientTransformation,
+    ckpts: checkpoints.StageCheckpoints,
+    run_info: dict[str, Any],
+) -> steps.TrainState:
   """The state at `initial_params`, or at the stage's latest checkpoint."""
   state = steps.create_train_state(
-      model, initial_params(config, workdir, stage_name, model, run_info), tx)
+      model, initial_params(config, workdir, stage_name, model, run_info), tx
+  )
   step = ckpts.latest_step()
   if step is None:
     return state
-  workdirs.check_compatible(ckpts.restore_metadata(step), run_info, ckpts.directory)
+  workdirs.check_compatible(
+      ckpts.restore_metadata(step), run_info, ckpts.directory
+  )
   restored = ckpts.restore(step, params=state.params, train=_train_items(state))
-  state = state.replace(params=restored["params"], step=restored["train"]["step"],
-                        opt_state=restored["train"]["opt_state"])
+  state = state.replace(
+      params=restored["params"],
+      step=restored["train"]["step"],
+      opt_state=restored["train"]["opt_state"],
+  )
   logging.info("stage %r: resuming from step %d", stage_name, int(state.step))
   return state
 
 
-def save(ckpts: checkpoints.StageCheckpoints, step: int, state: steps.TrainState,
-         metadata: dict[str, Any], best_score: float | None = None) -> None:
+def save(
+    ckpts: checkpoints.StageCheckpoints,
+    step: int,
+    state: steps.TrainState,
+    metadata: dict[str, Any],
+    best_score: float | None = None,
+) -> None:
   """Checkpoints `state` at `step` (see `StageCheckpoints.save`)."""
-  ckpts.save(step, params=state.params, train=_train_items(state), metadata=metadata,
-             best_score=best_score)
+  ckpts.save(
+      step,
+      params=state.params,
+      train=_train_items(state),
+      metadata=metadata,
+      best_score=best_score,
+  )
 
 
 def _train_items(state: steps.TrainState) -> dict[str, Any]:
@@ -66,14 +99,23 @@ def _train_items(state: steps.TrainState) -> dict[str, Any]:
   return {"step": state.step, "opt_state": state.opt_state}
 
 
-def check_finite(state: steps.TrainState, stage_name: str,
-                 ckpts: checkpoints.StageCheckpoints) -> None:
+def check_finite(
+    state: steps.TrainState,
+    stage_name: str,
+    ckpts: checkpoints.StageCheckpoints,
+) -> None:
   """Raises a UserError if the loss of any step so far was not finite."""
   bad_step = int(state.nonfinite_step)
   if bad_step >= 0:
     ckpts.wait()
     last = ckpts.latest_step()
-    kept = f"the last good checkpoint is step {last} in {ckpts.directory}" if last else "no checkpoint was written"
+    kept = (
+        f"the last good checkpoint is step {last} in {ckpts.directory}"
+        if last
+        else "no checkpoint was written"
+    )
     raise UserError(
-        f"stage {stage_name!r}: the loss became non-finite at step {bad_step + 1}; "
-        f"training stopped and {kept}; lower the learning rate or add grad_clip_norm")
+        f"stage {stage_name!r}: the loss became non-finite at step"
+        f" {bad_step + 1}; training stopped and {kept}; lower the learning rate"
+        " or add grad_clip_norm"
+    )

@@ -11,49 +11,69 @@ import dataclasses
 import itertools
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
-import optax
 from absl import logging
-from clu import metric_writers
 from tqdm import tqdm
 
-from roadflax.data import batching, caches, pipelines
+from roadflax.data import caches
 from roadflax.datasets import sources
-from roadflax.runs import checkpoints
-from roadflax.training import configuration, evaluate
-from roadflax.models import objectives, optimizers, roadnet, steps
-from roadflax.training import health, reporting, sharding, stage_plan, stage_state
-from roadflax.runs import workdirs
 from roadflax.files import atomic_write_json
+from roadflax.models import steps
+from roadflax.runs import workdirs
+from roadflax.training import configuration, evaluate, reporting, sharding
+from roadflax.training import stage_plan, stage_setup, stage_state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runs every stage of `config` in `workdir`."""
   configuration.check_config(config)
-  logging.info("JAX %s on %d process(es), devices: %s", jax.__version__,
-               jax.process_count(), jax.devices())
-  logging.info("config (also in %s):\n%s", os.path.join(workdir, workdirs.CONFIG_FILE), config)
+  logging.info(
+      "JAX %s on %d process(es), devices: %s",
+      jax.__version__,
+      jax.process_count(),
+      jax.devices(),
+  )
+  logging.info(
+      "config (also in %s):\n%s",
+      os.path.join(workdir, workdirs.CONFIG_FILE),
+      config,
+  )
   dataset = sources.load_dataset(config.data)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
   sources.log_class_counts(dataset)
-  memory_cache = caches.MemoryCache()  # data.cache='memory': each split decoded once a run.
+  # With data.cache='memory', each split is decoded once a run.
+  memory_cache = caches.MemoryCache()
   for stage_name in config.stage_order:
-    train_stage(config, workdir, stage_name, dataset, run_info, memory_cache=memory_cache)
+    train_stage(
+        config,
+        workdir,
+        stage_name,
+        dataset,
+        run_info,
+        memory_cache=memory_cache,
+    )
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                dataset: Any, run_info: dict[str, Any], *,
-                memory_cache: caches.MemoryCache | None = None) -> None:
+def train_stage(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stage_name: str,
+    dataset: Any,
+    run_info: dict[str, Any],
+    *,
+    memory_cache: caches.MemoryCache | None = None,
+) -> None:
   """Trains one stage to completion (or skips it if it is complete)."""
   stage_dir = os.path.join(workdir, stage_name)
   if workdirs.stage_complete(stage_dir):
     logging.info("stage %r is complete in %s: skipped", stage_name, stage_dir)
     return
-  stage, state = setup_stage(config, workdir, stage_name, dataset, run_info,
-                             memory_cache=memory_cache)
+  stage, state = stage_setup.setup_stage(
+      config, workdir, stage_name, dataset, run_info, memory_cache=memory_cache
+  )
   step, epochs = int(state.step), []
   for epoch in range(step // stage.plan.steps_per_pass, stage.plan.passes):
     if stops_early(stage, step):
@@ -66,43 +86,9 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage:
-  """What a stage's loop reads, built once by `setup_stage`."""
-  name: str
-  directory: str
-  config: ml_collections.ConfigDict  # the whole run's
-  dataset: Any
-  model: roadnet.RoadNet
-  objective: objectives.Objective
-  plan: stage_plan.StagePlan
-  schedule: optax.Schedule
-  ckpts: checkpoints.StageCheckpoints
-  metadata: dict[str, Any]  # saved with every checkpoint
-  mesh: jax.sharding.Mesh
-  process_batch_size: int  # this process's part of each global batch
-  train_pipeline: batching.Pipeline
-  val_pipeline: batching.Pipeline
-  memory_cache: caches.MemoryCache | None  # the run's, shared by every stage's pipelines
-  train_step: Callable[..., Any]
-  eval_step: Callable[..., Any]
-  writer: metric_writers.MetricWriter
-  health_check: health.HealthCheck
-  pictures: reporting.PictureInputs
-  started: float  # time.time() when set up
-
-  @property
-  def stage_config(self) -> ml_collections.ConfigDict:
-    return self.config.stages[self.name]
-
-  @property
-  def global_batch_size(self) -> int:
-    """Examples in one step, over all processes."""
-    return self.stage_config.batch_size
-
-
-@dataclasses.dataclass(frozen=True)
 class EpochRun:
   """What `train_epoch` did: steps `start_step` to `end_step` of pass `epoch`."""
+
   epoch: int
   start_step: int
   end_step: int
@@ -111,79 +97,25 @@ class EpochRun:
   train_metrics: dict[str, Any]  # averaged over the steps it trained
 
 
-def setup_stage(config: ml_collections.ConfigDict, workdir: str, stage_name: str,
-                dataset: Any, run_info: dict[str, Any], *,
-                memory_cache: caches.MemoryCache | None = None
-                ) -> tuple[Stage, steps.TrainState]:
-  """The stage's parts and its train state, restored if it was interrupted."""
-  stage_config = config.stages[stage_name]
-  objective = _objective(stage_config, config.data, dataset)
-  model = roadnet.create_model(config.model, len(dataset.class_names))
-  mesh = sharding.data_mesh()
-  process_batch_size = sharding.per_process_batch_size(stage_config.batch_size,
-                                                       f"stages.{stage_name}.batch_size")
-  plan = stage_plan.plan_stage(stage_config, len(dataset.splits["train"]))
-  trainable = objective.trees(config.model.head_input) - (
-      {"encoder"} if stage_config.freeze_encoder else set())
-  schedule = optimizers.learning_rate_schedule(stage_config, plan.epoch_steps, plan.total_steps)
-  tx = optimizers.create_optimizer(stage_config, schedule, frozenset(trainable))
-  stage_dir = os.path.join(workdir, stage_name)
-  ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"),
-                                       keep=config.keep_checkpoints)
-  state = sharding.replicate(stage_state.initial_state(
-      config, workdir, stage_name, model, tx, ckpts, run_info), mesh)
-  writer = metric_writers.create_default_writer(
-      stage_dir, just_logging=jax.process_index() > 0, asynchronous=True)
-  if int(state.step) == 0:
-    writer.write_hparams(reporting.hparams(config, stage_name))
-  val_pipeline = pipelines.pipeline_for(dataset.splits["val"], config.data,
-                                        memory_cache=memory_cache)
-  stage = Stage(
-      name=stage_name, directory=stage_dir, config=config, dataset=dataset, model=model,
-      objective=objective, plan=plan, schedule=schedule, ckpts=ckpts, mesh=mesh,
-      metadata=dict(run_info, stage=stage_name, objective=objective.name,
-                    trained_trees=sorted(trainable)),
-      process_batch_size=process_batch_size,
-      train_pipeline=pipelines.pipeline_for(dataset.splits["train"], config.data,
-                                            memory_cache=memory_cache),
-      val_pipeline=val_pipeline, memory_cache=memory_cache,
-      train_step=steps.jit_train_step(model, objective, config.seed, stage_config.freeze_encoder),
-      eval_step=steps.jit_eval_step(model, objective), writer=writer,
-      health_check=health.from_config(config, stage_name, len(dataset.class_names),
-                                      objective.classifies),
-      pictures=reporting.PictureInputs(model, objective, val_pipeline, config.data),
-      started=time.time())
-  _log_plan(stage)
-  return stage, state
-
-
-def _log_plan(stage: Stage) -> None:
-  stage_config, plan = stage.stage_config, stage.plan
-  logging.info("stage %r (%s): %d steps in %d epochs of %d steps, batch %d, %s lr %g, training %s",
-               stage.name, stage.objective.name, plan.total_steps, plan.passes,
-               plan.steps_per_pass, stage.global_batch_size, stage_config.optimizer,
-               stage_config.learning_rate, ", ".join(stage.metadata["trained_trees"]))
-  if plan.stretched:
-    logging.info("stage %r: %d epochs of this train split are %d steps, below min_steps %d: "
-                 "the split is passed over %d times, each configured epoch is %.1f steps",
-                 stage.name, stage_config.epochs, stage_config.epochs * plan.steps_per_pass,
-                 stage_config.min_steps, plan.passes, plan.epoch_steps)
-
-
-def stops_early(stage: Stage, step: int) -> bool:
+def stops_early(stage: stage_setup.Stage, step: int) -> bool:
   """Whether validation has not improved for the patience; says so if it has not."""
   best_step = stage.ckpts.best_step()
-  if not stage_plan.should_stop_early(stage.stage_config, stage.plan, step, best_step):
+  if not stage_plan.should_stop_early(
+      stage.stage_config, stage.plan, step, best_step
+  ):
     return False
   reporting.write_line(
-      f"{stage.name}: stopped early at step {step} of {stage.plan.total_steps}: validation "
-      f"{stage.objective.best_metric[0]} has not improved for "
-      f"{stage.stage_config.early_stopping_patience} epochs, since step {best_step}")
+      f"{stage.name}: stopped early at step {step} of {stage.plan.total_steps}:"
+      f" validation {stage.objective.best_metric[0]} has not improved for"
+      f" {stage.stage_config.early_stopping_patience} epochs, since step"
+      f" {best_step}"
+  )
   return True
 
 
-def train_epoch(stage: Stage, state: steps.TrainState, step: int,
-                epoch: int) -> tuple[steps.TrainState, EpochRun]:
+def train_epoch(
+    stage: stage_setup.Stage, state: steps.TrainState, step: int, epoch: int
+) -> tuple[steps.TrainState, EpochRun]:
   """Trains from `step` to the end of pass `epoch` over the train split.
 
   Train metrics leave the device only every `log_every_steps` and at the
@@ -193,14 +125,23 @@ def train_epoch(stage: Stage, state: steps.TrainState, step: int,
   epoch_start = epoch * plan.steps_per_pass
   end_step = min(epoch_start + plan.steps_per_pass, plan.total_steps)
   batches = stage.train_pipeline.train_batches(
-      batch_size=stage.process_batch_size, seed=config.seed, epoch=epoch,
-      skip_batches=step - epoch_start)
-  bar = reporting.progress_bar(f"{stage.name} {epoch + 1}/{plan.passes}",
-                               total=end_step - epoch_start, initial=step - epoch_start)
+      batch_size=stage.process_batch_size,
+      seed=config.seed,
+      epoch=epoch,
+      skip_batches=step - epoch_start,
+  )
+  bar = reporting.progress_bar(
+      f"{stage.name} {epoch + 1}/{plan.passes}",
+      total=end_step - epoch_start,
+      initial=step - epoch_start,
+  )
   start_step, started = step, time.time()
-  window, trained = None, None  # metrics since the last log, and since `start_step`
+  # Metrics since the last log, and since `start_step`.
+  window, trained = None, None
   for batch in itertools.islice(batches, end_step - step):
-    state, batch_metrics = stage.train_step(state, sharding.shard_batch(batch, stage.mesh))
+    state, batch_metrics = stage.train_step(
+        state, sharding.shard_batch(batch, stage.mesh)
+    )
     step += 1
     window = batch_metrics if window is None else window.merge(batch_metrics)
     bar.update()
@@ -209,17 +150,32 @@ def train_epoch(stage: Stage, state: steps.TrainState, step: int,
       _log_train_metrics(stage, state, step, window, steps_per_sec, bar)
       trained = window if trained is None else trained.merge(window)
       window = None
-    if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-        and step != end_step):
+    if (
+        config.checkpoint_every_steps
+        and step % config.checkpoint_every_steps == 0
+        and step != end_step
+    ):
       stage_state.check_finite(state, stage.name, stage.ckpts)
       stage_state.save(stage.ckpts, step, state, stage.metadata)
   bar.close()
-  return state, EpochRun(epoch, start_step, step, started, time.time() - started,
-                         trained.compute() if trained is not None else {})
+  return state, EpochRun(
+      epoch,
+      start_step,
+      step,
+      started,
+      time.time() - started,
+      trained.compute() if trained is not None else {},
+  )
 
 
-def _log_train_metrics(stage: Stage, state: steps.TrainState, step: int, window: Any,
-                       steps_per_sec: float, bar: tqdm) -> None:
+def _log_train_metrics(
+    stage: stage_setup.Stage,
+    state: steps.TrainState,
+    step: int,
+    window: Any,
+    steps_per_sec: float,
+    bar: tqdm,
+) -> None:
   """Checks the train metrics of the steps since the last log, writes and shows them."""
   stage_state.check_finite(state, stage.name, stage.ckpts)
   computed = window.compute()
@@ -228,71 +184,113 @@ def _log_train_metrics(stage: Stage, state: steps.TrainState, step: int, window:
     reporting.write_line(warning)
   values = {f"train_{k}": v for k, v in computed.items()}
   values["learning_rate"] = stage.schedule(step - 1)
-  stage.writer.write_scalars(step, {**values, "steps_per_sec": steps_per_sec,
-                                    "uptime": time.time() - stage.started})
-  bar.set_postfix(reporting.postfix(values, steps_per_sec * stage.global_batch_size))
+  stage.writer.write_scalars(
+      step,
+      {
+          **values,
+          "steps_per_sec": steps_per_sec,
+          "uptime": time.time() - stage.started,
+      },
+  )
+  bar.set_postfix(
+      reporting.postfix(values, steps_per_sec * stage.global_batch_size)
+  )
 
 
-def end_epoch(stage: Stage, state: steps.TrainState, trained: EpochRun) -> None:
+def end_epoch(
+    stage: stage_setup.Stage, state: steps.TrainState, trained: EpochRun
+) -> None:
   """Evaluates, checkpoints (best by validation) and reports the epoch just trained."""
   step = trained.end_step
-  result = evaluate.evaluate_split(state.params, stage.val_pipeline, stage.eval_step,
-                                   global_batch_size=stage.config.eval_batch_size,
-                                   mesh=stage.mesh)
-  stage.writer.write_scalars(step, {f"val_{k}": v for k, v in result.metrics.items()})
-  reporting.write_pictures(stage.writer, step, state.params, result,
-                           stage.dataset.class_names, stage.pictures)
+  result = evaluate.evaluate_split(
+      state.params,
+      stage.val_pipeline,
+      stage.eval_step,
+      global_batch_size=stage.config.eval_batch_size,
+      mesh=stage.mesh,
+  )
+  stage.writer.write_scalars(
+      step, {f"val_{k}": v for k, v in result.metrics.items()}
+  )
+  reporting.write_pictures(
+      stage.writer,
+      step,
+      state.params,
+      result,
+      stage.dataset.class_names,
+      stage.pictures,
+  )
   best_metric, best_mode = stage.objective.best_metric
-  stage_state.save(stage.ckpts, step, state, stage.metadata,
-                   best_score=result.metrics[best_metric] * (1 if best_mode == "max" else -1))
+  stage_state.save(
+      stage.ckpts,
+      step,
+      state,
+      stage.metadata,
+      best_score=result.metrics[best_metric]
+      * (1 if best_mode == "max" else -1),
+  )
   seconds = time.time() - trained.started
   images = (step - trained.start_step) * stage.global_batch_size
-  reporting.write_line(reporting.epoch_line(
-      stage.name, trained.epoch, stage.plan.passes, trained.train_metrics, result.metrics,
-      images / max(seconds, 1e-9), seconds))
+  reporting.write_line(
+      reporting.epoch_line(
+          stage.name,
+          trained.epoch,
+          stage.plan.passes,
+          trained.train_metrics,
+          result.metrics,
+          images / max(seconds, 1e-9),
+          seconds,
+      )
+  )
 
 
-def finish_stage(stage: Stage, state: steps.TrainState, step: int,
-                 epochs: list[EpochRun]) -> None:
+def finish_stage(
+    stage: stage_setup.Stage,
+    state: steps.TrainState,
+    step: int,
+    epochs: list[EpochRun],
+) -> None:
   """Writes the test report of a classifier and, last, summary.json: the stage is complete."""
   stage.writer.flush()
   stage.ckpts.wait()
   best_step = stage.ckpts.best_step()
   # Of this run only: a resumed stage counts the part it trained.
-  trained_images = sum(e.end_step - e.start_step for e in epochs) * stage.global_batch_size
+  trained_images = (
+      sum(e.end_step - e.start_step for e in epochs) * stage.global_batch_size
+  )
   summary = {
-      "stage": stage.name, "objective": stage.objective.name,
-      "total_steps": stage.plan.total_steps, "steps_trained": step,
-      "epochs": stage.plan.passes, "best_step": best_step,
+      "stage": stage.name,
+      "objective": stage.objective.name,
+      "total_steps": stage.plan.total_steps,
+      "steps_trained": step,
+      "epochs": stage.plan.passes,
+      "best_step": best_step,
       "best_metric": stage.objective.best_metric[0],
       "seconds": round(time.time() - stage.started, 1),
       "train_images_per_second": round(
-          trained_images / max(sum(e.seconds for e in epochs), 1e-9), 1),
+          trained_images / max(sum(e.seconds for e in epochs), 1e-9), 1
+      ),
       "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
   if stage.objective.classifies:
     best_params = stage.ckpts.restore(best_step, params=state.params)["params"]
     report = evaluate.write_test_report(
-        best_params, stage.model, stage.dataset, stage.config, stage.directory,
-        stage_name=stage.name, checkpoint_step=best_step, mesh=stage.mesh, writer=stage.writer,
-        memory_cache=stage.memory_cache)
+        best_params,
+        stage.model,
+        stage.dataset,
+        stage.config,
+        stage.directory,
+        stage_name=stage.name,
+        checkpoint_step=best_step,
+        mesh=stage.mesh,
+        writer=stage.writer,
+        memory_cache=stage.memory_cache,
+    )
     summary["test_accuracy"] = report["accuracy"]
   stage.ckpts.close()
   stage.writer.close()
   if jax.process_index() == 0:
-    atomic_write_json(os.path.join(stage.directory, workdirs.SUMMARY_FILE), summary)
+    atomic_write_json(
+        os.path.join(stage.directory, workdirs.SUMMARY_FILE), summary
+    )
   logging.info("stage %r complete: best step %s", stage.name, best_step)
-
-
-def _objective(stage_config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
-               dataset: Any) -> objectives.Objective:
-  """The stage's objective; with `data.balance='class_weights'`, classification
-  losses weighted by the inverse of the train split's class counts."""
-  objective = objectives.objective_from_config(stage_config)
-  if data.balance != "class_weights" or not objective.classifies:
-    return objective
-  weights = tuple(float(w) for w in batching.balancing_factors(
-      dataset.splits["train"].class_counts(len(dataset.class_names))))
-  logging.info("class weights: %s", ", ".join(
-      f"{name} {w:.3f}" for name, w in zip(dataset.class_names, weights)))
-  return dataclasses.replace(objective, class_weights=weights)
