@@ -19,7 +19,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer import event_file_writer
 
 from configs import default
-from roadflax.results import compare, curves
+from roadflax.results import compare, curves, tables
 from roadflax.errors import UserError
 from tests import helpers
 
@@ -172,8 +172,8 @@ def test_an_unfinished_run_shows_dashes(tmp_path, capsys):
   workdir = make_workdir(str(tmp_path / "running"), finished=False)
   compare.compare_main([workdir], str(tmp_path / "out"))
   _, row = table_rows(capsys.readouterr().out)
-  assert row[5:9] == [compare.MISSING] * 4  # test accuracy, F1 of each class
-  assert row[-1] == compare.MISSING  # images/s
+  assert row[5:9] == [tables.MISSING] * 4  # test accuracy, F1 of each class
+  assert row[-1] == tables.MISSING  # images/s
   assert row[-2] == "30s"  # the finished pretrain stage
   records = list(csv.DictReader(io.StringIO((tmp_path / "out" / "comparison.csv").read_text())))
   assert records[0]["test_accuracy"] == ""

@@ -21,7 +21,6 @@ so the files do not depend on generation order or on the number of workers.
 """
 
 import concurrent.futures
-import json
 import multiprocessing
 import os
 import shutil
@@ -236,41 +235,16 @@ def ensure_generated(
   os.makedirs(cache_dir, exist_ok=True)
   building = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir)
   try:
-    jobs = []
-    for split_id, split in enumerate(SPLIT_NAMES):
-      for class_id, class_name in enumerate(CLASS_NAMES):
-        folder = os.path.join(building, split, class_name)
-        os.makedirs(folder)
-        jobs += [
-            (seed, split_id, class_id, i, os.path.join(folder, f"{i:06d}.jpg"))
-            for i in range(counts[split])
-        ]
-    workers = os.cpu_count() or 1
-    # Spawned, not forked: the caller may already run JAX's threads.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context
-    ) as pool:
-      done = pool.map(_render_jpeg, jobs, chunksize=16)
-      for _ in tqdm(
-          done,
-          total=len(jobs),
-          desc="generating roadtex",
-          unit="img",
-          disable=not progress,
-      ):
-        pass
-    with open(os.path.join(building, _MARKER), "w", encoding="utf-8") as f:
-      json.dump(
-          {
-              "version": VERSION,
-              "seed": seed,
-              "images_per_class": counts,
-              "class_names": list(CLASS_NAMES),
-          },
-          f,
-          indent=2,
-      )
+    _render_all(_jobs(building, counts, seed), progress)
+    files.atomic_write_json(
+        os.path.join(building, _MARKER),
+        {
+            "version": VERSION,
+            "seed": seed,
+            "images_per_class": counts,
+            "class_names": list(CLASS_NAMES),
+        },
+    )
     if os.path.exists(root):  # an unmarked, incomplete leftover
       shutil.rmtree(root)
     os.replace(building, root)
@@ -278,3 +252,39 @@ def ensure_generated(
     shutil.rmtree(building, ignore_errors=True)
     raise
   return root
+
+
+def _jobs(
+    root: str, counts: dict[str, int], seed: int
+) -> list[tuple[int, int, int, int, str]]:
+  """(seed, split id, class id, index, path) of every frame, folders made."""
+  jobs = []
+  for split_id, split in enumerate(SPLIT_NAMES):
+    for class_id, class_name in enumerate(CLASS_NAMES):
+      folder = os.path.join(root, split, class_name)
+      os.makedirs(folder)
+      jobs += [
+          (seed, split_id, class_id, i, os.path.join(folder, f"{i:06d}.jpg"))
+          for i in range(counts[split])
+      ]
+  return jobs
+
+
+def _render_all(
+    jobs: list[tuple[int, int, int, int, str]], progress: bool
+) -> None:
+  """Renders every job on all cores."""
+  # Spawned, not forked: the caller may already run JAX's threads.
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(
+      os.cpu_count() or 1, mp_context=context
+  ) as pool:
+    done = pool.map(_render_jpeg, jobs, chunksize=16)
+    for _ in tqdm(
+        done,
+        total=len(jobs),
+        desc="generating roadtex",
+        unit="img",
+        disable=not progress,
+    ):
+      pass

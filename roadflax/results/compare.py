@@ -11,26 +11,20 @@ writes comparison.md (the printed table), comparison.csv (the same numbers
 unformatted, for a spreadsheet) and comparison.png (validation curves).
 """
 
-import csv
-import dataclasses
 import functools
 import glob
-import io
 import os
-from typing import Any, Callable
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from roadflax.models import objectives, roadnet
 from roadflax.runs import workdirs
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_text, read_json, read_json_if_present
-from roadflax.results import curves
+from roadflax.results import curves, tables
 
-MISSING = "—"
 MARKDOWN_FILE, CSV_FILE, PLOT_FILE = (
     "comparison.md",
     "comparison.csv",
@@ -38,38 +32,19 @@ MARKDOWN_FILE, CSV_FILE, PLOT_FILE = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSummary:
-  """One row of the table and the run's curves; None where not (yet) known."""
-
-  name: str
-  class_names: tuple[str, ...]
-  description: str
-  optimizer: str | None
-  learning_rate: float | None
-  epochs: int | None
-  test_accuracy: float | None
-  f1: dict[str, float]
-  parameters: int | None
-  seconds: float | None
-  images_per_second: float | None
-  accuracy_curves: tuple[curves.Curve, ...]
-  reconstruction_curves: tuple[curves.Curve, ...]
-
-
 def compare_main(workdirs_or_globs: list[str], output_dir: str) -> None:
   """Compares the runs in `workdirs_or_globs` into `output_dir`."""
   paths = expand_workdirs(workdirs_or_globs)
   names = run_names(paths)
   runs = [summarize_run(path, name) for path, name in zip(paths, names)]
-  class_names = _union_class_names(runs)
-  table = markdown_table(runs, class_names)
+  class_names = tables.union_class_names(runs)
+  table = tables.markdown_table(runs, class_names)
   atomic_write_text(
       os.path.join(output_dir, MARKDOWN_FILE),
       f"# Run comparison\n\n{table}\n\n![Validation curves]({PLOT_FILE})\n",
   )
   atomic_write_text(
-      os.path.join(output_dir, CSV_FILE), csv_text(runs, class_names)
+      os.path.join(output_dir, CSV_FILE), tables.csv_text(runs, class_names)
   )
   curves.write_plot(runs, os.path.join(output_dir, PLOT_FILE))
   print(table)
@@ -129,7 +104,7 @@ def run_names(paths: list[str]) -> list[str]:
   return names if len(set(names)) == len(names) else list(paths)
 
 
-def summarize_run(workdir: str, name: str) -> RunSummary:
+def summarize_run(workdir: str, name: str) -> tables.RunSummary:
   """What the table and the plot show of one workdir."""
   run = read_json(os.path.join(workdir, workdirs.RUN_FILE))
   config_path = os.path.join(workdir, workdirs.CONFIG_FILE)
@@ -155,7 +130,7 @@ def summarize_run(workdir: str, name: str) -> RunSummary:
       else {}
   )
   seconds = [s["seconds"] for s in summaries.values() if s and "seconds" in s]
-  return RunSummary(
+  return tables.RunSummary(
       name=name,
       class_names=tuple(run.get("class_names", ()))
       + tuple(report.get("per_class", {})),
@@ -210,17 +185,10 @@ def describe_stages(config: ml_collections.ConfigDict) -> str:
     length = f"{stage.steps} steps" if stage.steps else f"{stage.epochs} ep"
     parts.append(
         f"{name}({objective}, {stage.optimizer} "
-        f"{format_learning_rate(stage.learning_rate)}, {length})"
+        f"{tables.format_learning_rate(stage.learning_rate)}, {length})"
     )
   norm = config.model.get("norm", "none")
   return ("" if norm == "none" else f"{norm} norm: ") + " -> ".join(parts)
-
-
-def format_learning_rate(value: float) -> str:
-  """0.1, 0.01, then 5e-3, 1e-3, 2.5e-4: as rates are usually written."""
-  if 0 < abs(value) < 0.01:
-    return np.format_float_scientific(value, trim="-", exp_digits=1)
-  return f"{value:g}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -254,110 +222,3 @@ def classifier_parameters(
         if name != "deconv1"
     )
   return count
-
-
-def _union_class_names(runs: list[RunSummary]) -> list[str]:
-  """Every class of every run, in first-seen order."""
-  return list(dict.fromkeys(cls for run in runs for cls in run.class_names))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Column:
-  csv_name: str
-  title: str
-  value: Callable[[RunSummary], Any]
-  markdown: Callable[[Any], str] = str
-  numeric: bool = True
-
-
-def _format_seconds(seconds: float) -> str:
-  minutes, secs = divmod(round(seconds), 60)
-  hours, minutes = divmod(minutes, 60)
-  if hours:
-    return f"{hours}h {minutes:02d}m"
-  return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
-def _columns(class_names: list[str]) -> list[_Column]:
-  return [
-      _Column("run", "run", lambda r: r.name, numeric=False),
-      _Column("config", "config", lambda r: r.description, numeric=False),
-      _Column("optimizer", "optimizer", lambda r: r.optimizer, numeric=False),
-      _Column(
-          "learning_rate", "lr", lambda r: r.learning_rate, format_learning_rate
-      ),
-      _Column("epochs", "epochs", lambda r: r.epochs),
-      _Column(
-          "test_accuracy",
-          "test accuracy",
-          lambda r: r.test_accuracy,
-          "{:.1%}".format,
-      ),
-      *[
-          _Column(
-              f"f1_{cls}",
-              f"F1 {cls}",
-              lambda r, cls=cls: r.f1.get(cls),
-              "{:.2f}".format,
-          )
-          for cls in class_names
-      ],
-      _Column(
-          "parameters", "parameters", lambda r: r.parameters, "{:,}".format
-      ),
-      _Column(
-          "training_seconds",
-          "training time",
-          lambda r: r.seconds,
-          _format_seconds,
-      ),
-      _Column(
-          "train_images_per_second",
-          "images/s",
-          lambda r: r.images_per_second,
-          "{:.0f}".format,
-      ),
-  ]
-
-
-def markdown_table(runs: list[RunSummary], class_names: list[str]) -> str:
-  """A Markdown table, padded so that it also reads well as plain text."""
-  columns = _columns(class_names)
-  cells = [[column.title for column in columns]]
-  for run in runs:
-    values = [column.value(run) for column in columns]
-    cells.append([
-        MISSING if value is None else column.markdown(value).replace("|", r"\|")
-        for column, value in zip(columns, values)
-    ])
-  widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-
-  def line(row: list[str]) -> str:
-    padded = [
-        cell.rjust(width) if column.numeric else cell.ljust(width)
-        for cell, width, column in zip(row, widths, columns)
-    ]
-    return "| " + " | ".join(padded) + " |"
-
-  rule = [
-      "-" * (width - 1) + ":" if column.numeric else "-" * width
-      for width, column in zip(widths, columns)
-  ]
-  return "\n".join(
-      [line(cells[0]), line(rule)] + [line(row) for row in cells[1:]]
-  )
-
-
-def csv_text(runs: list[RunSummary], class_names: list[str]) -> str:
-  """The table's raw numbers (accuracy as a fraction, time in seconds); empty
-  where unknown."""
-  columns = _columns(class_names)
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow([column.csv_name for column in columns])
-  for run in runs:
-    writer.writerow([
-        "" if (value := column.value(run)) is None else value
-        for column in columns
-    ])
-  return buffer.getvalue()

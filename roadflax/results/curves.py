@@ -31,7 +31,7 @@ class Curve:
 
 
 class RunCurves(Protocol):
-  """What `write_plot` draws of a run (`compare.RunSummary` has it)."""
+  """What `write_plot` draws of a run (`tables.RunSummary` has it)."""
 
   accuracy_curves: tuple[Curve, ...]
   reconstruction_curves: tuple[Curve, ...]

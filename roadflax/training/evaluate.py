@@ -104,25 +104,36 @@ def write_test_report(
         json_path,
     )
   if writer is not None:
-    writer.write_scalars(
-        checkpoint_step,
-        {
-            "test_accuracy": report["accuracy"],
-            "test_loss": result.metrics["loss"],
-        },
+    _write_test_summaries(
+        writer, checkpoint_step, report["accuracy"], result, dataset.class_names
     )
-    writer.write_images(
-        checkpoint_step,
-        {
-            "test_confusion_matrix": visuals.confusion_image(
-                result.confusion,
-                dataset.class_names,
-                f"test, checkpoint step {checkpoint_step}",
-            )[None]
-        },
-    )
-    writer.flush()
   return report
+
+
+def _write_test_summaries(
+    writer: Any,
+    step: int,
+    accuracy: float,
+    result: EvalResult,
+    class_names: tuple[str, ...],
+) -> None:
+  """Test accuracy, loss and confusion matrix, for TensorBoard."""
+  writer.write_scalars(
+      step,
+      {
+          "test_accuracy": accuracy,
+          "test_loss": result.metrics["loss"],
+      },
+  )
+  writer.write_images(
+      step,
+      {
+          "test_confusion_matrix": visuals.confusion_image(
+              result.confusion, class_names, f"test, checkpoint step {step}"
+          )[None]
+      },
+  )
+  writer.flush()
 
 
 def evaluate_workdir(
