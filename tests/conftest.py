@@ -31,6 +31,7 @@ def data_root(tmp_path_factory):
 def trained_workdir(data_root, tmp_path_factory):
   """Both stages of `helpers.tiny_config`, trained once; tests only read it."""
   from roadflax.training import train
+
   workdir = str(tmp_path_factory.mktemp("run"))
   train.train_and_evaluate(helpers.tiny_config(data_root), workdir)
   return workdir

@@ -23,12 +23,20 @@ DAYS = ("20210103", "20210115", "20210207", "20210311", "20210422", "20210530")
 def _frame_image(seed: int, label: int, size: tuple[int, int]) -> Image.Image:
   height, width = size
   rng = np.random.default_rng(seed)
-  stripes = np.sin(np.arange(width, dtype=np.float32) * (0.2 + 0.3 * label))[None, :, None]
-  base = np.array([60 + 50 * (label % 3), 80 + 30 * (label % 5), 70 + 20 * (label % 7)],
-                  np.float32)
+  stripes = np.sin(np.arange(width, dtype=np.float32) * (0.2 + 0.3 * label))[
+      None, :, None
+  ]
+  base = np.array(
+      [60 + 50 * (label % 3), 80 + 30 * (label % 5), 70 + 20 * (label % 7)],
+      np.float32,
+  )
   # Mild noise: about 24 KB per 360x240 frame at quality 90, near the
   # release's ~14 KB average, so decoding costs about what it would.
-  pixels = base + 40 * stripes + 8 * rng.standard_normal((height, width, 3), dtype=np.float32)
+  pixels = (
+      base
+      + 40 * stripes
+      + 8 * rng.standard_normal((height, width, 3), dtype=np.float32)
+  )
   return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
@@ -37,9 +45,15 @@ def _write_frame(job: tuple[str, int, int, tuple[int, int]]) -> None:
   _frame_image(seed, label, size).save(path, quality=90)
 
 
-def write_release(root: str, counts: dict[str, int], classes: Sequence[str] = rscd.CLASSES_3,
-                  size: tuple[int, int] = (90, 60), days: Sequence[str] = DAYS,
-                  seed: int = 0, processes: int = 1) -> str:
+def write_release(
+    root: str,
+    counts: dict[str, int],
+    classes: Sequence[str] = rscd.CLASSES_3,
+    size: tuple[int, int] = (90, 60),
+    days: Sequence[str] = DAYS,
+    seed: int = 0,
+    processes: int = 1,
+) -> str:
   """Writes `counts[split]` frames per class of each split ("train",
   "validation", "test") under `root`, in the release's layout; `size` is
   (height, width), portrait like the release's 360x240.
@@ -59,8 +73,12 @@ def write_release(root: str, counts: dict[str, int], classes: Sequence[str] = rs
         serial = len(jobs) + 1
         # YYYYMMDDhhmmss and a frame counter, as the release names frames.
         timestamp = f"{days[k % len(days)]}{120000 + serial % 100:06d}{serial}"
-        jobs.append((os.path.join(class_folder, f"{timestamp}-{suffix}.jpg"),
-                     seed * 1_000_003 + serial, label, size))
+        jobs.append((
+            os.path.join(class_folder, f"{timestamp}-{suffix}.jpg"),
+            seed * 1_000_003 + serial,
+            label,
+            size,
+        ))
   if processes > 1:
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
       pool.map(_write_frame, jobs, chunksize=256)
@@ -70,12 +88,17 @@ def write_release(root: str, counts: dict[str, int], classes: Sequence[str] = rs
   return root
 
 
-def zip_release(root: str, zip_path: str, top_folder: str = "RSCD dataset-1million") -> str:
+def zip_release(
+    root: str, zip_path: str, top_folder: str = "RSCD dataset-1million"
+) -> str:
   """Packs the release tree at `root` into `zip_path` under `top_folder/`."""
   os.makedirs(os.path.dirname(os.path.abspath(zip_path)), exist_ok=True)
   with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as z:
     for folder, _, files in sorted(os.walk(root)):
       for name in sorted(files):
         path = os.path.join(folder, name)
-        z.write(path, f"{top_folder}/{os.path.relpath(path, root)}".replace(os.sep, "/"))
+        z.write(
+            path,
+            f"{top_folder}/{os.path.relpath(path, root)}".replace(os.sep, "/"),
+        )
   return zip_path

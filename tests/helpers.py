@@ -22,13 +22,19 @@ CLASSES = ("asphalt", "concrete", "gravel")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(*args: str, check: bool = False,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def command(
+    *args: str, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
   """`python main.py ARGS` in a new process, as a user runs it, with the
   environment variables `env` set for it."""
-  result = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT,
-                          env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+  result = subprocess.run(
+      [sys.executable, "main.py", *args],
+      cwd=ROOT,
+      env={**os.environ, **(env or {})},
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   if check:
     assert result.returncode == 0, result.stderr[-3000:]
   return result
@@ -54,16 +60,20 @@ def run_main(*args: str, check: bool = False) -> subprocess.CompletedProcess:
   filters = [list(handler.filters) for handler in handlers]
   stdout, stderr, returncode = io.StringIO(), io.StringIO(), 0
   try:
-    with (contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
-          mock.patch.object(sys, "argv", argv)):
+    with (
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+        mock.patch.object(sys, "argv", argv),
+    ):
       main.main(main.parse_flags(argv))
   except SystemExit as exited:
     returncode = exited.code
   finally:
     for handler, kept in zip(handlers, filters):
       handler.filters[:] = kept
-  result = subprocess.CompletedProcess(argv, returncode, stdout.getvalue(),
-                                       stderr.getvalue())
+  result = subprocess.CompletedProcess(
+      argv, returncode, stdout.getvalue(), stderr.getvalue()
+  )
   if check:
     assert returncode == 0, result.stderr[-3000:]
   return result
@@ -81,16 +91,24 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 def tiny_flags(root: str) -> list[str]:
   """main.py flags for a tiny run: both stages, 2 steps each, at the
   smallest input size."""
-  flags = ["--config=configs/default.py", f"--config.data.root={root}",
-           "--config.data.image_size=67", "--config.eval_batch_size=8",
-           "--config.log_every_steps=1"]
+  flags = [
+      "--config=configs/default.py",
+      f"--config.data.root={root}",
+      "--config.data.image_size=67",
+      "--config.eval_batch_size=8",
+      "--config.log_every_steps=1",
+  ]
   for stage in ("pretrain", "classify"):
-    flags += [f"--config.stages.{stage}.steps=2",
-              f"--config.stages.{stage}.batch_size=4"]
+    flags += [
+        f"--config.stages.{stage}.steps=2",
+        f"--config.stages.{stage}.batch_size=4",
+    ]
   return flags + ["--config.stages.classify.learning_rate=0.01"]
 
 
-def write_image_tree(root: str, per_split=None, size=(48, 72), classes=CLASSES, seed=0) -> str:
+def write_image_tree(
+    root: str, per_split=None, size=(48, 72), classes=CLASSES, seed=0
+) -> str:
   """ROOT/{train,val,test}/CLASS/*.jpg with a learnable pattern per class."""
   per_split = per_split or {"train": 8, "val": 4, "test": 4}
   rng = np.random.default_rng(seed)
@@ -100,7 +118,9 @@ def write_image_tree(root: str, per_split=None, size=(48, 72), classes=CLASSES, 
       os.makedirs(folder, exist_ok=True)
       for i in range(count):
         image = rng.integers(0, 60, (*size, 3)) + 60 * label
-        Image.fromarray(image.astype(np.uint8)).save(os.path.join(folder, f"{i:03d}.jpg"))
+        Image.fromarray(image.astype(np.uint8)).save(
+            os.path.join(folder, f"{i:03d}.jpg")
+        )
   return root
 
 
@@ -119,8 +139,12 @@ def tiny_config(root: str, **stage_steps) -> ml_collections.ConfigDict:
 
 def final_params(stage_dir: str):
   """(latest step, its parameters) of a stage."""
-  ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
-  like, _, _ = workdirs.load_best_params(stage_dir, workdirs.load_run(os.path.dirname(stage_dir)))
+  ckpts = checkpoints.StageCheckpoints(
+      os.path.join(stage_dir, "checkpoints"), read_only=True
+  )
+  like, _, _ = workdirs.load_best_params(
+      stage_dir, workdirs.load_run(os.path.dirname(stage_dir))
+  )
   step = ckpts.latest_step()
   return step, ckpts.restore(step, params=like)["params"]
 
@@ -128,8 +152,14 @@ def final_params(stage_dir: str):
 def image_features(root, split, feature):
   """(features of each image of a split, labels) for a linear baseline."""
   folder = image_folder.scan_image_folder(root)
-  images = [np.asarray(Image.open(p), np.float32) / 255 for p in folder.splits[split].paths]
-  return np.array([feature(image) for image in images]), folder.splits[split].labels
+  images = [
+      np.asarray(Image.open(p), np.float32) / 255
+      for p in folder.splits[split].paths
+  ]
+  return (
+      np.array([feature(image) for image in images]),
+      folder.splits[split].labels,
+  )
 
 
 def logistic_regression_accuracy(train, test, steps=3000, rate=0.5):

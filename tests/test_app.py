@@ -86,8 +86,11 @@ def png_claiming(width, height):
 def damaged(data):
   """`data` with 16 bytes flipped mid-file: a PNG's header and end survive."""
   middle = len(data) // 2
-  return (data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16])
-          + data[middle + 16:])
+  return (
+      data[:middle]
+      + bytes(b ^ 0xFF for b in data[middle : middle + 16])
+      + data[middle + 16 :]
+  )
 
 
 GOOD_JPEG = encode(road(), "JPEG")
@@ -95,14 +98,22 @@ GOOD_JPEG = encode(road(), "JPEG")
 BAD_UPLOADS = {
     "empty.jpg": (b"", "empty file"),
     "report.jpg": (b"%PDF-1.7\n" + bytes(200), "not a JPEG or PNG"),
-    "truncated.jpg": (GOOD_JPEG[:len(GOOD_JPEG) // 2], "truncated JPEG"),
-    "damaged_header.jpg": (b"\xff\xd8\xff" + bytes(100) + b"\xff\xd9",
-                           "damaged image header"),
-    "damaged_pixels.png": (damaged(encode(road(), "PNG")),
-                           "damaged image data, it cannot be decoded"),
-    "48mp.png": (png_claiming(8000, 6000),
-                 "8,000 x 6,000 pixels (48.0 megapixels) is over the limit "
-                 "of 40 megapixels"),
+    "truncated.jpg": (GOOD_JPEG[: len(GOOD_JPEG) // 2], "truncated JPEG"),
+    "damaged_header.jpg": (
+        b"\xff\xd8\xff" + bytes(100) + b"\xff\xd9",
+        "damaged image header",
+    ),
+    "damaged_pixels.png": (
+        damaged(encode(road(), "PNG")),
+        "damaged image data, it cannot be decoded",
+    ),
+    "48mp.png": (
+        png_claiming(8000, 6000),
+        (
+            "8,000 x 6,000 pixels (48.0 megapixels) is over the limit "
+            "of 40 megapixels"
+        ),
+    ),
     "bomb.png": (png_claiming(50_000, 50_000), "too large"),
 }
 
@@ -118,7 +129,9 @@ def phone_photo(image):
   tags = image.getexif()
   tags[0x0112] = 6  # Orientation: turn right to show.
   buffer = io.BytesIO()
-  image.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", exif=tags.tobytes())
+  image.transpose(Image.Transpose.ROTATE_90).save(
+      buffer, "JPEG", exif=tags.tobytes()
+  )
   return buffer.getvalue()
 
 
@@ -130,26 +143,38 @@ READABLE_UPLOADS = {
     "rgba.png": (encode(road().convert("RGBA"), "PNG"), "transparency dropped"),
     "cmyk.jpg": (encode(road().convert("CMYK"), "JPEG"), "CMYK to RGB"),
     "palette.png": (encode(road().convert("P"), "PNG"), "palette to RGB"),
-    "grey16.png": (sixteen_bit_png(road().convert("L")),
-                   "grayscale to RGB, 16 to 8 bits per channel"),
+    "grey16.png": (
+        sixteen_bit_png(road().convert("L")),
+        "grayscale to RGB, 16 to 8 bits per channel",
+    ),
     "rgb16.png": (sixteen_bit_png(road()), "16 to 8 bits per channel"),
-    "portrait_phone.jpg": (phone_photo(road()),
-                           "turned upright as its EXIF orientation says"),
+    "portrait_phone.jpg": (
+        phone_photo(road()),
+        "turned upright as its EXIF orientation says",
+    ),
 }
 
 
 def describe(files, classifier, autoencoder=None):
-  return uploads.describe_uploads(files, classifier, autoencoder,
-                                  max_pixels=MAX_PIXELS)
+  return uploads.describe_uploads(
+      files, classifier, autoencoder, max_pixels=MAX_PIXELS
+  )
 
 
-def test_uploads_go_through_each_model_in_padded_batches(classifier, autoencoder,
-                                                        monkeypatch):
+def test_uploads_go_through_each_model_in_padded_batches(
+    classifier, autoencoder, monkeypatch
+):
   calls = []
   for model, method in ((classifier, "predict"), (autoencoder, "reconstruct")):
     original = getattr(model, method)
-    monkeypatch.setattr(model, method, lambda images, original=original: (
-        calls.append(len(images)), original(images))[1])
+    monkeypatch.setattr(
+        model,
+        method,
+        lambda images, original=original: (
+            calls.append(len(images)),
+            original(images),
+        )[1],
+    )
   files = [(f"road{i}.jpg", encode(road(i), "JPEG")) for i in range(35)]
 
   described = describe(files, classifier, autoencoder)
@@ -166,7 +191,8 @@ def test_uploads_go_through_each_model_in_padded_batches(classifier, autoencoder
     assert upload.reconstruction.dtype == np.uint8
     # What the model saw is exactly the training pipeline's image.
     pipeline_image = preprocess.preprocess_image(
-        tf.constant(data), size, classifier.data_config.contrast).numpy()
+        tf.constant(data), size, classifier.data_config.contrast
+    ).numpy()
     np.testing.assert_array_equal(upload.model_view, pipeline_image)
 
 
@@ -176,12 +202,13 @@ def test_predictions_match_the_command_line_classifier(classifier, tmp_path):
   [upload] = describe([("road.jpg", GOOD_JPEG)], classifier)
   [expected] = classifier.predict_files([str(path)])
   np.testing.assert_allclose(
-      upload.probabilities, list(expected["probabilities"].values()),
-      atol=1e-6)
+      upload.probabilities, list(expected["probabilities"].values()), atol=1e-6
+  )
 
 
 def test_each_bad_upload_gets_its_own_error_and_the_rest_a_prediction(
-    classifier, autoencoder):
+    classifier, autoencoder
+):
   files = [("before.jpg", GOOD_JPEG)]
   files += [(name, data) for name, (data, _) in BAD_UPLOADS.items()]
   files += [("after.jpg", encode(road(1), "JPEG"))]
@@ -197,14 +224,16 @@ def test_each_bad_upload_gets_its_own_error_and_the_rest_a_prediction(
 
 
 def test_the_pixel_limit_is_the_callers(classifier):
-  [upload] = uploads.describe_uploads([("road.jpg", GOOD_JPEG)], classifier,
-                                      None, max_pixels=48 * 72 - 1)
+  [upload] = uploads.describe_uploads(
+      [("road.jpg", GOOD_JPEG)], classifier, None, max_pixels=48 * 72 - 1
+  )
   assert "over the limit of 0.003455 megapixels" in upload.error
 
 
 @pytest.mark.parametrize("name", READABLE_UPLOADS)
 def test_grey_transparent_cmyk_and_16_bit_images_are_predicted_with_a_note(
-    name, classifier):
+    name, classifier
+):
   data, note = READABLE_UPLOADS[name]
   [upload] = describe([(name, data)], classifier)
   assert upload.error is None
@@ -219,8 +248,9 @@ def test_grey_transparent_cmyk_and_16_bit_images_are_predicted_with_a_note(
 def test_cmyk_jpegs_are_seen_in_their_true_colours(classifier):
   cmyk = READABLE_UPLOADS["cmyk.jpg"][0]
   as_rgb = encode(Image.open(io.BytesIO(cmyk)).convert("RGB"), "PNG")
-  seen_cmyk, seen_rgb = describe([("cmyk.jpg", cmyk), ("rgb.png", as_rgb)],
-                                 classifier)
+  seen_cmyk, seen_rgb = describe(
+      [("cmyk.jpg", cmyk), ("rgb.png", as_rgb)], classifier
+  )
   difference = np.abs(seen_cmyk.model_view.astype(int) - seen_rgb.model_view)
   assert difference.mean() < 2  # Not inverted, not channel-swapped.
 
@@ -231,8 +261,10 @@ def test_example_folders_read_like_uploads(tmp_path):
   (tmp_path / "b.jpg").write_bytes(b"jpg")
   (tmp_path / "notes.txt").write_bytes(b"not an image name")
   (tmp_path / "empty").mkdir()
-  assert uploads.example_files(str(tmp_path)) == [("b.jpg", b"jpg"),
-                                                   ("a.png", b"png")]
+  assert uploads.example_files(str(tmp_path)) == [
+      ("b.jpg", b"jpg"),
+      ("a.png", b"png"),
+  ]
   with pytest.raises(UserError, match="holds no .jpg, .jpeg or .png file"):
     uploads.example_files(str(tmp_path / "empty"))
 
@@ -265,17 +297,25 @@ def test_page_shows_the_model_card(workdir, classifier, monkeypatch):
   assert time.strptime(card["Trained"], "%Y-%m-%d")
   table = at.dataframe[0].value
   assert list(table.index) == list(helpers.CLASSES)
-  assert list(table.columns) == ["test F1", "precision", "recall",
-                                 "test images"]
+  assert list(table.columns) == [
+      "test F1",
+      "precision",
+      "recall",
+      "test images",
+  ]
   assert "reconstructions by" in at.caption[0].value
   assert at.sidebar.selectbox[0].value == "classify"
   assert not at.error
 
 
-def test_page_predicts_uploads_and_names_the_bad_one(workdir, classifier,
-                                                     monkeypatch):
+def test_page_predicts_uploads_and_names_the_bad_one(
+    workdir, classifier, monkeypatch
+):
   at = page(monkeypatch, "--workdir", workdir)
-  readable = [("road.jpg", GOOD_JPEG), ("grey.jpg", READABLE_UPLOADS["grey.jpg"][0])]
+  readable = [
+      ("road.jpg", GOOD_JPEG),
+      ("grey.jpg", READABLE_UPLOADS["grey.jpg"][0]),
+  ]
   at.file_uploader[0].set_value([
       ("road.jpg", GOOD_JPEG, "image/jpeg"),
       ("truncated.jpg", BAD_UPLOADS["truncated.jpg"][0], "image/jpeg"),
@@ -291,29 +331,43 @@ def test_page_predicts_uploads_and_names_the_bad_one(workdir, classifier,
   assert error.value.startswith("**truncated.jpg**: truncated JPEG")
   assert any("grayscale to RGB" in caption.value for caption in at.caption)
   assert [image.captions for image in at.image] == [
-      ["what the model saw"], ["the autoencoder's reconstruction"]] * 2
+      ["what the model saw"],
+      ["the autoencoder's reconstruction"],
+  ] * 2
 
 
-def test_page_classifies_example_images_without_uploads(workdir, classifier,
-                                                       data_root, monkeypatch):
+def test_page_classifies_example_images_without_uploads(
+    workdir, classifier, data_root, monkeypatch
+):
   examples = os.path.join(data_root, "test", "gravel")
   at = page(monkeypatch, "--workdir", workdir, "--examples", examples)
   predicted = metrics(at)
-  paths = [os.path.join(examples, name) for name in sorted(os.listdir(examples))]
+  paths = [
+      os.path.join(examples, name) for name in sorted(os.listdir(examples))
+  ]
   assert len(paths) == 4
   for result in classifier.predict_files(paths):
     assert predicted[os.path.basename(result["path"])] == result["class"]
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda path, workdir: None, "is not a roadflax workdir (no run.json)"),
-    (lambda path, workdir: shutil.copytree(
-        workdir, path, dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("classify")),
-     "has no trained classification stage yet"),
-])
-def test_page_without_a_classifier_says_so(make, message, workdir, tmp_path,
-                                           monkeypatch):
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda path, workdir: None, "is not a roadflax workdir (no run.json)"),
+        (
+            lambda path, workdir: shutil.copytree(
+                workdir,
+                path,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("classify"),
+            ),
+            "has no trained classification stage yet",
+        ),
+    ],
+)
+def test_page_without_a_classifier_says_so(
+    make, message, workdir, tmp_path, monkeypatch
+):
   make(str(tmp_path), workdir)
   at = page(monkeypatch, "--workdir", str(tmp_path))
   [error] = at.error
@@ -333,13 +387,17 @@ def test_serve_refuses_a_workdir_without_a_classifier(tmp_path):
   result = helpers.run_main("--mode=serve", f"--workdir={tmp_path}")
   assert result.stderr.splitlines() == [
       f"error: {tmp_path} is not a roadflax workdir (no run.json); train "
-      "there first"]
+      "there first"
+  ]
   assert result.returncode == 2
 
 
 def test_serve_refuses_an_unknown_stage(workdir):
-  with pytest.raises(UserError, match=r"no trained classification stage "
-                     r"'pretrain' \(it has: classify\)"):
+  with pytest.raises(
+      UserError,
+      match=r"no trained classification stage "
+      r"'pretrain' \(it has: classify\)",
+  ):
     serving.serve(workdir, stage="pretrain", address="localhost", port=1)
 
 
@@ -401,12 +459,23 @@ def browse(url, profile, *, wait_for, size=(1280, 900), seconds=90):
   So Chromium is driven over its DevTools protocol, waiting in real time.
   """
   browser = subprocess.Popen(
-      [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
-       "--disable-quic", "--no-first-run", "--disable-background-networking",
-       "--disable-component-update", "--disable-sync",
-       f"--user-data-dir={profile}", "--remote-debugging-port=0",
-       "about:blank"],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      [
+          shutil.which("chromium"),
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-quic",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-sync",
+          f"--user-data-dir={profile}",
+          "--remote-debugging-port=0",
+          "about:blank",
+      ],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   deadline = time.monotonic() + seconds
   try:
     port_file = profile / "DevToolsActivePort"  # Written once it listens.
@@ -416,21 +485,30 @@ def browse(url, profile, *, wait_for, size=(1280, 900), seconds=90):
     port = port_file.read_text().split()[0]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
       [tab] = [t for t in json.load(r) if t["type"] == "page"]
-    with websockets.sync.client.connect(tab["webSocketDebuggerUrl"],
-                                        max_size=None) as devtools:
+    with websockets.sync.client.connect(
+        tab["webSocketDebuggerUrl"], max_size=None
+    ) as devtools:
       call = functools.partial(devtools_call, devtools, itertools.count())
-      call("Emulation.setDeviceMetricsOverride", width=size[0],
-           height=size[1], deviceScaleFactor=1, mobile=False)
+      call(
+          "Emulation.setDeviceMetricsOverride",
+          width=size[0],
+          height=size[1],
+          deviceScaleFactor=1,
+          mobile=False,
+      )
       call("Page.navigate", url=url)
       text = "document.body ? document.body.innerText : ''"
-      while wait_for not in call("Runtime.evaluate", expression=text)[
-          "result"]["value"]:
+      while (
+          wait_for
+          not in call("Runtime.evaluate", expression=text)["result"]["value"]
+      ):
         assert time.monotonic() < deadline, f"{wait_for!r} never showed"
         time.sleep(0.5)
       time.sleep(1)  # Let the images and charts finish drawing.
       png = base64.b64decode(call("Page.captureScreenshot")["data"])
-      html = call("Runtime.evaluate",
-                  expression="document.documentElement.outerHTML")
+      html = call(
+          "Runtime.evaluate", expression="document.documentElement.outerHTML"
+      )
       return png, html["result"]["value"]
   finally:
     browser.kill()
@@ -440,8 +518,7 @@ def browse(url, profile, *, wait_for, size=(1280, 900), seconds=90):
 def devtools_call(devtools, ids, method, **params):
   """One DevTools command's result; the events sent meanwhile are skipped."""
   call_id = next(ids)
-  devtools.send(json.dumps({"id": call_id, "method": method,
-                            "params": params}))
+  devtools.send(json.dumps({"id": call_id, "method": method, "params": params}))
   while True:
     message = json.loads(devtools.recv())
     if message.get("id") == call_id:
@@ -457,18 +534,29 @@ def test_served_page_renders_in_a_browser(workdir, data_root, tmp_path):
   log_path = tmp_path / "server.log"
   with open(log_path, "w", encoding="utf-8") as log:
     server = subprocess.Popen(
-        [sys.executable, "main.py", "--mode=serve", f"--workdir={workdir}",
-         f"--port={port}"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ,
-             app.EXAMPLES_ENV: os.path.join(data_root, "test", "gravel")})
+        [
+            sys.executable,
+            "main.py",
+            "--mode=serve",
+            f"--workdir={workdir}",
+            f"--port={port}",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            app.EXAMPLES_ENV: os.path.join(data_root, "test", "gravel"),
+        },
+    )
   streamlit_pids = []
   try:
     wait_until_healthy(url, server, log_path)
     streamlit_pids = children(server.pid)
     # The example images' cards show once they are classified.
-    png, html = browse(url, tmp_path / "chromium",
-                       wait_for="what the model saw")
+    png, html = browse(
+        url, tmp_path / "chromium", wait_for="what the model saw"
+    )
   finally:
     stop(server, streamlit_pids)
 

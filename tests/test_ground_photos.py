@@ -14,26 +14,41 @@ from tests import helpers
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-  return ground_photos.write_folder(str(tmp_path_factory.mktemp("ground")), train_per_class=40,
-                                    val_per_class=15, test_per_class=30)
+  return ground_photos.write_folder(
+      str(tmp_path_factory.mktemp("ground")),
+      train_per_class=40,
+      val_per_class=15,
+      test_per_class=30,
+  )
 
 
 def test_folder_layout_and_frames(photos):
   folder = image_folder.scan_image_folder(photos)
   assert folder.class_names == ground_photos.CLASSES
-  assert [len(folder.splits[s]) for s in ("train", "val", "test")] == [120, 45, 90]
+  assert [len(folder.splits[s]) for s in ("train", "val", "test")] == [
+      120,
+      45,
+      90,
+  ]
   path = folder.splits["test"].paths[0]
   with Image.open(path) as frame:
     assert (frame.format, frame.mode, frame.size) == ("JPEG", "RGB", (360, 240))
 
 
 def test_frames_are_deterministic_per_seed(tmp_path):
-  a = ground_photos.write_folder(str(tmp_path / "a"), train_per_class=2, val_per_class=1,
-                                 test_per_class=1)
-  b = ground_photos.write_folder(str(tmp_path / "b"), train_per_class=2, val_per_class=1,
-                                 test_per_class=1)
-  c = ground_photos.write_folder(str(tmp_path / "c"), train_per_class=2, val_per_class=1,
-                                 test_per_class=1, seed=1)
+  a = ground_photos.write_folder(
+      str(tmp_path / "a"), train_per_class=2, val_per_class=1, test_per_class=1
+  )
+  b = ground_photos.write_folder(
+      str(tmp_path / "b"), train_per_class=2, val_per_class=1, test_per_class=1
+  )
+  c = ground_photos.write_folder(
+      str(tmp_path / "c"),
+      train_per_class=2,
+      val_per_class=1,
+      test_per_class=1,
+      seed=1,
+  )
   name = os.path.join("train", "gravel", "gravel_0001.jpg")
   read = lambda root: np.asarray(Image.open(os.path.join(root, name)))  # noqa: E731
   np.testing.assert_array_equal(read(a), read(b))
@@ -47,7 +62,9 @@ def test_splits_are_cut_from_disjoint_rows():
     assert end <= start
   for top_row, end_row in bands:
     for _ in range(200):
-      left, top, right, bottom = ground_photos.window((top_row, end_row), 512, rng)
+      left, top, right, bottom = ground_photos.window(
+          (top_row, end_row), 512, rng
+      )
       assert top_row <= top < bottom <= end_row and 0 <= left < right <= 512
       assert right - left == (bottom - top) * 3 // 2
 
@@ -55,7 +72,8 @@ def test_splits_are_cut_from_disjoint_rows():
 def test_colour_alone_does_not_separate_the_classes(photos):
   accuracy = helpers.logistic_regression_accuracy(
       helpers.image_features(photos, "train", helpers.colour_statistics),
-      helpers.image_features(photos, "test", helpers.colour_statistics))
+      helpers.image_features(photos, "test", helpers.colour_statistics),
+  )
   assert accuracy < 0.7
 
 
@@ -67,8 +85,13 @@ def test_default_recipe_learns_real_photos(tmp_path):
   the default 224 px the README measures 95%+."""
   from configs import default
   from roadflax.training import train
-  root = ground_photos.write_folder(str(tmp_path / "ground"), train_per_class=60,
-                                    val_per_class=15, test_per_class=30)
+
+  root = ground_photos.write_folder(
+      str(tmp_path / "ground"),
+      train_per_class=60,
+      val_per_class=15,
+      test_per_class=30,
+  )
   config = default.get_config()
   config.data.root = root
   config.data.image_size = 96

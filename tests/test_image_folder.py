@@ -18,7 +18,8 @@ CLASSES = ("asphalt", "gravel", "snow")
 def _image_bytes(fmt: str, mode: str = "RGB", size=(60, 40)) -> bytes:
   buffer = io.BytesIO()
   Image.new(mode, size, color=128 if mode == "L" else (90, 120, 30)).save(
-      buffer, format=fmt)
+      buffer, format=fmt
+  )
   return buffer.getvalue()
 
 
@@ -29,8 +30,9 @@ def _write(path: str, data: bytes) -> str:
   return path
 
 
-def _tree(root, per_class: int = 2, splits=contract.SPLIT_NAMES,
-          classes=CLASSES) -> str:
+def _tree(
+    root, per_class: int = 2, splits=contract.SPLIT_NAMES, classes=CLASSES
+) -> str:
   """ROOT/SPLIT/CLASS/NNN.jpg, all valid JPEGs."""
   jpeg = _image_bytes("JPEG")
   for split in splits:
@@ -61,7 +63,13 @@ def test_scan_lists_classes_paths_and_labels(tmp_path):
   for path, label in zip(train.paths, train.labels):
     assert os.path.basename(os.path.dirname(path)) == CLASSES[label]
   assert [os.path.basename(p) for p in train.paths[3:9]] == [
-      "000.jpg", "001.jpg", "002.jpg", "UPPER.JPG", "x.Jpeg", "y.png"]
+      "000.jpg",
+      "001.jpg",
+      "002.jpg",
+      "UPPER.JPG",
+      "x.Jpeg",
+      "y.png",
+  ]
   again = image_folder.scan_image_folder(root)
   assert again.splits["train"].paths == train.paths
 
@@ -146,52 +154,69 @@ def _with_thumbnail(jpeg: bytes) -> bytes:
   thumbnails are: their end marker must not pass for the image's."""
   thumbnail = _image_bytes("JPEG", size=(8, 8))
   segment = b"Exif\x00\x00" + thumbnail
-  return (jpeg[:2] + b"\xff\xe1" + (len(segment) + 2).to_bytes(2, "big") + segment
-          + jpeg[2:])
+  return (
+      jpeg[:2]
+      + b"\xff\xe1"
+      + (len(segment) + 2).to_bytes(2, "big")
+      + segment
+      + jpeg[2:]
+  )
 
 
 def _noise(size: int) -> bytes:
   """Bytes with no JPEG end marker in them."""
-  data = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+  data = (
+      np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+  )
   return data.replace(b"\xff", b"\xfe")
 
 
 def _noisy_jpeg() -> bytes:
   """A JPEG long enough to cut mid-scan."""
-  pixels = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+  pixels = np.random.default_rng(1).integers(
+      0, 256, (64, 96, 3), dtype=np.uint8
+  )
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format="JPEG")
   return buffer.getvalue()
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file"),
-    (b"just some text, saved as .jpg\n", "not a JPEG or PNG"),
-    (_truncated_jpeg(), "truncated JPEG"),
-    (_noisy_jpeg()[:3000], "truncated JPEG"),
-    (_with_thumbnail(_noisy_jpeg())[:3000], "truncated JPEG"),
-    (_truncated_png(), "truncated PNG"),
-    (_image_bytes("PNG")[:60], "truncated PNG"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"just some text, saved as .jpg\n", "not a JPEG or PNG"),
+        (_truncated_jpeg(), "truncated JPEG"),
+        (_noisy_jpeg()[:3000], "truncated JPEG"),
+        (_with_thumbnail(_noisy_jpeg())[:3000], "truncated JPEG"),
+        (_truncated_png(), "truncated PNG"),
+        (_image_bytes("PNG")[:60], "truncated PNG"),
+    ],
+)
 def test_check_rejects(tmp_path, data, reason):
   path = _write(str(tmp_path / "image.jpg"), data)
   assert reason in image_folder.check_image_file(path)
   assert reason in image_folder.check_image_bytes(data)
 
 
-@pytest.mark.parametrize("data", [
-    _image_bytes("JPEG"),
-    _image_bytes("JPEG") + b"\x00" * 20,  # Padding after the end marker.
-    _image_bytes("PNG"),  # Named .jpg below: the decoder goes by content.
-    _image_bytes("PNG", mode="L"),
-    _image_bytes("PNG", mode="RGBA"),
-    _with_thumbnail(_noisy_jpeg()),
-    # Phones append data after the end marker: a trailer of their own ...
-    _noisy_jpeg() + b"SEFH" + _noise(2000),
-    # ... or a motion photo's video.
-    _with_thumbnail(_noisy_jpeg()) + b"\x00\x00\x00\x18ftypmp42" + _noise(50_000),
-    _image_bytes("PNG") + _noise(100),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        _image_bytes("JPEG"),
+        _image_bytes("JPEG") + b"\x00" * 20,  # Padding after the end marker.
+        _image_bytes("PNG"),  # Named .jpg below: the decoder goes by content.
+        _image_bytes("PNG", mode="L"),
+        _image_bytes("PNG", mode="RGBA"),
+        _with_thumbnail(_noisy_jpeg()),
+        # Phones append data after the end marker: a trailer of their own ...
+        _noisy_jpeg() + b"SEFH" + _noise(2000),
+        # ... or a motion photo's video.
+        _with_thumbnail(_noisy_jpeg())
+        + b"\x00\x00\x00\x18ftypmp42"
+        + _noise(50_000),
+        _image_bytes("PNG") + _noise(100),
+    ],
+)
 def test_check_accepts(tmp_path, data):
   path = _write(str(tmp_path / "image.jpg"), data)
   assert image_folder.check_image_file(path) is None
@@ -208,13 +233,16 @@ def test_bad_files_are_skipped_counted_and_logged(tmp_path, caplog):
   root = _tree(tmp_path, per_class=2)
   bad = {
       _write(os.path.join(root, "train", "asphalt", "empty.jpg"), b""): "empty",
-      _write(os.path.join(root, "train", "gravel", "text.jpg"), b"hello"):
-          "not a JPEG or PNG",
-      _write(os.path.join(root, "train", "snow", "cut.jpeg"),
-             _truncated_jpeg()): "truncated JPEG",
+      _write(
+          os.path.join(root, "train", "gravel", "text.jpg"), b"hello"
+      ): "not a JPEG or PNG",
+      _write(
+          os.path.join(root, "train", "snow", "cut.jpeg"), _truncated_jpeg()
+      ): "truncated JPEG",
   }
-  png_as_jpg = _write(os.path.join(root, "train", "snow", "png.jpg"),
-                      _image_bytes("PNG"))
+  png_as_jpg = _write(
+      os.path.join(root, "train", "snow", "png.jpg"), _image_bytes("PNG")
+  )
 
   with caplog.at_level(logging.WARNING):
     folder = image_folder.scan_image_folder(root)
@@ -225,8 +253,9 @@ def test_bad_files_are_skipped_counted_and_logged(tmp_path, caplog):
   assert not set(train.paths) & set(bad)
   assert list(train.class_counts(3)) == [2, 2, 3]
   assert folder.splits["val"].skipped == ()
-  warnings = [r.getMessage() for r in caplog.records
-              if r.levelno == logging.WARNING]
+  warnings = [
+      r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+  ]
   assert len(warnings) == 1
   assert "skipping 3 of 10" in warnings[0]
   for path, reason in bad.items():
@@ -240,7 +269,8 @@ def test_log_names_the_first_ten_skipped_files_only(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     folder = image_folder.scan_image_folder(root)
   assert len(folder.splits["val"].skipped) == 13
-  (message,) = [r.getMessage() for r in caplog.records
-                if r.levelno == logging.WARNING]
+  (message,) = [
+      r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+  ]
   assert "bad09.jpg" in message and "bad10.jpg" not in message
   assert "and 3 more" in message

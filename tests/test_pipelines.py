@@ -55,7 +55,9 @@ def _write(path: str, data: bytes) -> str:
 def folder(tmp_path_factory):
   root = helpers.write_image_tree(
       str(tmp_path_factory.mktemp("data")),
-      per_split={"train": 8, "val": 3, "test": 1}, size=(40, 60))
+      per_split={"train": 8, "val": 3, "test": 1},
+      size=(40, 60),
+  )
   return image_folder.scan_image_folder(root)
 
 
@@ -63,9 +65,10 @@ def folder(tmp_path_factory):
 def references(folder):
   """Each file as the model sees it, without augmentation, per split."""
   config = _config()
-  return {name: np.stack([preprocess.load_image(p, config)
-                          for p in split.paths])
-          for name, split in folder.splits.items()}
+  return {
+      name: np.stack([preprocess.load_image(p, config) for p in split.paths])
+      for name, split in folder.splits.items()
+  }
 
 
 def _identify(images: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -75,20 +78,51 @@ def _identify(images: np.ndarray, references: np.ndarray) -> np.ndarray:
   return distances.argmin(axis=1)
 
 
-def _train(split, config, *, process_index=0, process_count=1, batch_size=4,
-           seed=0, epoch=0, skip_batches=0, memory_cache=None):
+def _train(
+    split,
+    config,
+    *,
+    process_index=0,
+    process_count=1,
+    batch_size=4,
+    seed=0,
+    epoch=0,
+    skip_batches=0,
+    memory_cache=None
+):
   pipeline = indexed.IndexedPipeline(
-      split, config, process_index=process_index, process_count=process_count,
-      memory_cache=memory_cache)
-  return list(pipeline.train_batches(batch_size=batch_size, seed=seed,
-                                     epoch=epoch, skip_batches=skip_batches))
+      split,
+      config,
+      process_index=process_index,
+      process_count=process_count,
+      memory_cache=memory_cache,
+  )
+  return list(
+      pipeline.train_batches(
+          batch_size=batch_size,
+          seed=seed,
+          epoch=epoch,
+          skip_batches=skip_batches,
+      )
+  )
 
 
-def _eval(split, config, *, process_index=0, process_count=1, batch_size=4,
-          memory_cache=None):
+def _eval(
+    split,
+    config,
+    *,
+    process_index=0,
+    process_count=1,
+    batch_size=4,
+    memory_cache=None
+):
   pipeline = indexed.IndexedPipeline(
-      split, config, process_index=process_index, process_count=process_count,
-      memory_cache=memory_cache)
+      split,
+      config,
+      process_index=process_index,
+      process_count=process_count,
+      memory_cache=memory_cache,
+  )
   return list(pipeline.eval_batches(batch_size=batch_size))
 
 
@@ -103,55 +137,90 @@ def _assert_same_batches(a, b):
 # ------------------------------------------------------------------ settings
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(image_size=0), "data.image_size"),
-    (dict(contrast=-1.0), "data.contrast"),
-    (dict(contrast=0.0), "data.contrast"),
-    (dict(std=(0.2, 0.2)), "data.std"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(image_size=0), "data.image_size"),
+        (dict(contrast=-1.0), "data.contrast"),
+        (dict(contrast=0.0), "data.contrast"),
+        (dict(std=(0.2, 0.2)), "data.std"),
+    ],
+)
 def test_bad_preprocessing_config(folder, overrides, field):
   with pytest.raises(UserError, match=field):
-    indexed.IndexedPipeline(folder.splits["val"], _config(**overrides),
-                            process_index=0, process_count=1)
+    indexed.IndexedPipeline(
+        folder.splits["val"],
+        _config(**overrides),
+        process_index=0,
+        process_count=1,
+    )
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(crop_scale=0.0), "data.augment.crop_scale"),
-    (dict(brightness=1.5), "data.augment.brightness"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(crop_scale=0.0), "data.augment.crop_scale"),
+        (dict(brightness=1.5), "data.augment.brightness"),
+    ],
+)
 def test_bad_augment_config(folder, overrides, field):
   config = _config()
   config.augment.update(overrides)
   with pytest.raises(UserError, match=field):
-    indexed.IndexedPipeline(folder.splits["val"], config,
-                            process_index=0, process_count=1)
+    indexed.IndexedPipeline(
+        folder.splits["val"], config, process_index=0, process_count=1
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(cache="ssd"), "data.cache='ssd' is not one of none, memory, disk"),
-    (dict(balance="oversample"),
-     "data.balance='oversample' is not one of none, class_weights, resample"),
-    (dict(shuffle_buffer=0), "data.shuffle_buffer=0 must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(cache="ssd"),
+            "data.cache='ssd' is not one of none, memory, disk",
+        ),
+        (
+            dict(balance="oversample"),
+            (
+                "data.balance='oversample' is not one of none, class_weights,"
+                " resample"
+            ),
+        ),
+        (dict(shuffle_buffer=0), "data.shuffle_buffer=0 must be at least 1"),
+    ],
+)
 def test_bad_pipeline_settings(folder, overrides, message):
   with pytest.raises(UserError, match=message):
-    pipelines.pipeline_for(folder.splits["val"], _config(**overrides),
-                           process_index=0, process_count=1)
+    pipelines.pipeline_for(
+        folder.splits["val"],
+        _config(**overrides),
+        process_index=0,
+        process_count=1,
+    )
 
 
-@pytest.mark.parametrize("key, value", [
-    ("contrast", 0.0), ("contrast", -1.0), ("std", (0.2, 0.2)),
-    ("augment.crop_scale", 0.0), ("augment.brightness", 1.5),
-    ("cache", "ssd"), ("balance", "oversample"), ("shuffle_buffer", 0),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("contrast", 0.0),
+        ("contrast", -1.0),
+        ("std", (0.2, 0.2)),
+        ("augment.crop_scale", 0.0),
+        ("augment.brightness", 1.5),
+        ("cache", "ssd"),
+        ("balance", "oversample"),
+        ("shuffle_buffer", 0),
+    ],
+)
 def test_config_check_and_pipeline_apply_the_same_rule(folder, key, value):
   config = helpers.tiny_config(folder.root)
   config.data.update_from_flattened_dict({key: value})
   with pytest.raises(UserError) as from_config_check:
     configuration.check_config(config)
   with pytest.raises(UserError) as from_pipeline:
-    pipelines.pipeline_for(folder.splits["val"], config.data,
-                           process_index=0, process_count=1)
+    pipelines.pipeline_for(
+        folder.splits["val"], config.data, process_index=0, process_count=1
+    )
   assert str(from_pipeline.value) == str(from_config_check.value)
 
 
@@ -177,9 +246,11 @@ def test_train_epoch_is_the_seeded_permutation(folder, references):
   images = np.concatenate([b["image"] for b in batches])
   index = _identify(images, references["train"])
   np.testing.assert_array_equal(
-      index, np.random.default_rng([3, 1]).permutation(len(split)))
+      index, np.random.default_rng([3, 1]).permutation(len(split))
+  )
   np.testing.assert_array_equal(
-      np.concatenate([b["label"] for b in batches]), split.labels[index])
+      np.concatenate([b["label"] for b in batches]), split.labels[index]
+  )
 
 
 def test_train_order_and_augmentation_are_deterministic(folder):
@@ -187,8 +258,10 @@ def test_train_order_and_augmentation_are_deterministic(folder):
   first = _train(split, _config(), seed=0, epoch=2)
   _assert_same_batches(first, _train(split, _config(), seed=0, epoch=2))
   other_epoch = _train(split, _config(), seed=0, epoch=3)
-  assert not np.array_equal(np.concatenate([b["label"] for b in first]),
-                            np.concatenate([b["label"] for b in other_epoch]))
+  assert not np.array_equal(
+      np.concatenate([b["label"] for b in first]),
+      np.concatenate([b["label"] for b in other_epoch]),
+  )
   plain = _train(split, _config(augment=False), seed=0, epoch=2)
   for augmented, unaugmented in zip(first, plain):
     np.testing.assert_array_equal(augmented["label"], unaugmented["label"])
@@ -198,31 +271,44 @@ def test_train_order_and_augmentation_are_deterministic(folder):
 def test_skip_batches_resumes_on_the_same_batches(folder):
   split = folder.splits["train"]
   whole = _train(split, _config(), seed=5, epoch=1)
-  _assert_same_batches(whole[4:], _train(split, _config(), seed=5, epoch=1,
-                                         skip_batches=4))
+  _assert_same_batches(
+      whole[4:], _train(split, _config(), seed=5, epoch=1, skip_batches=4)
+  )
   assert _train(split, _config(), seed=5, epoch=1, skip_batches=6) == []
 
 
 def test_process_shards_split_each_global_batch(folder, references):
   split = folder.splits["train"]  # 24 images: 3 global batches of 2 x 4.
-  shards = [_train(split, _config(augment=False), process_index=i,
-                   process_count=2, seed=1, epoch=0) for i in range(2)]
+  shards = [
+      _train(
+          split,
+          _config(augment=False),
+          process_index=i,
+          process_count=2,
+          seed=1,
+          epoch=0,
+      )
+      for i in range(2)
+  ]
   assert len(shards[0]) == len(shards[1]) == 3
   order = np.random.default_rng([1, 0]).permutation(len(split))
   seen = []
   for step in range(3):
-    index = [set(_identify(s[step]["image"], references["train"]))
-             for s in shards]
+    index = [
+        set(_identify(s[step]["image"], references["train"])) for s in shards
+    ]
     assert not index[0] & index[1]
-    assert index[0] | index[1] == set(order[8 * step:8 * step + 8])
+    assert index[0] | index[1] == set(order[8 * step : 8 * step + 8])
     seen += [*index[0], *index[1]]
   assert sorted(seen) == list(range(len(split)))
 
 
 def test_process_shards_drop_the_same_remainder(folder):
   split = folder.splits["train"]  # 24 images: 2 global batches of 2 x 5.
-  shards = [_train(split, _config(), process_index=i, process_count=2,
-                   batch_size=5) for i in range(2)]
+  shards = [
+      _train(split, _config(), process_index=i, process_count=2, batch_size=5)
+      for i in range(2)
+  ]
   assert [len(s) for s in shards] == [2, 2]
 
 
@@ -233,8 +319,10 @@ def test_cache_gives_the_same_batches(folder, augment):
   uncached = _train(split, _config(augment=augment), **kwargs)
   cached = _train(split, _config(cache="memory", augment=augment), **kwargs)
   _assert_same_batches(uncached, cached)
-  _assert_same_batches(_eval(folder.splits["val"], _config()),
-                       _eval(folder.splits["val"], _config(cache="memory")))
+  _assert_same_batches(
+      _eval(folder.splits["val"], _config()),
+      _eval(folder.splits["val"], _config(cache="memory")),
+  )
 
 
 # ---------------------------------------------------------------- evaluation
@@ -256,16 +344,20 @@ def test_eval_covers_the_split_once_in_order(folder, references):
   mask = np.concatenate([b["mask"] for b in batches])
   assert list(mask) == [True] * 9 + [False] * 3
   images = np.concatenate([b["image"] for b in batches])[mask]
-  np.testing.assert_array_equal(_identify(images, references["val"]),
-                                np.arange(9))
   np.testing.assert_array_equal(
-      np.concatenate([b["label"] for b in batches])[mask], split.labels)
+      _identify(images, references["val"]), np.arange(9)
+  )
+  np.testing.assert_array_equal(
+      np.concatenate([b["label"] for b in batches])[mask], split.labels
+  )
 
 
 def test_eval_over_two_processes_covers_the_split_once(folder, references):
   split = folder.splits["val"]  # 9 images: 3 global batches of 2 x 2.
-  shards = [_eval(split, _config(), process_index=i, process_count=2,
-                  batch_size=2) for i in range(2)]
+  shards = [
+      _eval(split, _config(), process_index=i, process_count=2, batch_size=2)
+      for i in range(2)
+  ]
   assert len(shards[0]) == len(shards[1]) == 3
   seen = []
   for shard in shards:
@@ -273,7 +365,8 @@ def test_eval_over_two_processes_covers_the_split_once(folder, references):
     images = np.concatenate([b["image"] for b in shard])[mask]
     index = _identify(images, references["val"])
     np.testing.assert_array_equal(
-        np.concatenate([b["label"] for b in shard])[mask], split.labels[index])
+        np.concatenate([b["label"] for b in shard])[mask], split.labels[index]
+    )
     seen += list(index)
   assert sorted(seen) == list(range(len(split)))
 
@@ -286,25 +379,36 @@ def messy_root(tmp_path_factory):
   """A tree with every kind of bad and unusual file in train and val."""
   root = helpers.write_image_tree(
       str(tmp_path_factory.mktemp("messy")),
-      per_split={"train": 3, "val": 2, "test": 1}, size=(40, 60))
+      per_split={"train": 3, "val": 2, "test": 1},
+      size=(40, 60),
+  )
   rng = np.random.default_rng(0)
   for split in ("train", "val"):
     folder = os.path.join(root, split, helpers.CLASSES[0])
     jpeg = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (40, 60, 3), np.uint8)).save(
-        jpeg, format="JPEG")
+        jpeg, format="JPEG"
+    )
     _write(os.path.join(folder, "empty.jpg"), b"")
     _write(os.path.join(folder, "text.jpg"), b"this is not a picture\n")
     _write(os.path.join(folder, "cut.jpg"), jpeg.getvalue()[:-64])
     _write(os.path.join(folder, "undecodable.jpg"), UNDECODABLE)
-    _write(os.path.join(folder, "png.jpg"),
-           _png(rng.integers(0, 256, (40, 60, 3), np.uint8)))
-    _write(os.path.join(folder, "gray.png"),
-           _png(rng.integers(0, 256, (40, 60), np.uint8)))
-    _write(os.path.join(folder, "rgba.png"),
-           _png(rng.integers(0, 256, (40, 60, 4), np.uint8)))
-    _write(os.path.join(folder, "deep.png"),
-           _png(rng.integers(0, 65536, (40, 60), np.uint16)))
+    _write(
+        os.path.join(folder, "png.jpg"),
+        _png(rng.integers(0, 256, (40, 60, 3), np.uint8)),
+    )
+    _write(
+        os.path.join(folder, "gray.png"),
+        _png(rng.integers(0, 256, (40, 60), np.uint8)),
+    )
+    _write(
+        os.path.join(folder, "rgba.png"),
+        _png(rng.integers(0, 256, (40, 60, 4), np.uint8)),
+    )
+    _write(
+        os.path.join(folder, "deep.png"),
+        _png(rng.integers(0, 65536, (40, 60), np.uint16)),
+    )
   return root
 
 
@@ -314,9 +418,15 @@ def test_bad_files_are_skipped_and_batches_still_come(messy_root, caplog):
   train, val = folder.splits["train"], folder.splits["val"]
   for split, name in ((train, "train"), (val, "val")):
     assert sorted(os.path.basename(p) for p in split.skipped) == [
-        "cut.jpg", "empty.jpg", "text.jpg"]
-    (message,) = [r.getMessage() for r in caplog.records
-                  if os.path.join(messy_root, name) + ":" in r.getMessage()]
+        "cut.jpg",
+        "empty.jpg",
+        "text.jpg",
+    ]
+    (message,) = [
+        r.getMessage()
+        for r in caplog.records
+        if os.path.join(messy_root, name) + ":" in r.getMessage()
+    ]
     assert "skipping 3 of" in message
     assert all(path in message for path in split.skipped)
   assert len(train) == 9 + 5 and len(val) == 6 + 5
@@ -326,15 +436,17 @@ def test_bad_files_are_skipped_and_batches_still_come(messy_root, caplog):
   batches = _train(train, _config(), batch_size=7)
   assert len(batches) == batching.steps_per_epoch(len(train), 7) == 2
   assert all(np.isfinite(b["image"]).all() for b in batches)
-  _assert_same_batches(batches, _train(train, _config(cache="memory"),
-                                       batch_size=7))
+  _assert_same_batches(
+      batches, _train(train, _config(cache="memory"), batch_size=7)
+  )
 
   evaluated = _eval(val, _config(), batch_size=4)
   assert len(evaluated) == batching.num_eval_batches(len(val), 4)
   # The undecodable file is left out; everything else is counted once.
   assert sum(b["mask"].sum() for b in evaluated) == len(val) - 1
-  _assert_same_batches(evaluated, _eval(val, _config(cache="memory"),
-                                        batch_size=4))
+  _assert_same_batches(
+      evaluated, _eval(val, _config(cache="memory"), batch_size=4)
+  )
 
 
 # -------------------------------------------------------------- memory cache
@@ -349,24 +461,30 @@ def decodings(monkeypatch):
   def counting(split, p, columns):
     decoded.append(split)
     return decode_files(split, p, columns)
+
   monkeypatch.setattr(preprocess, "decode_files", counting)
   return decoded
 
 
-def test_a_run_cache_decodes_each_split_once_for_all_its_pipelines(folder,
-                                                                   decodings):
+def test_a_run_cache_decodes_each_split_once_for_all_its_pipelines(
+    folder, decodings
+):
   train, val = folder.splits["train"], folder.splits["val"]
   config = _config(cache="memory")
   run_cache = caches.MemoryCache()
   for _ in range(2):  # Two stages, each with its own pipelines.
-    train_pipeline = pipelines.pipeline_for(train, config, memory_cache=run_cache)
+    train_pipeline = pipelines.pipeline_for(
+        train, config, memory_cache=run_cache
+    )
     val_pipeline = pipelines.pipeline_for(val, config, memory_cache=run_cache)
     for epoch in range(2):
       list(train_pipeline.train_batches(batch_size=4, seed=0, epoch=epoch))
       list(val_pipeline.eval_batches(batch_size=4))
   assert decodings == [train, val]
   # Another run's cache is its own.
-  next_run = pipelines.pipeline_for(train, config, memory_cache=caches.MemoryCache())
+  next_run = pipelines.pipeline_for(
+      train, config, memory_cache=caches.MemoryCache()
+  )
   list(next_run.eval_batches(batch_size=4))
   assert decodings == [train, val, train]
 
@@ -387,15 +505,19 @@ def test_a_run_cache_decodes_again_for_other_preprocessing(folder, decodings):
   val = folder.splits["val"]
   run_cache = caches.MemoryCache()
   _eval(val, _config(cache="memory"), memory_cache=run_cache)
-  larger = _eval(val, _config(cache="memory", image_size=40),
-                 memory_cache=run_cache)
+  larger = _eval(
+      val, _config(cache="memory", image_size=40), memory_cache=run_cache
+  )
   assert decodings == [val, val]
   assert larger[0]["image"].shape == (4, 40, 40, 3)
-  _assert_same_batches(larger, _eval(val, _config(cache="memory", image_size=40)))
+  _assert_same_batches(
+      larger, _eval(val, _config(cache="memory", image_size=40))
+  )
 
 
 def test_a_training_run_decodes_each_split_once(folder, decodings, tmp_path):
   from roadflax.training import train
+
   config = helpers.tiny_config(folder.root, pretrain=2, classify=2)
   config.data.cache = "memory"
   train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -411,6 +533,7 @@ def test_a_training_run_decodes_each_split_once(folder, decodings, tmp_path):
 
 class _CountedOnly:
   """A split by `contract.AnySplit`, but neither files nor records."""
+
   skipped = ()
   fingerprint = "counted"
 
@@ -425,14 +548,17 @@ def test_pipeline_for_tells_splits_apart_by_the_contract(folder, tmp_path):
   split = folder.splits["val"]
   assert isinstance(split, contract.FolderSplit)
   assert not isinstance(split, contract.RecordSplit)
-  assert isinstance(pipelines.pipeline_for(split, _config()),
-                    indexed.IndexedPipeline)
+  assert isinstance(
+      pipelines.pipeline_for(split, _config()), indexed.IndexedPipeline
+  )
   on_disk = _config(cache="disk", cache_dir=str(tmp_path))
-  assert isinstance(pipelines.pipeline_for(split, on_disk),
-                    streaming.StreamPipeline)
+  assert isinstance(
+      pipelines.pipeline_for(split, on_disk), streaming.StreamPipeline
+  )
   counted = _CountedOnly()
   assert isinstance(counted, contract.AnySplit)
   assert not isinstance(counted, contract.FolderSplit)
-  with pytest.raises(TypeError, match="neither a FolderSplit nor a RecordSplit"):
+  with pytest.raises(
+      TypeError, match="neither a FolderSplit nor a RecordSplit"
+  ):
     pipelines.pipeline_for(counted, _config())
-

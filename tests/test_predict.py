@@ -17,8 +17,9 @@ def test_in_batches_caps_and_pads_batches_and_keeps_the_order():
     return images * 2
 
   images = np.arange(11, dtype=np.float32).reshape(11, 1)
-  np.testing.assert_array_equal(predict.in_batches(double, images, batch_size=4),
-                                images * 2)
+  np.testing.assert_array_equal(
+      predict.in_batches(double, images, batch_size=4), images * 2
+  )
   # Two full batches, then 3 images padded to 4.
   assert shapes == [(4, 1), (4, 1), (4, 1)]
   shapes.clear()
@@ -34,8 +35,9 @@ def classifier(trained_workdir):
   return predict.Classifier.load(trained_workdir)
 
 
-def test_a_bad_file_is_skipped_and_the_others_predicted(classifier, data_root,
-                                                       tmp_path):
+def test_a_bad_file_is_skipped_and_the_others_predicted(
+    classifier, data_root, tmp_path
+):
   good = f"{data_root}/test/gravel/000.jpg"
   bad = tmp_path / "notes.jpg"
   bad.write_text("not a picture")
@@ -45,17 +47,21 @@ def test_a_bad_file_is_skipped_and_the_others_predicted(classifier, data_root,
   assert [r["path"] for r in results] == [good, str(bad), good]
   assert "notes.jpg" in results[1]["error"] and "class" not in results[1]
   assert results[0]["probabilities"] == results[2]["probabilities"]
-  assert sum(results[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+  assert sum(results[0]["probabilities"].values()) == pytest.approx(
+      1.0, abs=1e-5
+  )
 
 
-def test_predict_main_writes_predictions_and_skipped_files(trained_workdir, data_root,
-                                                          tmp_path):
+def test_predict_main_writes_predictions_and_skipped_files(
+    trained_workdir, data_root, tmp_path
+):
   bad = tmp_path / "empty.jpg"
   bad.write_bytes(b"")
   output = tmp_path / "predictions.json"
 
-  predict.predict_main(trained_workdir, [f"{data_root}/test/asphalt", str(bad)],
-                       str(output))
+  predict.predict_main(
+      trained_workdir, [f"{data_root}/test/asphalt", str(bad)], str(output)
+  )
 
   written = json.loads(output.read_text())
   assert len(written["predictions"]) == 4

@@ -37,16 +37,25 @@ def _png(array: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def image_path(tmp_path_factory):
-  root = helpers.write_image_tree(str(tmp_path_factory.mktemp("data")),
-                                  per_split={"val": 1}, size=(40, 60))
-  return image_folder.scan_image_folder(root, splits=("val",)).splits["val"].paths[0]
+  root = helpers.write_image_tree(
+      str(tmp_path_factory.mktemp("data")), per_split={"val": 1}, size=(40, 60)
+  )
+  return (
+      image_folder.scan_image_folder(root, splits=("val",))
+      .splits["val"]
+      .paths[0]
+  )
 
 
-@pytest.mark.parametrize("array", [
-    np.full((20, 30), 77, np.uint8),  # Grayscale.
-    np.full((20, 30, 4), 77, np.uint8),  # RGBA.
-    np.full((20, 30), 77 * 256 + 200, np.uint16),  # 16-bit grayscale.
-], ids=["gray", "rgba", "16bit"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((20, 30), 77, np.uint8),  # Grayscale.
+        np.full((20, 30, 4), 77, np.uint8),  # RGBA.
+        np.full((20, 30), 77 * 256 + 200, np.uint16),  # 16-bit grayscale.
+    ],
+    ids=["gray", "rgba", "16bit"],
+)
 def test_decode_image_gives_rgb_uint8(array):
   image = preprocess.decode_image(tf.constant(_png(array))).numpy()
   assert image.dtype == np.uint8 and image.shape == (20, 30, 3)
@@ -75,8 +84,9 @@ def test_resize_ignores_aspect():
 
 
 def test_normalize():
-  out = preprocess.normalize(np.array([[[255, 0, 51]]], np.uint8),
-                             (0.5, 0.5, 0.5), (0.5, 0.25, 0.2)).numpy()
+  out = preprocess.normalize(
+      np.array([[[255, 0, 51]]], np.uint8), (0.5, 0.5, 0.5), (0.5, 0.25, 0.2)
+  ).numpy()
   np.testing.assert_allclose(out, [[[1.0, -2.0, -1.5]]], rtol=1e-6)
 
 
@@ -90,8 +100,9 @@ def test_load_image_and_preprocess_bytes_agree(image_path):
 
 def test_load_image_needs_only_the_preprocessing_fields(image_path):
   data = _config()
-  minimal = {key: data[key]
-             for key in ("image_size", "contrast", "mean", "std")}
+  minimal = {
+      key: data[key] for key in ("image_size", "contrast", "mean", "std")
+  }
   out = preprocess.load_image(image_path, ml_collections.ConfigDict(minimal))
   assert out.shape == (SIZE, SIZE, 3)
 
@@ -111,15 +122,23 @@ def test_load_image_of_missing_file(tmp_path):
     preprocess.load_image(str(tmp_path / "nothing.png"), _config())
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(image_size=0), r"data.image_size=0 must be a positive integer"),
-    (dict(contrast=-1.0), r"data.contrast=-1.0 must be > 0 \(1.0 = off"),
-    # Every image one flat grey: refused, not trained on.
-    (dict(contrast=0.0), r"data.contrast=0.0 must be > 0 \(1.0 = off"),
-    (dict(std=(0.2, 0.2)), r"data.mean and --config.data.std need three values"),
-    (dict(std=(0.2, 0.0, 0.2)), r"std all > 0"),
-])
-def test_preprocessing_refuses_unusable_settings(image_path, overrides, message):
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(image_size=0), r"data.image_size=0 must be a positive integer"),
+        (dict(contrast=-1.0), r"data.contrast=-1.0 must be > 0 \(1.0 = off"),
+        # Every image one flat grey: refused, not trained on.
+        (dict(contrast=0.0), r"data.contrast=0.0 must be > 0 \(1.0 = off"),
+        (
+            dict(std=(0.2, 0.2)),
+            r"data.mean and --config.data.std need three values",
+        ),
+        (dict(std=(0.2, 0.0, 0.2)), r"std all > 0"),
+    ],
+)
+def test_preprocessing_refuses_unusable_settings(
+    image_path, overrides, message
+):
   with pytest.raises(UserError, match=message):
     preprocess.Preprocessing.from_config(_config(**overrides))
   # Also from a trained model's stored settings.
@@ -128,7 +147,12 @@ def test_preprocessing_refuses_unusable_settings(image_path, overrides, message)
 
 
 def test_preprocessing_reads_the_settings():
-  p = preprocess.Preprocessing.from_config(_config(contrast=2.0, mean=(0, 0.5, 1)))
-  assert p == preprocess.Preprocessing(image_size=SIZE, contrast=2.0,
-                                       mean=(0.0, 0.5, 1.0),
-                                       std=tuple(default.get_config().data.std))
+  p = preprocess.Preprocessing.from_config(
+      _config(contrast=2.0, mean=(0, 0.5, 1))
+  )
+  assert p == preprocess.Preprocessing(
+      image_size=SIZE,
+      contrast=2.0,
+      mean=(0.0, 0.5, 1.0),
+      std=tuple(default.get_config().data.std),
+  )

@@ -14,9 +14,11 @@ NAMES = ["asphalt", "gravel", "dirt"]
 
 def _report(labels, predictions, names=NAMES, **kwargs):
   confusion = reports.confusion_matrix(
-      np.array(labels), np.array(predictions), len(names))
-  return reports.classification_report(confusion, names, checkpoint_step=7,
-                                       **kwargs)
+      np.array(labels), np.array(predictions), len(names)
+  )
+  return reports.classification_report(
+      confusion, names, checkpoint_step=7, **kwargs
+  )
 
 
 def _metrics(entry):
@@ -25,8 +27,9 @@ def _metrics(entry):
 
 def test_confusion_rows_are_true_columns_are_predicted():
   # Two asphalt examples predicted as dirt: row 0 (true), column 2 (predicted).
-  confusion = reports.confusion_matrix(np.array([0, 0, 1]), np.array([2, 2, 1]),
-                                       3)
+  confusion = reports.confusion_matrix(
+      np.array([0, 0, 1]), np.array([2, 2, 1]), 3
+  )
   assert confusion.dtype == np.int64
   np.testing.assert_array_equal(confusion, [[0, 0, 2], [0, 1, 0], [0, 0, 0]])
 
@@ -36,8 +39,11 @@ def test_hand_computed_example():
   # predictions 0 0 1 1 0 0
   # confusion [[2, 1, 0], [1, 1, 0], [1, 0, 0]]
   # column sums (predicted) 4, 2, 0; supports 3, 2, 1; diagonal 2, 1, 0.
-  report = _report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 0],
-                   extra={"stage": "classifier", "split": "test"})
+  report = _report(
+      [0, 0, 0, 1, 1, 2],
+      [0, 0, 1, 1, 0, 0],
+      extra={"stage": "classifier", "split": "test"},
+  )
   assert report["confusion_matrix"] == [[2, 1, 0], [1, 1, 0], [1, 0, 0]]
   assert report["accuracy"] == pytest.approx(3 / 6)
   assert report["num_examples"] == 6
@@ -54,11 +60,11 @@ def test_hand_computed_example():
   assert [per_class[n]["support"] for n in NAMES] == [3, 2, 1]
   assert all(type(per_class[n]["support"]) is int for n in NAMES)
   # macro: plain means over the 3 classes.
-  assert _metrics(report["macro_avg"]) == pytest.approx(
-      [1 / 3, 7 / 18, 5 / 14])
+  assert _metrics(report["macro_avg"]) == pytest.approx([1 / 3, 7 / 18, 5 / 14])
   # weighted by supports 3, 2, 1 (total 6).
   assert _metrics(report["weighted_avg"]) == pytest.approx(
-      [5 / 12, 1 / 2, 19 / 42])
+      [5 / 12, 1 / 2, 19 / 42]
+  )
   assert report["macro_avg"]["support"] == 6
   assert report["weighted_avg"]["support"] == 6
   json.dumps(report, allow_nan=False)  # JSON-able as is.
@@ -74,15 +80,21 @@ def test_matches_sklearn_known_output():
   assert [r["support"] for r in rows] == [1, 1, 3]
   assert report["accuracy"] == pytest.approx(0.6)
   assert _metrics(report["macro_avg"]) == pytest.approx(
-      [0.5, 0.5556, 0.4889], abs=5e-5)
+      [0.5, 0.5556, 0.4889], abs=5e-5
+  )
   assert _metrics(report["weighted_avg"]) == pytest.approx(
-      [0.7, 0.6, 0.6133], abs=5e-5)
+      [0.7, 0.6, 0.6133], abs=5e-5
+  )
 
 
 def test_class_with_no_examples_and_no_predictions_is_zero():
   report = _report([0, 1], [0, 1])
   assert report["per_class"]["dirt"] == {
-      "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+      "precision": 0.0,
+      "recall": 0.0,
+      "f1": 0.0,
+      "support": 0,
+  }
   # Like sklearn, the macro average still counts the empty class.
   assert _metrics(report["macro_avg"]) == pytest.approx([2 / 3] * 3)
   assert _metrics(report["weighted_avg"]) == pytest.approx([1.0] * 3)
@@ -94,14 +106,17 @@ def test_empty_input_gives_zeros():
   assert _metrics(report["weighted_avg"]) == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("labels, predictions", [
-    ([0, 3], [0, 1]),  # label out of range
-    ([0, -1], [0, 1]),  # negative label
-    ([0, 1], [0, 5]),  # prediction out of range
-    ([0, 1, 2], [0, 1]),  # length mismatch
-    ([0.0, 1.0], [0, 1]),  # not integer ids
-    ([[0, 1]], [[0, 1]]),  # not 1-D
-])
+@pytest.mark.parametrize(
+    "labels, predictions",
+    [
+        ([0, 3], [0, 1]),  # label out of range
+        ([0, -1], [0, 1]),  # negative label
+        ([0, 1], [0, 5]),  # prediction out of range
+        ([0, 1, 2], [0, 1]),  # length mismatch
+        ([0.0, 1.0], [0, 1]),  # not integer ids
+        ([[0, 1]], [[0, 1]]),  # not 1-D
+    ],
+)
 def test_invalid_labels_raise(labels, predictions):
   with pytest.raises(ValueError):
     reports.confusion_matrix(np.array(labels), np.array(predictions), 3)
@@ -114,18 +129,21 @@ def test_invalid_report_inputs_raise():
   with pytest.raises(ValueError):
     reports.classification_report(confusion, NAMES[:2], checkpoint_step=0)
   with pytest.raises(ValueError):
-    reports.classification_report(np.ones((2, 3), np.int64), NAMES[:2],
-                                  checkpoint_step=0)
+    reports.classification_report(
+        np.ones((2, 3), np.int64), NAMES[:2], checkpoint_step=0
+    )
   with pytest.raises(ValueError):
     reports.classification_report(-confusion, NAMES, checkpoint_step=0)
   with pytest.raises(ValueError):
-    reports.classification_report(confusion, NAMES, checkpoint_step=0,
-                                  extra={"accuracy": 1.0})
+    reports.classification_report(
+        confusion, NAMES, checkpoint_step=0, extra={"accuracy": 1.0}
+    )
 
 
 def test_markdown_has_names_numbers_and_layout():
-  report = _report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 0],
-                   extra={"stage": "classifier"})
+  report = _report(
+      [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 0, 0], extra={"stage": "classifier"}
+  )
   text = reports.format_markdown(report)
   lines = text.splitlines()
   assert lines[0].startswith("# Classification report")
@@ -155,18 +173,23 @@ def test_write_report_writes_json_and_markdown(tmp_path):
 
 
 def test_failed_write_keeps_old_report_and_leaves_no_temp_files(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   good = _report([0, 1, 2], [0, 1, 2])
   json_path, md_path = reports.write_report(good, str(tmp_path))
   before = {p: pathlib.Path(p).read_bytes() for p in (json_path, md_path)}
 
   def broken_fsync(fd):
-    raise RuntimeError("disk on fire")  # the new text is written but never lands
+    raise RuntimeError(
+        "disk on fire"
+    )  # the new text is written but never lands
 
   monkeypatch.setattr(os, "fsync", broken_fsync)
   with pytest.raises(RuntimeError):
     reports.write_report(_report([0, 1, 2], [2, 2, 2]), str(tmp_path))
-  assert {p: pathlib.Path(p).read_bytes() for p in (json_path, md_path)} == before
+  assert {
+      p: pathlib.Path(p).read_bytes() for p in (json_path, md_path)
+  } == before
   assert sorted(os.listdir(tmp_path)) == ["report.json", "report.md"]
 
 

@@ -22,8 +22,11 @@ from tests import helpers
 def test_batches_must_split_evenly_over_devices(monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: 4)
   sharding.check_batch_size(8, "stages.classify.batch_size")
-  with pytest.raises(UserError, match=r"--config.stages.classify.batch_size=6 is not a "
-                     r"multiple of the 4 devices a batch is split over; set a multiple of 4"):
+  with pytest.raises(
+      UserError,
+      match=r"--config.stages.classify.batch_size=6 is not a "
+      r"multiple of the 4 devices a batch is split over; set a multiple of 4",
+  ):
     sharding.check_batch_size(6, "stages.classify.batch_size")
 
 
@@ -32,14 +35,21 @@ def test_two_devices_train_what_one_device_trains(data_root, tmp_path, caplog):
   # Momentum, not the default Adam: Adam scales each update to about the
   # learning rate, so a parameter with a near-zero gradient moves by the
   # rate on either device count and float rounding would decide its sign.
-  flags = helpers.tiny_flags(data_root) + ["--config.stages.classify.optimizer=momentum"]
+  flags = helpers.tiny_flags(data_root) + [
+      "--config.stages.classify.optimizer=momentum"
+  ]
   runs = {devices: str(tmp_path / f"devices{devices}") for devices in (1, 2)}
   caplog.set_level(logging.INFO)
   # Both runs at once: each leaves a core idle much of its time (imports,
   # compiling).
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    two_devices = pool.submit(helpers.command, *flags, f"--workdir={runs[2]}", check=True,
-                              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    two_devices = pool.submit(
+        helpers.command,
+        *flags,
+        f"--workdir={runs[2]}",
+        check=True,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     helpers.run_main(*flags, f"--workdir={runs[1]}", check=True)
     result = two_devices.result()
   assert "devices: [CpuDevice(id=0)]" in caplog.text
@@ -50,22 +60,35 @@ def test_two_devices_train_what_one_device_trains(data_root, tmp_path, caplog):
   assert step_1 == step_2 == 2
   # The same global batches and dropout masks; only the order of float sums
   # differs (the gradient is reduced across devices).
-  for a, b in zip(jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)):
+  for a, b in zip(
+      jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  reports = [json.load(open(os.path.join(runs[d], "classify", "report.json")))
-             for d in (1, 2)]
+  reports = [
+      json.load(open(os.path.join(runs[d], "classify", "report.json")))
+      for d in (1, 2)
+  ]
   assert reports[0]["num_examples"] == reports[1]["num_examples"] == 12
 
 
-@pytest.mark.parametrize("flag", ["--config.stages.classify.batch_size=3",
-                                  "--config.eval_batch_size=5"])
+@pytest.mark.parametrize(
+    "flag",
+    ["--config.stages.classify.batch_size=3", "--config.eval_batch_size=5"],
+)
 def test_an_odd_batch_on_two_devices_ends_in_one_line_before_training(
-    flag, data_root, tmp_path, monkeypatch):
+    flag, data_root, tmp_path, monkeypatch
+):
   monkeypatch.setattr(jax, "device_count", lambda: 2)
-  result = helpers.run_main(*helpers.tiny_flags(data_root), flag, f"--workdir={tmp_path}")
-  assert f"{flag} is not a multiple of the 2 devices" in helpers.error_line(result)
+  result = helpers.run_main(
+      *helpers.tiny_flags(data_root), flag, f"--workdir={tmp_path}"
+  )
+  assert f"{flag} is not a multiple of the 2 devices" in helpers.error_line(
+      result
+  )
   assert result.stderr.splitlines() == [helpers.error_line(result)]
-  assert not os.path.exists(tmp_path / "pretrain")  # Refused before the first stage.
+  assert not os.path.exists(
+      tmp_path / "pretrain"
+  )  # Refused before the first stage.
 
 
 def _free_port() -> int:
@@ -75,40 +98,66 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_device_trains(data_root, tmp_path, monkeypatch):
+def test_two_processes_train_what_one_device_trains(
+    data_root, tmp_path, monkeypatch
+):
   """`--coordinator` runs: each process feeds its part of every batch and
   only process 0 writes. Without dropout (whose masks follow an example's
   place in the global batch, which differs) and under momentum (see above)
   the parameters match those of one device (this process's)."""
-  flags = helpers.tiny_flags(data_root) + ["--config.model.dropout_rate=0",
-                                           "--config.stages.classify.optimizer=momentum"]
+  flags = helpers.tiny_flags(data_root) + [
+      "--config.model.dropout_rate=0",
+      "--config.stages.classify.optimizer=momentum",
+  ]
   one_process = str(tmp_path / "one_process")
   helpers.run_main(*flags, f"--workdir={one_process}", check=True)
 
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
   two_processes = str(tmp_path / "two_processes")
   coordinator = f"127.0.0.1:{_free_port()}"
-  processes = [subprocess.Popen(
-      [sys.executable, "main.py", *flags, f"--workdir={two_processes}",
-       f"--coordinator={coordinator}", "--num_processes=2", f"--process_id={i}"],
-      cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  processes = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              "main.py",
+              *flags,
+              f"--workdir={two_processes}",
+              f"--coordinator={coordinator}",
+              "--num_processes=2",
+              f"--process_id={i}",
+          ],
+          cwd=helpers.ROOT,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   for process in processes:
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
   assert "JAX 0.10.2 on 2 process(es)" in stderr
 
   step_1, params_1 = helpers.final_params(os.path.join(one_process, "classify"))
-  step_2, params_2 = helpers.final_params(os.path.join(two_processes, "classify"))
+  step_2, params_2 = helpers.final_params(
+      os.path.join(two_processes, "classify")
+  )
   assert step_1 == step_2 == 2
-  for a, b in zip(jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)):
+  for a, b in zip(
+      jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   with open(os.path.join(two_processes, "classify", "report.json")) as f:
     assert json.load(f)["num_examples"] == 12
 
 
 def test_a_coordinator_without_process_numbers_ends_in_one_line(tmp_path):
-  result = helpers.run_main("--config=configs/default.py", "--coordinator=127.0.0.1:1",
-                            f"--workdir={tmp_path}")
-  assert "needs --num_processes=N and --process_id=I" in helpers.error_line(result)
+  result = helpers.run_main(
+      "--config=configs/default.py",
+      "--coordinator=127.0.0.1:1",
+      f"--workdir={tmp_path}",
+  )
+  assert "needs --num_processes=N and --process_id=I" in helpers.error_line(
+      result
+  )
   assert result.stderr.splitlines() == [helpers.error_line(result)]

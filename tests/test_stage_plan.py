@@ -34,19 +34,31 @@ def test_explicit_steps_win_over_epochs_and_floor():
 
 def test_schedule_keeps_its_shape_when_stretched():
   from roadflax.models import optimizers
-  stage = default.stage(epochs=10, min_steps=400, learning_rate=1.0, schedule="cosine",
-                        warmup_epochs=1.0)
+
+  stage = default.stage(
+      epochs=10,
+      min_steps=400,
+      learning_rate=1.0,
+      schedule="cosine",
+      warmup_epochs=1.0,
+  )
   plan = stage_plan.plan_stage(stage, num_train_examples=300)
-  schedule = optimizers.learning_rate_schedule(stage, plan.epoch_steps, plan.total_steps)
+  schedule = optimizers.learning_rate_schedule(
+      stage, plan.epoch_steps, plan.total_steps
+  )
   # Warm-up is one configured epoch: 40 steps, not one 9-step pass.
   assert float(schedule(20)) == pytest.approx(0.5)
   assert float(schedule(40)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("step,best,stops", [(50, 10, True), (49, 10, False), (50, None, False)])
+@pytest.mark.parametrize(
+    "step,best,stops", [(50, 10, True), (49, 10, False), (50, None, False)]
+)
 def test_patience_counts_configured_epochs_since_the_best(step, best, stops):
   stage = default.stage(epochs=10, min_steps=400, early_stopping_patience=1)
-  plan = stage_plan.plan_stage(stage, num_train_examples=300)  # epochs of 40 steps
+  plan = stage_plan.plan_stage(
+      stage, num_train_examples=300
+  )  # epochs of 40 steps
   assert stage_plan.should_stop_early(stage, plan, step, best) is stops
 
 
@@ -56,13 +68,16 @@ def test_patience_zero_never_stops():
   assert not stage_plan.should_stop_early(stage, plan, 10_000, 0)
 
 
-def test_run_stops_early_and_keeps_the_best_checkpoint(data_root, tmp_path, monkeypatch, capsys):
+def test_run_stops_early_and_keeps_the_best_checkpoint(
+    data_root, tmp_path, monkeypatch, capsys
+):
   # 24 images, batch 4: 6 steps an epoch; validation gets worse every epoch,
   # so with patience 2 the stage stops after epoch 3 and keeps epoch 1.
   config = helpers.tiny_config(data_root)
   config.stage_order = ("classify",)
-  config.stages.classify.update(init_from="", steps=0, epochs=10, min_steps=0,
-                                early_stopping_patience=2)
+  config.stages.classify.update(
+      init_from="", steps=0, epochs=10, min_steps=0, early_stopping_patience=2
+  )
   original = evaluate.evaluate_split
   evaluations = []
 
@@ -75,21 +90,37 @@ def test_run_stops_early_and_keeps_the_best_checkpoint(data_root, tmp_path, monk
   monkeypatch.setattr(evaluate, "evaluate_split", worse_each_time)
   train.train_and_evaluate(config, str(tmp_path))
   summary = files.read_json(str(tmp_path / "classify" / workdirs.SUMMARY_FILE))
-  assert (summary["steps_trained"], summary["best_step"], summary["total_steps"]) == (18, 6, 60)
-  assert len(evaluations) == 3 + 1  # three epochs of validation, then the test split
+  assert (
+      summary["steps_trained"],
+      summary["best_step"],
+      summary["total_steps"],
+  ) == (18, 6, 60)
+  assert (
+      len(evaluations) == 3 + 1
+  )  # three epochs of validation, then the test split
   assert "stopped early at step 18 of 60" in capsys.readouterr().out
 
 
 def _check(**overrides):
-  fields = dict(stage_name="classify", num_classes=3, classifies=True, window_steps=100,
-                collapse_fraction=0.95, activation_growth=10.0, learning_rate=0.1)
+  fields = dict(
+      stage_name="classify",
+      num_classes=3,
+      classifies=True,
+      window_steps=100,
+      collapse_fraction=0.95,
+      activation_growth=10.0,
+      learning_rate=0.1,
+  )
   fields.update(overrides)
   return health.HealthCheck(**fields)
 
 
 def _values(loss=0.5, share=0.4, rms=1.0):
-  return {"loss": np.float32(loss), "top_class_share": np.float32(share),
-          "latent_rms": np.float32(rms)}
+  return {
+      "loss": np.float32(loss),
+      "top_class_share": np.float32(share),
+      "latent_rms": np.float32(rms),
+  }
 
 
 def test_loss_at_chance_is_reported_once_after_the_window():
@@ -99,7 +130,9 @@ def test_loss_at_chance_is_reported_once_after_the_window():
   assert check.update(100, _values(loss=chance)) == []
   [warning] = check.update(150, _values(loss=chance))
   assert warning.startswith(
-      "warning: stage 'classify', for 100 steps: the training loss has stayed at ln(3)")
+      "warning: stage 'classify', for 100 steps: the training loss has stayed"
+      " at ln(3)"
+  )
   assert "learning rate (0.1)" in warning and "\n" not in warning
   assert check.update(200, _values(loss=chance)) == []  # once per stage
 
@@ -135,7 +168,13 @@ def test_dying_activations_are_reported():
 def test_reconstruction_stages_are_not_judged_on_classes():
   check = _check(classifies=False, window_steps=10)
   for step in (10, 20, 30):
-    assert check.update(step, {"loss": np.float32(math.log(3)), "latent_rms": np.float32(1.0)}) == []
+    assert (
+        check.update(
+            step,
+            {"loss": np.float32(math.log(3)), "latent_rms": np.float32(1.0)},
+        )
+        == []
+    )
 
 
 def test_off_when_the_window_is_zero():
@@ -143,13 +182,22 @@ def test_off_when_the_window_is_zero():
   assert check.update(1000, _values(loss=math.log(3), share=1.0, rms=1e6)) == []
 
 
-def test_too_high_a_learning_rate_gets_the_one_line_warning(data_root, tmp_path, capsys):
+def test_too_high_a_learning_rate_gets_the_one_line_warning(
+    data_root, tmp_path, capsys
+):
   config = helpers.tiny_config(data_root, classify=12)
   config.stage_order = ("classify",)
-  config.stages.classify.update(init_from="", optimizer="adam", learning_rate=0.05)
+  config.stages.classify.update(
+      init_from="", optimizer="adam", learning_rate=0.05
+  )
   config.health.window_steps = 4  # two logs apart: well inside the 12 steps
   train.train_and_evaluate(config, str(tmp_path))
-  warnings = [line for line in capsys.readouterr().out.splitlines()
-              if line.startswith("warning: stage 'classify', for ")]
-  assert warnings, "a learning rate of 0.05 with Adam should collapse the classifier"
+  warnings = [
+      line
+      for line in capsys.readouterr().out.splitlines()
+      if line.startswith("warning: stage 'classify', for ")
+  ]
+  assert (
+      warnings
+  ), "a learning rate of 0.05 with Adam should collapse the classifier"
   assert "learning rate (0.05)" in warnings[0]

@@ -21,20 +21,27 @@ COUNTS = {"train": 12, "validation": 3, "test": 4}
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-  return fake_rscd.write_release(str(tmp_path_factory.mktemp("release")), COUNTS)
+  return fake_rscd.write_release(
+      str(tmp_path_factory.mktemp("release")), COUNTS
+  )
 
 
 @pytest.fixture(scope="module")
 def rscd_data(release, tmp_path_factory):
-  data = _data(source="rscd", manual_dir=release,
-               data_dir=str(tmp_path_factory.mktemp("tfds")))
+  data = _data(
+      source="rscd",
+      manual_dir=release,
+      data_dir=str(tmp_path_factory.mktemp("tfds")),
+  )
   return sources.load_dataset(data)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-  root = helpers.write_image_tree(str(tmp_path_factory.mktemp("tree")),
-                                  per_split={"train": 10, "val": 3, "test": 3})
+  root = helpers.write_image_tree(
+      str(tmp_path_factory.mktemp("tree")),
+      per_split={"train": 10, "val": 3, "test": 3},
+  )
   return sources.load_dataset(_data(source="folder", root=root))
 
 
@@ -57,11 +64,19 @@ def _same(a, b):
       np.testing.assert_array_equal(x[key], y[key])
 
 
-def test_class_counts_are_counted_once_per_prepared_set(release, tmp_path, monkeypatch):
-  data = _data(source="rscd", manual_dir=release, data_dir=str(tmp_path / "tfds"),
-               cache_dir=str(tmp_path / "cache"))
+def test_class_counts_are_counted_once_per_prepared_set(
+    release, tmp_path, monkeypatch
+):
+  data = _data(
+      source="rscd",
+      manual_dir=release,
+      data_dir=str(tmp_path / "tfds"),
+      cache_dir=str(tmp_path / "cache"),
+  )
   first = sources.load_dataset(data)
-  assert len(os.listdir(tmp_path / "cache" / "label_counts")) == 3  # One per split.
+  assert (
+      len(os.listdir(tmp_path / "cache" / "label_counts")) == 3
+  )  # One per split.
 
   def count_again(builder, split, *_):
     counted.append(split)
@@ -72,17 +87,25 @@ def test_class_counts_are_counted_once_per_prepared_set(release, tmp_path, monke
   again = sources.load_dataset(data)
   assert counted == []
   for split in first.splits:
-    np.testing.assert_array_equal(again.splits[split].counts, first.splits[split].counts)
+    np.testing.assert_array_equal(
+        again.splits[split].counts, first.splits[split].counts
+    )
   # Preparing the set again rewrites its dataset_info.json: counted anew.
-  os.utime(os.path.join(first.splits["train"].builder.data_dir, "dataset_info.json"),
-           ns=(0, 0))
+  os.utime(
+      os.path.join(first.splits["train"].builder.data_dir, "dataset_info.json"),
+      ns=(0, 0),
+  )
   assert list(sources.load_dataset(data).splits["train"].counts) == [0, 1, 2]
   assert counted == ["train", "validation", "test"]
 
 
 def test_rscd_source_gives_classes_and_counts(rscd_data):
   assert rscd_data.class_names == rscd.CLASSES_3
-  for split, ours in (("train", "train"), ("validation", "val"), ("test", "test")):
+  for split, ours in (
+      ("train", "train"),
+      ("validation", "val"),
+      ("test", "test"),
+  ):
     assert list(rscd_data.splits[ours].class_counts(3)) == [COUNTS[split]] * 3
     assert isinstance(rscd_data.splits[ours], contract.RecordSplit)
     assert not isinstance(rscd_data.splits[ours], contract.FolderSplit)
@@ -95,17 +118,25 @@ def test_stream_is_deterministic_and_resumes_exactly(rscd_data):
   assert len(epoch0) == 36 // 4
   assert epoch0[0]["image"].shape == (4, SIZE, SIZE, 3)
   _same(epoch0, _batches(pipeline.train_batches(batch_size=4, seed=0, epoch=0)))
-  _same(epoch0[3:], _batches(pipeline.train_batches(batch_size=4, seed=0, epoch=0,
-                                                    skip_batches=3)))
+  _same(
+      epoch0[3:],
+      _batches(
+          pipeline.train_batches(batch_size=4, seed=0, epoch=0, skip_batches=3)
+      ),
+  )
   epoch1 = _batches(pipeline.train_batches(batch_size=4, seed=0, epoch=1))
-  assert any(not np.array_equal(a["label"], b["label"]) for a, b in zip(epoch0, epoch1))
+  assert any(
+      not np.array_equal(a["label"], b["label"]) for a, b in zip(epoch0, epoch1)
+  )
 
 
 def test_stream_evaluation_covers_each_example_once_over_processes(rscd_data):
   split = rscd_data.splits["test"]
   labels, counts = [], []
   for index in range(2):
-    pipeline = pipelines.pipeline_for(split, _data(), process_index=index, process_count=2)
+    pipeline = pipelines.pipeline_for(
+        split, _data(), process_index=index, process_count=2
+    )
     batches = _batches(pipeline.eval_batches(batch_size=4))
     counts.append(len(batches))
     labels += [b["label"][b["mask"]] for b in batches]
@@ -114,17 +145,23 @@ def test_stream_evaluation_covers_each_example_once_over_processes(rscd_data):
 
 
 @pytest.mark.parametrize("source", ["folder", "rscd"])
-def test_disk_cache_serves_the_same_images_and_is_written_once(source, folder, rscd_data,
-                                                               tmp_path):
+def test_disk_cache_serves_the_same_images_and_is_written_once(
+    source, folder, rscd_data, tmp_path
+):
   dataset = folder if source == "folder" else rscd_data
   split = dataset.splits["val"]
-  plain = _batches(pipelines.pipeline_for(split, _data()).eval_batches(batch_size=4))
+  plain = _batches(
+      pipelines.pipeline_for(split, _data()).eval_batches(batch_size=4)
+  )
   cached_config = _data(cache="disk", cache_dir=str(tmp_path))
-  cached = _batches(pipelines.pipeline_for(split, cached_config).eval_batches(batch_size=4))
+  cached = _batches(
+      pipelines.pipeline_for(split, cached_config).eval_batches(batch_size=4)
+  )
 
   def by_image(batches):
     images = np.concatenate([b["image"][b["mask"]] for b in batches])
     return images[np.lexsort(images.reshape(len(images), -1).T)]
+
   np.testing.assert_array_equal(by_image(plain), by_image(cached))
 
   [cache_dir] = os.listdir(tmp_path / "preprocessed")
@@ -138,27 +175,44 @@ def test_disk_cache_serves_the_same_images_and_is_written_once(source, folder, r
 
 def _imbalanced_folder(root):
   for name, count in (("asphalt", 40), ("concrete", 10), ("gravel", 4)):
-    helpers.write_image_tree(os.path.join(root, name), per_split={"train": count},
-                             classes=(name,), size=(20, 20))
+    helpers.write_image_tree(
+        os.path.join(root, name),
+        per_split={"train": count},
+        classes=(name,),
+        size=(20, 20),
+    )
   # Merge into one tree: ROOT/train/CLASS.
   for name in ("asphalt", "concrete", "gravel"):
     os.makedirs(os.path.join(root, "train"), exist_ok=True)
-    os.rename(os.path.join(root, name, "train", name), os.path.join(root, "train", name))
+    os.rename(
+        os.path.join(root, name, "train", name),
+        os.path.join(root, "train", name),
+    )
   from roadflax.data import image_folder
+
   return image_folder.scan_image_folder(root, splits=("train",)).splits["train"]
 
 
 @pytest.mark.parametrize("cache", ["none", "disk"])
 def test_resample_draws_classes_equally_often(cache, tmp_path):
   split = _imbalanced_folder(str(tmp_path / "tree"))
-  data = _data(balance="resample", cache=cache, cache_dir=str(tmp_path / "cache"),
-               augment=dict(flip=False, crop_scale=1.0, brightness=0.0))
+  data = _data(
+      balance="resample",
+      cache=cache,
+      cache_dir=str(tmp_path / "cache"),
+      augment=dict(flip=False, crop_scale=1.0, brightness=0.0),
+  )
   pipeline = pipelines.pipeline_for(split, data)
-  labels = np.concatenate([b["label"] for epoch in range(4)
-                           for b in pipeline.train_batches(batch_size=6, seed=0, epoch=epoch)])
+  labels = np.concatenate([
+      b["label"]
+      for epoch in range(4)
+      for b in pipeline.train_batches(batch_size=6, seed=0, epoch=epoch)
+  ])
   assert len(labels) == 4 * (54 // 6) * 6
   share = np.bincount(labels, minlength=3) / len(labels)
-  np.testing.assert_allclose(share, 1 / 3, atol=0.1)  # unbalanced: 0.74 / 0.19 / 0.07
+  np.testing.assert_allclose(
+      share, 1 / 3, atol=0.1
+  )  # unbalanced: 0.74 / 0.19 / 0.07
 
 
 def test_balancing_factors_equalise_the_classes():
@@ -167,13 +221,21 @@ def test_balancing_factors_equalise_the_classes():
   np.testing.assert_allclose(factors[[0, 1, 3]] * [40, 10, 4], 54 / 3)
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("cache", "ssd", "is not one of none, memory, disk"),
-    ("balance", "oversample", "is not one of none, class_weights, resample"),
-    ("shuffle_buffer", 0, "must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("cache", "ssd", "is not one of none, memory, disk"),
+        (
+            "balance",
+            "oversample",
+            "is not one of none, class_weights, resample",
+        ),
+        ("shuffle_buffer", 0, "must be at least 1"),
+    ],
+)
 def test_data_mistakes_are_refused(key, value, message):
   from roadflax.training import configuration
+
   config = rscd3.get_config()
   config.data[key] = value
   with pytest.raises(UserError, match=message):
@@ -181,17 +243,28 @@ def test_data_mistakes_are_refused(key, value, message):
 
 
 def test_rscd_needs_the_release_the_first_time(tmp_path):
-  with pytest.raises(UserError, match="is not prepared .* set --config.data.manual_dir"):
+  with pytest.raises(
+      UserError, match="is not prepared .* set --config.data.manual_dir"
+  ):
     sources.load_dataset(_data(source="rscd", data_dir=str(tmp_path)))
   with pytest.raises(UserError, match="does not exist"):
-    sources.load_dataset(_data(source="rscd", data_dir=str(tmp_path),
-                                    manual_dir=str(tmp_path / "nowhere")))
+    sources.load_dataset(
+        _data(
+            source="rscd",
+            data_dir=str(tmp_path),
+            manual_dir=str(tmp_path / "nowhere"),
+        )
+    )
 
 
 def test_training_from_the_rscd3_config(release, tmp_path):
   config = rscd3.get_config()
-  config.data.update(manual_dir=release, data_dir=str(tmp_path / "tfds"), image_size=67,
-                     balance="class_weights")
+  config.data.update(
+      manual_dir=release,
+      data_dir=str(tmp_path / "tfds"),
+      image_size=67,
+      balance="class_weights",
+  )
   config.eval_batch_size = 8
   for name in config.stage_order:
     config.stages[name].update(steps=3, batch_size=4)
@@ -205,13 +278,26 @@ def test_training_from_the_rscd3_config(release, tmp_path):
 
 def test_any_prepared_tfds_set_by_name_with_split_specs(rscd_data):
   data_dir = rscd_data.splits["train"].builder.data_dir.split("/rscd/")[0]
-  dataset = sources.load_dataset(_data(
-      source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
-      tfds_splits=("train[:75%]", "train[75%:]", "test")))
+  dataset = sources.load_dataset(
+      _data(
+          source="tfds",
+          tfds_name="rscd/3class",
+          data_dir=data_dir,
+          tfds_splits=("train[:75%]", "train[75%:]", "test"),
+      )
+  )
   assert dataset.class_names == rscd.CLASSES_3
   assert len(dataset.splits["train"]) == 27 and len(dataset.splits["val"]) == 9
   with pytest.raises(UserError, match="has no split 'valid'"):
-    sources.load_dataset(_data(source="tfds", tfds_name="rscd/3class", data_dir=data_dir,
-                                    tfds_splits=("train", "valid", "test")))
+    sources.load_dataset(
+        _data(
+            source="tfds",
+            tfds_name="rscd/3class",
+            data_dir=data_dir,
+            tfds_splits=("train", "valid", "test"),
+        )
+    )
   with pytest.raises(UserError, match="tfds_name='no_such_set'"):
-    sources.load_dataset(_data(source="tfds", tfds_name="no_such_set", data_dir=data_dir))
+    sources.load_dataset(
+        _data(source="tfds", tfds_name="no_such_set", data_dir=data_dir)
+    )

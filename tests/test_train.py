@@ -21,7 +21,9 @@ def test_both_stages_write_their_outputs(trained_workdir):
   for stage in ("pretrain", "classify"):
     stage_dir = os.path.join(trained_workdir, stage)
     assert os.path.exists(os.path.join(stage_dir, workdirs.SUMMARY_FILE))
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(stage_dir))
+    assert any(
+        f.startswith("events.out.tfevents") for f in os.listdir(stage_dir)
+    )
   with open(os.path.join(trained_workdir, "classify", "report.json")) as f:
     report = json.load(f)
   assert report["num_examples"] == 12  # every test image, exactly once
@@ -38,7 +40,11 @@ def _set_up_classifier(data_root, workdir, **stage_settings):
   config.stages.classify.update(stage_settings)
   dataset = sources.load_dataset(config.data)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
-  return config, run_info, stage_setup.setup_stage(config, workdir, "classify", dataset, run_info)
+  return (
+      config,
+      run_info,
+      stage_setup.setup_stage(config, workdir, "classify", dataset, run_info),
+  )
 
 
 def _close(stage):
@@ -47,19 +53,28 @@ def _close(stage):
 
 
 def _same(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                                  jax.tree_util.tree_leaves(b)))
+  return all(
+      np.array_equal(x, y)
+      for x, y in zip(
+          jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+      )
+  )
 
 
-def test_classifier_starts_from_the_pretrained_encoder(trained_workdir, data_root, tmp_path):
+def test_classifier_starts_from_the_pretrained_encoder(
+    trained_workdir, data_root, tmp_path
+):
   run = workdirs.load_run(trained_workdir)
   pretrain_dir = os.path.join(trained_workdir, "pretrain")
   pretrained, _, _ = workdirs.load_best_params(pretrain_dir, run)
   config, run_info, (stage, state) = _set_up_classifier(
-      data_root, str(tmp_path), init_from=pretrain_dir)
+      data_root, str(tmp_path), init_from=pretrain_dir
+  )
   _close(stage)
   config.stages.classify.init_from = ""
-  fresh = stage_state.initial_params(config, str(tmp_path), "classify", stage.model, run_info)
+  fresh = stage_state.initial_params(
+      config, str(tmp_path), "classify", stage.model, run_info
+  )
 
   assert int(state.step) == 0
   # The trees pre-training trained are its best checkpoint's; the head is new.
@@ -69,15 +84,20 @@ def test_classifier_starts_from_the_pretrained_encoder(trained_workdir, data_roo
   assert not _same(fresh["encoder"], pretrained["encoder"])
   assert not _same(fresh["head"], pretrained["head"])
   # The decoder is not trained by the classifier: its best is the pre-trained one.
-  classify, _, _ = workdirs.load_best_params(os.path.join(trained_workdir, "classify"), run)
+  classify, _, _ = workdirs.load_best_params(
+      os.path.join(trained_workdir, "classify"), run
+  )
   assert _same(classify["decoder"], pretrained["decoder"])
 
 
-def test_an_epoch_trains_to_the_end_of_its_pass_and_prints_one_line(data_root, tmp_path,
-                                                                   capsys):
+def test_an_epoch_trains_to_the_end_of_its_pass_and_prints_one_line(
+    data_root, tmp_path, capsys
+):
   # 24 training images in batches of 4: passes of 6 steps, so 8 steps are a
   # full pass and a partial one.
-  _, _, (stage, state) = _set_up_classifier(data_root, str(tmp_path), init_from="", steps=8)
+  _, _, (stage, state) = _set_up_classifier(
+      data_root, str(tmp_path), init_from="", steps=8
+  )
   state, first = train.train_epoch(stage, state, 0, 0)
   train.end_epoch(stage, state, first)
   state, second = train.train_epoch(stage, state, first.end_step, 1)
@@ -85,57 +105,112 @@ def test_an_epoch_trains_to_the_end_of_its_pass_and_prints_one_line(data_root, t
   saved = stage.ckpts.all_steps()
   _close(stage)
 
-  assert (first.start_step, first.end_step, second.start_step, second.end_step) == (0, 6, 6, 8)
+  assert (
+      first.start_step,
+      first.end_step,
+      second.start_step,
+      second.end_step,
+  ) == (0, 6, 6, 8)
   assert int(state.step) == 8
   assert {"loss", "accuracy"} <= set(first.train_metrics)
   assert saved == [6]  # end_epoch's; the second epoch has not ended
   number = r"\d+\.\d{4}"
-  assert re.fullmatch(rf"classify epoch 1/2 \| train loss {number} accuracy {number} \| "
-                      rf"val loss {number} accuracy {number} \| \d+ img/s, \d+ s\n",
-                      capsys.readouterr().out)
+  assert re.fullmatch(
+      rf"classify epoch 1/2 \| train loss {number} accuracy {number} \| "
+      rf"val loss {number} accuracy {number} \| \d+ img/s, \d+ s\n",
+      capsys.readouterr().out,
+  )
 
 
 def test_epoch_line_reads_as_in_the_readme():
-  train_values = {"loss": 0.24631, "accuracy": 0.90679, "top_class_share": 0.5,
-                  "latent_rms": 1.2}
-  line = reporting.epoch_line("classify", 4, 10, train_values,
-                              {"loss": 0.16472, "accuracy": 0.96}, 52.4, 35.2)
-  assert line == ("classify epoch 5/10 | train loss 0.2463 accuracy 0.9068 | "
-                  "val loss 0.1647 accuracy 0.9600 | 52 img/s, 35 s")
+  train_values = {
+      "loss": 0.24631,
+      "accuracy": 0.90679,
+      "top_class_share": 0.5,
+      "latent_rms": 1.2,
+  }
+  line = reporting.epoch_line(
+      "classify",
+      4,
+      10,
+      train_values,
+      {"loss": 0.16472, "accuracy": 0.96},
+      52.4,
+      35.2,
+  )
+  assert line == (
+      "classify epoch 5/10 | train loss 0.2463 accuracy 0.9068 | "
+      "val loss 0.1647 accuracy 0.9600 | 52 img/s, 35 s"
+  )
 
 
 def test_summary_describes_the_completed_stage(trained_workdir):
   # helpers.tiny_config: 4 steps of batch 4, within one 6-step pass.
-  expected = {"pretrain": ("reconstruction", "loss"), "classify": ("classification", "accuracy")}
+  expected = {
+      "pretrain": ("reconstruction", "loss"),
+      "classify": ("classification", "accuracy"),
+  }
   for stage, (objective, best_metric) in expected.items():
     stage_dir = os.path.join(trained_workdir, stage)
     summary = read_json(os.path.join(stage_dir, workdirs.SUMMARY_FILE))
-    ckpts = checkpoints.StageCheckpoints(os.path.join(stage_dir, "checkpoints"), read_only=True)
+    ckpts = checkpoints.StageCheckpoints(
+        os.path.join(stage_dir, "checkpoints"), read_only=True
+    )
     assert summary["best_step"] == ckpts.best_step() == 4
     ckpts.close()
-    assert {k: summary[k] for k in ("stage", "objective", "best_metric", "total_steps",
-                                    "steps_trained", "epochs")} == {
-        "stage": stage, "objective": objective, "best_metric": best_metric,
-        "total_steps": 4, "steps_trained": 4, "epochs": 1}
+    assert {
+        k: summary[k]
+        for k in (
+            "stage",
+            "objective",
+            "best_metric",
+            "total_steps",
+            "steps_trained",
+            "epochs",
+        )
+    } == {
+        "stage": stage,
+        "objective": objective,
+        "best_metric": best_metric,
+        "total_steps": 4,
+        "steps_trained": 4,
+        "epochs": 1,
+    }
     assert summary["train_images_per_second"] > 0 and summary["seconds"] > 0
-    assert datetime.datetime.strptime(summary["completed_at"], "%Y-%m-%dT%H:%M:%S%z")
-  classify = read_json(os.path.join(trained_workdir, "classify", workdirs.SUMMARY_FILE))
+    assert datetime.datetime.strptime(
+        summary["completed_at"], "%Y-%m-%dT%H:%M:%S%z"
+    )
+  classify = read_json(
+      os.path.join(trained_workdir, "classify", workdirs.SUMMARY_FILE)
+  )
   report = read_json(os.path.join(trained_workdir, "classify", "report.json"))
   assert classify["test_accuracy"] == report["accuracy"]
-  pretrain = read_json(os.path.join(trained_workdir, "pretrain", workdirs.SUMMARY_FILE))
+  pretrain = read_json(
+      os.path.join(trained_workdir, "pretrain", workdirs.SUMMARY_FILE)
+  )
   assert "test_accuracy" not in pretrain
 
 
 def test_rerun_skips_complete_stages(trained_workdir, data_root):
-  before = {s: os.path.getmtime(os.path.join(trained_workdir, s, workdirs.SUMMARY_FILE))
-            for s in ("pretrain", "classify")}
+  before = {
+      s: os.path.getmtime(
+          os.path.join(trained_workdir, s, workdirs.SUMMARY_FILE)
+      )
+      for s in ("pretrain", "classify")
+  }
   train.train_and_evaluate(helpers.tiny_config(data_root), trained_workdir)
-  after = {s: os.path.getmtime(os.path.join(trained_workdir, s, workdirs.SUMMARY_FILE))
-           for s in ("pretrain", "classify")}
+  after = {
+      s: os.path.getmtime(
+          os.path.join(trained_workdir, s, workdirs.SUMMARY_FILE)
+      )
+      for s in ("pretrain", "classify")
+  }
   assert before == after
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(data_root, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    data_root, tmp_path, monkeypatch
+):
   # 24 training images in batches of 4: 6 steps an epoch, so 8 steps cross an
   # epoch boundary; the interruption comes mid-epoch, after step 3.
   config = helpers.tiny_config(data_root, classify=8)
@@ -165,12 +240,16 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(data_root, tmp_p
   assert step_a == step_b == 8
   # Same program, same inputs, same order: XLA on CPU is deterministic, so the
   # resumed run must match bit for bit (tolerance 0).
-  for a, b in zip(jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)):
+  for a, b in zip(
+      jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_workdir_of_another_class_set_is_refused(trained_workdir, tmp_path):
-  other = helpers.write_image_tree(str(tmp_path / "other"), classes=("dry", "wet", "snow"))
+  other = helpers.write_image_tree(
+      str(tmp_path / "other"), classes=("dry", "wet", "snow")
+  )
   with pytest.raises(UserError, match="another model or class set"):
     train.train_and_evaluate(helpers.tiny_config(other), trained_workdir)
 
@@ -182,10 +261,14 @@ def test_workdir_of_another_image_size_is_refused(trained_workdir, data_root):
     train.train_and_evaluate(config, trained_workdir)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    data_root, tmp_path
+):
   config = helpers.tiny_config(data_root, classify=8)
   config.stage_order = ("classify",)
-  config.stages.classify.update(init_from="", optimizer="sgd", learning_rate=1e30)
+  config.stages.classify.update(
+      init_from="", optimizer="sgd", learning_rate=1e30
+  )
   config.checkpoint_every_steps = 1
   with pytest.raises(UserError, match=r"non-finite at step \d+"):
     train.train_and_evaluate(config, str(tmp_path))
@@ -194,19 +277,35 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
 
 def _event_tags(stage_dir):
   import tensorflow as tf
+
   tags = set()
   for name in os.listdir(stage_dir):
     if name.startswith("events.out.tfevents"):
-      for event in tf.compat.v1.train.summary_iterator(os.path.join(stage_dir, name)):
+      for event in tf.compat.v1.train.summary_iterator(
+          os.path.join(stage_dir, name)
+      ):
         tags.update(value.tag for value in event.summary.value)
   return tags
 
 
 def test_tensorboard_gets_curves_and_pictures(trained_workdir):
   pretrain = _event_tags(os.path.join(trained_workdir, "pretrain"))
-  assert {"train_loss", "val_loss", "val_mse", "learning_rate", "val_reconstructions",
-          "steps_per_sec", "uptime"} <= pretrain
+  assert {
+      "train_loss",
+      "val_loss",
+      "val_mse",
+      "learning_rate",
+      "val_reconstructions",
+      "steps_per_sec",
+      "uptime",
+  } <= pretrain
   classify = _event_tags(os.path.join(trained_workdir, "classify"))
-  assert {"train_accuracy", "val_accuracy", "val_confusion_matrix", "test_confusion_matrix",
-          "test_accuracy", f"val_precision/{helpers.CLASSES[0]}",
-          f"val_recall/{helpers.CLASSES[2]}"} <= classify
+  assert {
+      "train_accuracy",
+      "val_accuracy",
+      "val_confusion_matrix",
+      "test_confusion_matrix",
+      "test_accuracy",
+      f"val_precision/{helpers.CLASSES[0]}",
+      f"val_recall/{helpers.CLASSES[2]}",
+  } <= classify

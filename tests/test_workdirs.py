@@ -11,25 +11,43 @@ from roadflax.training import evaluate
 from roadflax.errors import UserError
 
 
-def test_classifier_stage_defaults_to_the_last_classification_stage(trained_workdir):
+def test_classifier_stage_defaults_to_the_last_classification_stage(
+    trained_workdir,
+):
   assert workdirs.classifier_stages(trained_workdir) == ["classify"]
   assert workdirs.classifier_stage(trained_workdir) == "classify"
   assert workdirs.classifier_stage(trained_workdir, "classify") == "classify"
 
 
 def test_a_stage_that_does_not_classify_is_refused(trained_workdir):
-  with pytest.raises(UserError, match=r"no trained classification stage 'pretrain' "
-                     r"\(it has: classify\)"):
+  with pytest.raises(
+      UserError,
+      match=r"no trained classification stage 'pretrain' "
+      r"\(it has: classify\)",
+  ):
     workdirs.classifier_stage(trained_workdir, "pretrain")
 
 
-@pytest.mark.parametrize("use", [
-    lambda workdir: workdirs.classifier_stage(workdir),
-    lambda workdir: predict.Classifier.load(workdir),
-    lambda workdir: evaluate.evaluate_workdir(workdir, None),
-], ids=["classifier_stage", "predict", "evaluate"])
-def test_a_workdir_without_a_trained_classifier_is_refused_alike(use, trained_workdir, tmp_path):
-  shutil.copytree(trained_workdir, tmp_path, dirs_exist_ok=True,
-                  ignore=shutil.ignore_patterns("classify"))
-  with pytest.raises(UserError, match=r"has no trained classification stage yet; train one first"):
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda workdir: workdirs.classifier_stage(workdir),
+        lambda workdir: predict.Classifier.load(workdir),
+        lambda workdir: evaluate.evaluate_workdir(workdir, None),
+    ],
+    ids=["classifier_stage", "predict", "evaluate"],
+)
+def test_a_workdir_without_a_trained_classifier_is_refused_alike(
+    use, trained_workdir, tmp_path
+):
+  shutil.copytree(
+      trained_workdir,
+      tmp_path,
+      dirs_exist_ok=True,
+      ignore=shutil.ignore_patterns("classify"),
+  )
+  with pytest.raises(
+      UserError,
+      match=r"has no trained classification stage yet; train one first",
+  ):
     use(str(tmp_path))
