@@ -27,6 +27,7 @@ is not exact); an evaluation simply leaves it out of its count.
 
 import abc
 import dataclasses
+import functools
 from typing import Any, Iterator
 
 import jax
@@ -208,6 +209,23 @@ class Pipeline(abc.ABC):
           f"skip_batches={skip_batches} outside [0, {num_batches}]"
       )
     return num_batches
+
+  def _train_batches(
+      self,
+      ds: tf.data.Dataset,
+      *,
+      seed: int,
+      epoch: int,
+      batch_size: int,
+      count: int,
+  ) -> Iterator[Batch]:
+    """`count` batches of `ds`'s examples (each with its "position" in the
+    epoch), augmented and normalised."""
+    ds = ds.map(
+        functools.partial(self._train_example, seed=seed, epoch=epoch),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return numpy_batches(ds.batch(batch_size, drop_remainder=True).take(count))
 
   def _train_example(
       self, example: dict[str, tf.Tensor], *, seed: int, epoch: int

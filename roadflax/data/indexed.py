@@ -7,7 +7,6 @@ equally likely. Global batch k is examples [k*B*P, (k+1)*B*P) of that order,
 and process p takes every P-th of them, starting at p.
 """
 
-import functools
 from typing import Any, Iterator
 
 import numpy as np
@@ -65,12 +64,13 @@ class IndexedPipeline(batching.Pipeline):
     # The shard once more, behind, only refills what decode failures drop.
     stream = np.concatenate([positions[skip_batches * batch_size :], positions])
     ds = self._examples({"index": order[stream], "position": stream})
-    ds = ds.map(
-        functools.partial(self._train_example, seed=seed, epoch=epoch),
-        num_parallel_calls=tf.data.AUTOTUNE,
+    return self._train_batches(
+        ds,
+        seed=seed,
+        epoch=epoch,
+        batch_size=batch_size,
+        count=num_batches - skip_batches,
     )
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return batching.numpy_batches(ds.take(num_batches - skip_batches))
 
   def eval_batches(self, *, batch_size: int) -> Iterator[batching.Batch]:
     """As `batching.Pipeline.eval_batches`, in file order: process p takes

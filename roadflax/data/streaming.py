@@ -78,12 +78,13 @@ class StreamPipeline(batching.Pipeline):
     ds = ds.enumerate(start=skip_batches * batch_size).map(
         lambda position, example: {**example, "position": position}
     )
-    ds = ds.map(
-        functools.partial(self._train_example, seed=seed, epoch=epoch),
-        num_parallel_calls=tf.data.AUTOTUNE,
+    return self._train_batches(
+        ds,
+        seed=seed,
+        epoch=epoch,
+        batch_size=batch_size,
+        count=num_batches - skip_batches,
     )
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return batching.numpy_batches(ds.take(num_batches - skip_batches))
 
   def eval_batches(self, *, batch_size: int) -> Iterator[batching.Batch]:
     """As `batching.Pipeline.eval_batches`, in the part's own order."""
