@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import default
+from roadflax.configs import default
 from roadflax.data import batching
 from roadflax.data import caches
 from roadflax.data import contract
@@ -88,7 +88,7 @@ def _train(
     seed=0,
     epoch=0,
     skip_batches=0,
-    memory_cache=None
+    memory_cache=None,
 ):
   pipeline = indexed.IndexedPipeline(
       split,
@@ -114,7 +114,7 @@ def _eval(
     process_index=0,
     process_count=1,
     batch_size=4,
-    memory_cache=None
+    memory_cache=None,
 ):
   pipeline = indexed.IndexedPipeline(
       split,

@@ -67,9 +67,10 @@ def test_files_do_not_depend_on_the_worker_count(
       progress=False,
   )
   name = os.path.join("train", roadtex.CLASS_NAMES[1], "000000.jpg")
-  with open(os.path.join(other, name), "rb") as a, open(
-      os.path.join(small_set, name), "rb"
-  ) as b:
+  with (
+      open(os.path.join(other, name), "rb") as a,
+      open(os.path.join(small_set, name), "rb") as b,
+  ):
     assert a.read() == b.read()
 
 

@@ -27,7 +27,7 @@ class IndexedPipeline(batching.Pipeline):
       data_config: Any,
       *,
       memory_cache: caches.MemoryCache | None = None,
-      **kwargs: Any
+      **kwargs: Any,
   ):
     """As `batching.Pipeline`.
 

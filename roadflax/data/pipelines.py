@@ -25,7 +25,7 @@ def pipeline_for(
     *,
     memory_cache: caches.MemoryCache | None = None,
     process_index: int | None = None,
-    process_count: int | None = None
+    process_count: int | None = None,
 ) -> batching.Pipeline:
   """The pipeline serving `split` to this process.
 

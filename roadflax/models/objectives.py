@@ -87,7 +87,7 @@ def objective_outputs(
     batch: dict[str, jax.Array],
     *,
     train: bool,
-    dropout_rng: jax.Array | None = None
+    dropout_rng: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
   """Per-example values: `loss`, and `logits` and/or `squared_error`; and
   `latent_rms`, the encoder output's root mean square over the batch.

@@ -104,7 +104,7 @@ def _gather_metrics(
     batch: dict[str, jax.Array],
     mask: jax.Array | None,
     *,
-    train: bool = False
+    train: bool = False,
 ) -> metrics.Collection:
   logits = outputs.get("logits")
   return metrics_class(objective, train=train).single_from_model_output(
@@ -125,7 +125,7 @@ def train_step(
     model: RoadNet,
     objective: Objective,
     dropout_key: jax.Array,
-    freeze_encoder: bool
+    freeze_encoder: bool,
 ) -> tuple[TrainState, metrics.Collection]:
   """One optimiser update on one global batch."""
   dropout_rng = jax.random.fold_in(dropout_key, state.step)
@@ -158,7 +158,7 @@ def eval_step(
     batch: dict[str, jax.Array],
     *,
     model: RoadNet,
-    objective: Objective
+    objective: Objective,
 ) -> tuple[metrics.Collection, jax.Array | None]:
   """Metrics of one padded batch (padding masked out) and, when the objective
   classifies, its confusion counts (rows = true class, columns = predicted)."""
