@@ -1,3 +1,20 @@
-"""roadflax: road-surface classifiers from an AlexNet-style autoencoder, in JAX/Flax."""
+"""roadflax: road-surface classifiers from an AlexNet-style autoencoder, in JAX/Flax.
 
-__version__ = "0.1.0"
+    import roadflax
+    model = roadflax.load("runs/demo")      # a workdir or an export folder
+    result = model.predict(["road.jpg"])    # paths, bytes, PIL images, arrays
+    result.classes, result.probabilities
+
+`import roadflax` alone stays light: JAX and TensorFlow load with `load`.
+"""
+
+__version__ = "0.2.0"
+
+
+def load(path: str, stage: str | None = None):
+  """A trained model (`roadflax.serve.model.Model`): the best classifier of a
+  workdir (`stage`, by default its last classification stage) or an export
+  written by `--mode=export`."""
+  from roadflax.serve import model  # the heavy imports, on first use
+
+  return model.load(path, stage)

@@ -1,18 +1,13 @@
-"""Shared test setup: quiet TensorFlow, the repo root importable (configs/),
-and one small image tree and one trained workdir for the whole session."""
+"""Shared test setup: quiet TensorFlow, and one small image tree and one
+trained workdir for the whole session."""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 
+import pytest  # after the environment is set
 
-import pytest  # noqa: E402  (after the environment is set)
-
-from tests import helpers  # noqa: E402
+from tests import helpers
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,8 +13,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-import main
-from configs import default
+from roadflax import cli
+from roadflax.configs import default
 from roadflax.data import image_folder
 from roadflax.runs import checkpoints, workdirs
 
@@ -41,20 +41,20 @@ def command(
 
 
 def run_main(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-  """`python main.py ARGS` in this process: main.py's own flag parsing and
-  `main`, its exit status, stdout and stderr (log lines go to `caplog`).
+  """`python main.py ARGS` in this process: the command's own flag parsing
+  and `cli.execute`, its exit status, stdout and stderr (log lines go to `caplog`).
 
   absl's flags are global: each run starts from their defaults, without the
   `--config.KEY` flags config_flags defined for an earlier run's overrides
-  (it reads them from `sys.argv`). The log filter `main` adds is taken off
+  (it reads them from `sys.argv`). The log filter the command adds is taken off
   again, so it does not outlive the run.
   """
   argv = ["main.py", *args]
-  for name in [name for name in main.FLAGS if name.startswith("config.")]:
-    delattr(main.FLAGS, name)
+  for name in [name for name in cli.FLAGS if name.startswith("config.")]:
+    delattr(cli.FLAGS, name)
   absl_logger = logging.getLogger("absl")
   level = absl_logger.level
-  main.FLAGS.unparse_flags()
+  cli.FLAGS.unparse_flags()
   absl_logger.setLevel(level)  # --verbosity's default just set it to WARNING
   handlers = logging.getLogger().handlers + absl_logger.handlers
   filters = [list(handler.filters) for handler in handlers]
@@ -65,7 +65,7 @@ def run_main(*args: str, check: bool = False) -> subprocess.CompletedProcess:
         contextlib.redirect_stderr(stderr),
         mock.patch.object(sys, "argv", argv),
     ):
-      main.main(main.parse_flags(argv))
+      cli.execute(cli.parse_flags(argv))
   except SystemExit as exited:
     returncode = exited.code
   finally:

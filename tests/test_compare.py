@@ -18,7 +18,7 @@ from PIL import Image
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer import event_file_writer
 
-from configs import default
+from roadflax.configs import default
 from roadflax.results import compare, curves, tables
 from roadflax.errors import UserError
 from tests import helpers
@@ -319,7 +319,7 @@ def test_compare_through_main(runs, tmp_path):
 
 
 def test_descriptions_name_corruption_and_normalisation():
-  from configs import default
+  from roadflax.configs import default
 
   config = default.get_config()
   assert compare.describe_stages(config) == (

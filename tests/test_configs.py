@@ -6,8 +6,10 @@ import os
 
 import pytest
 
-from configs import default
+from roadflax import configs
+from roadflax.configs import default
 from roadflax.training import configuration
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -58,3 +60,23 @@ def test_default_keeps_the_published_network():
       config.model.dropout_rate,
   ) == (224, "none", 0.5)
   assert config.stage_order == ("pretrain", "classify")
+
+
+def test_a_shipped_config_is_named_from_anywhere():
+  path = configs.resolve("roadflax:synthetic")
+  assert os.path.samefile(path, os.path.join(ROOT, "configs", "synthetic.py"))
+  assert configs.resolve("roadflax:alexnet_baseline:synthetic") == (
+      configs.resolve("roadflax:alexnet_baseline") + ":synthetic"
+  )
+  assert configs.resolve("configs/default.py") == "configs/default.py"
+  assert set(configs.shipped()) == {name[:-3] for name in CONFIGS}
+
+
+def test_the_command_takes_a_shipped_config_by_name():
+  result = helpers.run_main("--mode=summary", "--config=roadflax:synthetic")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "conv1" in result.stdout
+  line = helpers.error_line(
+      helpers.run_main("--mode=summary", "--config=roadflax:synthetc")
+  )
+  assert "roadflax ships no config 'synthetc'" in line

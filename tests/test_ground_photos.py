@@ -83,7 +83,7 @@ def test_default_recipe_learns_real_photos(tmp_path):
   the real photos well above chance (1/3). At 96 px grass and gravel stay
   hard to tell apart in this budget (two of three classes are learned); at
   the default 224 px the README measures 95%+."""
-  from configs import default
+  from roadflax.configs import default
   from roadflax.training import train
 
   root = ground_photos.write_folder(

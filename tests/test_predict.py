@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from roadflax.serve import predict
+from roadflax.serve import model, predict
 from roadflax.errors import UserError
 
 
@@ -18,15 +18,15 @@ def test_in_batches_caps_and_pads_batches_and_keeps_the_order():
 
   images = np.arange(11, dtype=np.float32).reshape(11, 1)
   np.testing.assert_array_equal(
-      predict.in_batches(double, images, batch_size=4), images * 2
+      model.in_batches(double, images, batch_size=4), images * 2
   )
   # Two full batches, then 3 images padded to 4.
   assert shapes == [(4, 1), (4, 1), (4, 1)]
   shapes.clear()
-  predict.in_batches(double, images[:5], batch_size=8)
+  model.in_batches(double, images[:5], batch_size=8)
   assert shapes == [(8, 1)]
   shapes.clear()
-  predict.in_batches(double, images[:1], batch_size=8)
+  model.in_batches(double, images[:1], batch_size=8)
   assert shapes == [(1, 1)]
 
 

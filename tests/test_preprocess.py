@@ -10,7 +10,7 @@ from PIL import ImageEnhance
 import pytest
 import tensorflow as tf
 
-from configs import default
+from roadflax.configs import default
 from roadflax.data import image_folder
 from roadflax.data import preprocess
 from roadflax.errors import UserError

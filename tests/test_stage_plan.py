@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from configs import default
+from roadflax.configs import default
 from roadflax import files
 from roadflax.runs import workdirs
 from roadflax.training import evaluate, health, stage_plan, train

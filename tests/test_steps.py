@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from roadflax.configs import default
 from roadflax.models import objectives, optimizers, roadnet, steps
 
 SIZE = 67

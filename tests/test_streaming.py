@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import default, rscd3
+from roadflax.configs import default, rscd3
 from roadflax.data import batching, contract, pipelines, streaming
 from roadflax.datasets import rscd, sources, tfds_source
 from roadflax.training import train

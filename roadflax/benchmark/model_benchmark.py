@@ -65,7 +65,7 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
   import jax
   import optax
 
-  from configs import default
+  from roadflax.configs import default
   from roadflax.models import objectives, optimizers, roadnet, steps
 
   config = default.get_config()

@@ -78,7 +78,7 @@ def _paths(workdir: str) -> dict[str, str]:
 
 
 def _data_config(paths: dict[str, str], **overrides: Any):
-  from configs import default
+  from roadflax.configs import default
 
   data = default.get_config().data
   data.update(

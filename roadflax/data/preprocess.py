@@ -9,6 +9,8 @@ prediction, the web app and model export, so they can never drift apart.
       the model input.
   load_image(path, data_config), preprocess_bytes(image_bytes, data_config)
       both, for one file or upload; UserError if it is no readable image.
+  file_pixels(path, p), bytes_pixels(image_bytes, p)       uint8 [S, S, 3]
+      the same before normalising (what `roadflax.load` and exports take).
   decode_files(split, p, columns), decode_records(ds, p)
       `preprocess_image` over a data set of files or encoded records.
 
@@ -177,13 +179,8 @@ def load_image(path: str, data_config: Any) -> np.ndarray:
     UserError: `path` is missing or not a readable JPEG or PNG, or
       `data_config` holds an unusable value.
   """
-  reason = check_image_file(path)
-  if reason is not None:
-    raise UserError(
-        f"{path} is not a readable image ({reason}); give a JPEG or PNG file"
-    )
-  with open(path, "rb") as f:
-    return _model_input(f.read(), Preprocessing.from_config(data_config), path)
+  p = Preprocessing.from_config(data_config)
+  return normalize(file_pixels(path, p), p.mean, p.std).numpy()
 
 
 def preprocess_bytes(image_bytes: bytes, data_config: Any) -> np.ndarray:
@@ -193,16 +190,45 @@ def preprocess_bytes(image_bytes: bytes, data_config: Any) -> np.ndarray:
     UserError: the bytes are not a readable JPEG or PNG, or `data_config`
       holds an unusable value.
   """
+  p = Preprocessing.from_config(data_config)
+  return normalize(bytes_pixels(image_bytes, p), p.mean, p.std).numpy()
+
+
+def file_pixels(path: str, p: Preprocessing) -> np.ndarray:
+  """`preprocess_image` of one file: uint8 [S, S, 3].
+
+  Raises:
+    UserError: `path` is missing or not a readable JPEG or PNG.
+  """
+  reason = check_image_file(path)
+  if reason is not None:
+    raise UserError(
+        f"{path} is not a readable image ({reason}); give a JPEG or PNG file"
+    )
+  with open(path, "rb") as f:
+    return _pixels_from_bytes(f.read(), p, path)
+
+
+def bytes_pixels(image_bytes: bytes, p: Preprocessing) -> np.ndarray:
+  """`preprocess_image` of one encoded image in memory: uint8 [S, S, 3].
+
+  Raises:
+    UserError: the bytes are not a readable JPEG or PNG.
+  """
   reason = check_image_bytes(image_bytes)
   if reason is not None:
     raise UserError(f"the image is not readable ({reason}); give a JPEG or PNG")
-  return _model_input(
-      image_bytes, Preprocessing.from_config(data_config), "the image"
-  )
+  return _pixels_from_bytes(image_bytes, p, "the image")
 
 
-def _model_input(image_bytes: bytes, p: Preprocessing, name: str) -> np.ndarray:
-  """Preprocesses and normalises one image, naming `name` if it fails."""
+def _pixels_from_bytes(
+    image_bytes: bytes, p: Preprocessing, name: str
+) -> np.ndarray:
+  """`preprocess_image` of one encoded image, eagerly: uint8 [S, S, 3].
+
+  Raises:
+    UserError: the bytes do not decode; the message names `name`.
+  """
   try:
     image = preprocess_image(tf.constant(image_bytes), p.image_size, p.contrast)
   except tf.errors.OpError as e:
@@ -214,7 +240,7 @@ def _model_input(image_bytes: bytes, p: Preprocessing, name: str) -> np.ndarray:
     raise UserError(
         f"{name} could not be decoded ({reason}); give a JPEG or PNG"
     ) from e
-  return normalize(image, p.mean, p.std).numpy()
+  return image.numpy()
 
 
 def decode_files(

@@ -72,9 +72,13 @@ def check_image_size(height: int, width: int) -> None:
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
-  """Bilinear up-sampling to an exact size (the encoder's sizes are not 2x)."""
+  """Bilinear up-sampling to an exact size (the encoder's sizes are not 2x).
+
+  Without antialiasing, which only down-sampling uses, so that jax2onnx (which
+  converts no other resize) can export a decoder head.
+  """
   return jax.image.resize(
-      x, (x.shape[0], height, width, x.shape[3]), "bilinear"
+      x, (x.shape[0], height, width, x.shape[3]), "bilinear", antialias=False
   )
 
 
@@ -103,18 +107,18 @@ class Encoder(nn.Module):
   """AlexNet's convolutions; returns the encoded state (conv6)."""
 
   norm: str = "none"
+  conv1_patches: bool | None = None  # PatchConv's choice; None: by backend
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.relu(
-        _Norm(self.norm, name="conv1_norm")(
-            PatchConv(96, 11, 4, name="conv1")(x)
-        )
-    )
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    conv1 = PatchConv(96, 11, 4, patches=self.conv1_patches, name="conv1")
+    x = nn.relu(_Norm(self.norm, name="conv1_norm")(conv1(x)))
+    # window_shape by keyword: the max_pool that jax2onnx puts in place of
+    # Flax's while it converts (export) takes it no other way.
+    x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     x = _Conv(256, (5, 5), padding="SAME", name="conv2")(x)
     x = nn.relu(_Norm(self.norm, name="conv2_norm")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     for name, features in (
         ("conv3", 384),
         ("conv4", 384),
@@ -172,7 +176,7 @@ class Head(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     x = x.reshape((x.shape[0], -1))
     for name in ("fc1", "fc2"):
       x = nn.relu(_Dense(4096, name=name)(x))
@@ -187,6 +191,9 @@ class RoadNet(nn.Module):
   head_input: str = "latent"
   dropout_rate: float = 0.5
   norm: str = "none"  # normalisation after each convolution: none | group
+  # conv1 as patch matrices (True), as a convolution (False: what exporters
+  # convert), or by backend and size (None); the parameters are the same.
+  conv1_patches: bool | None = None
 
   def setup(self):
     if self.head_input not in HEAD_INPUTS:
@@ -196,7 +203,7 @@ class RoadNet(nn.Module):
       )
     if self.norm not in NORMS:
       raise UserError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
-    self.encoder = Encoder(self.norm)
+    self.encoder = Encoder(self.norm, self.conv1_patches)
     self.decoder = Decoder(self.norm)
     self.head = Head(self.num_classes, self.dropout_rate)
 

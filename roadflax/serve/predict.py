@@ -1,111 +1,93 @@
-"""A trained classifier loaded from a workdir, and `--mode=predict`."""
+"""The web app's classifier, and `--mode=predict` (a workdir or an export)."""
 
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
 from absl import logging
 
-from roadflax.data import image_folder, preprocess
-from roadflax.models import roadnet, steps
-from roadflax.runs import workdirs
+from roadflax.data import image_folder
 from roadflax.errors import UserError
+from roadflax.export.trained import TrainedClassifier
 from roadflax.files import atomic_write_json
-
-# Images per model call when predicting files or uploads.
-PREDICT_BATCH_SIZE = 32
-
-
-def in_batches(
-    function: Callable[[np.ndarray], Any],
-    images: np.ndarray,
-    batch_size: int = PREDICT_BATCH_SIZE,
-) -> np.ndarray:
-  """`function(images)`, called on batches of at most `batch_size` images.
-
-  A jitted model compiles once per batch shape, so a last, smaller batch is
-  padded to a power of two: any number of images costs a few compilations
-  (1, 2, 4, ... up to `batch_size` images), and memory stays that of one batch.
-  """
-  outputs = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start : start + batch_size]
-    padded = np.zeros(
-        (min(batch_size, 1 << (len(chunk) - 1).bit_length()), *chunk.shape[1:]),
-        chunk.dtype,
-    )
-    padded[: len(chunk)] = chunk
-    outputs.append(np.asarray(function(padded))[: len(chunk)])
-  return np.concatenate(outputs)
+from roadflax.models import steps
+from roadflax.serve import model
 
 
 @dataclasses.dataclass
 class Classifier:
-  """A stage's best classifier with the preprocessing it was trained with."""
+  """A stage's best classifier for the web app: `predict` takes normalised
+  images (what the autoencoder beside it takes too), `predict_files` files."""
 
-  params: Any
-  model: roadnet.RoadNet
-  class_names: tuple[str, ...]
-  data_config: ml_collections.ConfigDict  # image_size, contrast, mean, std
-  stage_dir: str
-  step: int
+  trained: TrainedClassifier
 
   def __post_init__(self):
-    self._predict = steps.jit_predict_step(self.model)
+    self._predict = steps.jit_predict_step(self.trained.model)
+    self._model = model.Model(
+        self.trained.jit_pixels_function(),
+        self.class_names,
+        self.trained.preprocessing,
+        self.stage_dir,
+    )
 
   @classmethod
   def load(cls, workdir: str, stage: str | None = None) -> "Classifier":
     """The best checkpoint of `stage` (default: the last classification stage)."""
-    run = workdirs.load_run(workdir)
-    stage_dir = os.path.join(workdir, workdirs.classifier_stage(workdir, stage))
-    params, model, step = workdirs.load_best_params(stage_dir, run)
-    data_config = ml_collections.ConfigDict(
-        {key: run[key] for key in ("image_size", "contrast", "mean", "std")}
+    return cls(TrainedClassifier.load(workdir, stage))
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.trained.class_names
+
+  @property
+  def data_config(self) -> ml_collections.ConfigDict:
+    """image_size, contrast, mean and std."""
+    return ml_collections.ConfigDict(
+        dataclasses.asdict(self.trained.preprocessing)
     )
-    return cls(
-        params, model, tuple(run["class_names"]), data_config, stage_dir, step
-    )
+
+  @property
+  def stage_dir(self) -> str:
+    return os.path.join(self.trained.workdir, self.trained.stage)
+
+  @property
+  def step(self) -> int:
+    return self.trained.step
 
   def predict(self, images: np.ndarray) -> np.ndarray:
     """Probabilities [N, classes] for preprocessed images [N, S, S, 3]."""
-    return np.asarray(self._predict(self.params, images))
+    return np.asarray(self._predict(self.trained.params, images))
 
   def predict_files(
-      self, paths: Sequence[str], batch_size: int = PREDICT_BATCH_SIZE
+      self, paths: Sequence[str], batch_size: int = model.PREDICT_BATCH_SIZE
   ) -> list[dict[str, Any]]:
-    """The class and probabilities of each file, in order.
+    """`records` of each file's prediction, in order; `batch_size` files at a
+    time, so memory does not grow with their number."""
+    return records(paths, self._model.predict(paths, batch_size))
 
-    A file that is not a readable image gets an `"error"` instead, so one bad
-    file in a folder does not cost the others their predictions. Files are
-    read `batch_size` at a time: memory does not grow with their number.
-    """
-    results = []
-    for start in range(0, len(paths), batch_size):
-      chunk = paths[start : start + batch_size]
-      images, errors = [], {}
-      for path in chunk:
-        try:
-          images.append(preprocess.load_image(path, self.data_config))
-        except UserError as error:
-          errors[path] = str(error)
-      probabilities = iter(
-          in_batches(self.predict, np.stack(images), batch_size)
-          if images
-          else ()
-      )
-      for path in chunk:
-        if path in errors:
-          results.append({"path": path, "error": errors[path]})
-          continue
-        p = next(probabilities)
-        results.append({
-            "path": path,
-            "class": self.class_names[int(np.argmax(p))],
-            "probabilities": {n: float(q) for n, q in zip(self.class_names, p)},
-        })
-    return results
+
+def records(
+    paths: Sequence[str], predictions: model.Predictions
+) -> list[dict[str, Any]]:
+  """One JSON-ready dict per file: its class and probabilities, or the
+  `"error"` that cost it its prediction."""
+  results = []
+  for path, name, row, error in zip(
+      paths, predictions.classes, predictions.probabilities, predictions.errors
+  ):
+    if error is not None:
+      results.append({"path": path, "error": error})
+      continue
+    results.append({
+        "path": path,
+        "class": name,
+        "probabilities": {
+            n: float(q) for n, q in zip(predictions.class_names, row)
+        },
+    })
+  return results
 
 
 def image_paths(inputs: Sequence[str]) -> list[str]:
@@ -139,8 +121,9 @@ def predict_main(
     raise UserError(
         "nothing to predict: give --input=PATH (image files or folders)"
     )
-  classifier = Classifier.load(workdir, stage)
-  results = classifier.predict_files(image_paths(inputs))
+  trained = model.load(workdir, stage)
+  paths = image_paths(inputs)
+  results = records(paths, trained.predict(paths))
   predictions = [r for r in results if "error" not in r]
   skipped = [r for r in results if "error" in r]
   if not predictions:
@@ -166,9 +149,7 @@ def predict_main(
     atomic_write_json(
         output,
         {
-            "workdir": workdir,
-            "stage_dir": classifier.stage_dir,
-            "checkpoint_step": classifier.step,
+            "model": trained.source,
             "predictions": predictions,
             "skipped": skipped,
         },

@@ -17,7 +17,6 @@ from roadflax.runs import workdirs
 from roadflax.errors import UserError
 
 APP_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.py")
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(APP_SCRIPT)))
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -62,14 +61,8 @@ def serve(workdir: str, *, stage: str | None, address: str, port: int) -> None:
       port already in use, are printed above).
   """
   workdirs.classifier_stage(workdir, stage)
-  # The app imports roadflax, which Python finds from the repo root only.
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      filter(None, [_REPO_ROOT, env.get("PYTHONPATH")])
-  )
   server = subprocess.Popen(
       _streamlit_command(workdir, stage=stage, address=address, port=port),
-      env=env,
       start_new_session=True,
   )
   stopped = _forward_signals_to(server)

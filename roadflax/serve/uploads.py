@@ -18,7 +18,7 @@ from PIL import Image
 from roadflax.data import exif, image_folder, preprocess
 from roadflax.errors import UserError
 from roadflax.results import visuals
-from roadflax.serve import predict
+from roadflax.serve import model, predict
 from roadflax.serve.autoencoder import Autoencoder
 
 # PNG signature (8), IHDR length and type (8), width and height (8).
@@ -61,7 +61,7 @@ def describe_uploads(
 
   A bad file must not cost the others their predictions, so each problem is
   recorded on its file's `Upload` rather than raised. The readable images go
-  through each model together, in batches (`predict.in_batches`).
+  through each model together, in batches (`model.in_batches`).
 
   Args:
     files: (name, contents) pairs, in the order to show them.
@@ -80,9 +80,9 @@ def describe_uploads(
   if not readable:
     return uploads
   images = np.stack([upload.model_input for upload in readable])
-  probabilities = predict.in_batches(classifier.predict, images)
+  probabilities = model.in_batches(classifier.predict, images)
   reconstructions = (
-      predict.in_batches(autoencoder.reconstruct, images)
+      model.in_batches(autoencoder.reconstruct, images)
       if autoencoder is not None
       else [None] * len(readable)
   )

@@ -11,7 +11,7 @@ day in two splits); --config.data.cache=disk keeps decoded 224x224 frames on
 disk (about 150 KB each) for accelerators that JPEG decoding cannot keep busy.
 """
 
-from configs import default
+from roadflax.configs import default
 
 
 def get_config():

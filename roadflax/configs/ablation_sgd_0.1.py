@@ -2,7 +2,7 @@
 
 On the demo data: --config=FILE:synthetic (the base config after the colon)."""
 
-import configs
+from roadflax import configs
 
 
 def get_config(base=None):

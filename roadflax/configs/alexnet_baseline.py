@@ -4,7 +4,7 @@ On the demo data: --config=configs/alexnet_baseline.py:synthetic."""
 
 import ml_collections
 
-import configs
+from roadflax import configs
 
 
 def get_config(base=None):

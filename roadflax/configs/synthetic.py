@@ -6,7 +6,7 @@ and a few thousand images. `default.py` stays at the published 224x224.
   python main.py --config=configs/synthetic.py --workdir=runs/demo
 """
 
-from configs import default
+from roadflax.configs import default
 
 
 def get_config():

@@ -8,7 +8,7 @@ the train counts (--config.data.balance=resample draws classes equally often
 instead; none trains on the raw frequencies).
 """
 
-from configs import default
+from roadflax.configs import default
 
 
 def get_config():

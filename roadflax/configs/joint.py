@@ -2,8 +2,8 @@
 
 import ml_collections
 
-import configs
-from configs import default
+from roadflax import configs
+from roadflax.configs import default
 
 
 def get_config(base=None):

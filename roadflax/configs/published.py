@@ -6,7 +6,7 @@ On small data sets it fails (README: "What the published recipe needs");
 `default.py` is the same method made to learn them.
 On the demo data: --config=configs/published.py:synthetic."""
 
-import configs
+from roadflax import configs
 
 _AS_PUBLISHED = dict(
     schedule="constant",

@@ -1,0 +1,217 @@
+"""The roadflax command (`roadflax ...`, or `python main.py ...` in a checkout):
+train, evaluate, predict, export, serve, compare, or summarise.
+
+roadflax --config=roadflax:synthetic --workdir=runs/demo
+roadflax --mode=evaluate --workdir=runs/demo
+roadflax --mode=predict --workdir=runs/demo --input=photo.jpg
+roadflax --mode=export --workdir=runs/demo --format=onnx --output=exports/onnx
+roadflax --mode=serve --workdir=runs/demo
+roadflax --mode=compare --workdir='runs/*' --output=runs
+roadflax --mode=summary --config=roadflax:default
+"""
+
+import os
+import re
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from roadflax import configs, console
+from roadflax.export import runtimes
+from roadflax.models import roadnet
+from roadflax.serve import predict
+from roadflax.training import evaluate, sharding, train
+from roadflax.errors import UserError
+
+MODES = (
+    "train",
+    "evaluate",
+    "predict",
+    "export",
+    "serve",
+    "compare",
+    "summary",
+)
+
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config: a file (configs/NAME.py[:ARG] in a checkout) or a"
+    " shipped one by name (roadflax:NAME[:ARG]).",
+    lock_config=True,
+)
+flags.DEFINE_multi_string(
+    "workdir",
+    [],
+    "Directory for checkpoints, TensorBoard events and "
+    "reports; compare: several, or a quoted glob.",
+)
+flags.DEFINE_enum("mode", "train", MODES, "The job to run.")
+flags.DEFINE_multi_string("input", [], "predict: image files or folders.")
+flags.DEFINE_string(
+    "output",
+    None,
+    "predict: a JSON file for the predictions; export: the folder to write;"
+    " compare: the folder for comparison.md/.csv/.png (default: .).",
+)
+flags.DEFINE_string(
+    "stage",
+    None,
+    "predict, export, serve: the stage to use (default: the last "
+    "classification stage).",
+)
+flags.DEFINE_enum(
+    "format",
+    None,
+    list(runtimes.FORMATS),
+    "export: the file format.",
+)
+flags.DEFINE_string("address", "localhost", "serve: the address to listen on.")
+flags.DEFINE_integer("port", 8501, "serve: the port to listen on.")
+flags.DEFINE_string(
+    "coordinator",
+    None,
+    "train on several processes (hosts): "
+    "HOST:PORT of process 0, the same for every process, with "
+    "--num_processes and --process_id; 'auto' on Cloud TPU or SLURM.",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "With --coordinator: how many processes."
+)
+flags.DEFINE_integer(
+    "process_id", None, "With --coordinator: this process, 0 to N-1."
+)
+FLAGS = flags.FLAGS
+
+
+def run(argv: list[str]) -> None:
+  console.show_roadflax_logs_only()
+  if len(argv) > 1:
+    raise UserError(
+        f"unexpected arguments {argv[1:]}: every option is a --flag"
+    )
+  try:
+    config = FLAGS.config
+    if config is not None:
+      config.keys()  # config_flags defers a load failure to the first use
+  except OSError as error:
+    raise UserError(
+        "cannot load the --config file:"
+        f" {str(error).strip().splitlines()[-1].strip()}"
+    ) from None
+  mode, workdirs = FLAGS.mode, FLAGS.workdir
+  if FLAGS.coordinator:
+    sharding.join_processes(
+        FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id
+    )
+  if mode in ("train", "summary") and config is None:
+    raise UserError(
+        f"--mode={mode} needs --config=configs/NAME.py or"
+        " --config=roadflax:NAME"
+    )
+  if mode == "compare":
+    from roadflax.results import compare  # matplotlib is needed by this mode only
+
+    compare.compare_main(workdirs, FLAGS.output or ".")
+    return
+  if mode == "summary":
+    model = roadnet.create_model(config.model, num_classes=3)
+    print(roadnet.summary(model, config.data.image_size))
+    return
+  if len(workdirs) != 1:
+    raise UserError(f"--mode={mode} needs one --workdir=DIR")
+  workdir = workdirs[0]
+  if mode == "train":
+    train.train_and_evaluate(config, workdir)
+  elif mode == "evaluate":
+    data_config = config.data if config is not None else None
+    if runtimes.is_export(workdir):
+      from roadflax.export import evaluation  # the export's runtime
+
+      evaluation.evaluate_export(workdir, data_config)
+    else:
+      evaluate.evaluate_workdir(workdir, data_config)
+  elif mode == "predict":
+    predict.predict_main(workdir, FLAGS.input, FLAGS.output, FLAGS.stage)
+  elif mode == "export":
+    _export(workdir, config)
+  else:
+    from roadflax.serve import serving  # streamlit is needed by this mode only
+
+    serving.serve(
+        workdir, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port
+    )
+
+
+def _export(workdir: str, config) -> None:
+  if FLAGS.format is None or not FLAGS.output:
+    raise UserError(
+        "--mode=export needs --format=FORMAT (one of"
+        f" {', '.join(runtimes.FORMATS)}) and --output=DIR"
+    )
+  from roadflax.export import exporters  # converters load on demand
+
+  exporters.export_model(
+      workdir,
+      FLAGS.stage,
+      FLAGS.format,
+      FLAGS.output,
+      data_config=config.data if config is not None else None,
+  )
+
+
+def fail(message: str) -> None:
+  logging.flush()
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with config mistakes reported in one line."""
+  try:
+    return FLAGS(_shipped_configs_resolved(argv))
+  except ValueError as error:  # no such shipped config
+    fail(str(error))
+  except flags.Error as error:
+    fail(str(error))
+  except (
+      AttributeError,
+      KeyError,
+  ) as error:  # ml_collections: no such config key
+    key = re.search(r'instead of "(\w+)"', str(error)) or re.search(
+        r"'(\w+)'", str(error)
+    )
+    hint = re.search(r'Did you mean "(\w+)"', str(error))
+    fail(
+        f"unknown config key {key.group(1) if key else str(error)!r}"
+        + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+        + "; every key is listed in configs/default.py"
+    )
+
+
+def _shipped_configs_resolved(argv: list[str]) -> list[str]:
+  """argv with `--config=roadflax:NAME` (or `--config roadflax:NAME`) as
+  the path of the shipped config file."""
+  resolved = list(argv)
+  for i, arg in enumerate(resolved):
+    if arg.startswith("--config="):
+      resolved[i] = "--config=" + configs.resolve(arg[len("--config=") :])
+    elif arg == "--config" and i + 1 < len(resolved):
+      resolved[i + 1] = configs.resolve(resolved[i + 1])
+  return resolved
+
+
+def execute(argv: list[str]) -> None:
+  """Runs the parsed command; a user's mistake ends in one `error:` line."""
+  try:
+    run(argv)
+  except UserError as error:
+    fail(str(error))
+
+
+def main() -> None:
+  """The `roadflax` console command."""
+  app.run(execute, flags_parser=parse_flags)

@@ -1,0 +1,217 @@
+"""`roadflax.load(...).predict(images)`: a trained model from Python.
+
+    model = roadflax.load("runs/demo")       # a workdir, or an export folder
+    result = model.predict(["a.jpg", b"...", pil_image, uint8_array])
+    result.classes, result.probabilities
+
+Every item goes through training's preprocessing (`preprocess`): files and
+bytes are decoded and turned upright by their EXIF orientation, PIL images
+by `ImageOps.exif_transpose`; then all are Lanczos-resized to the model's
+size and given the contrast it was trained with. A workdir predicts with
+JAX; an export with its own runtime (`export.runtimes`), from the same uint8
+pixels.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from roadflax.data import preprocess
+from roadflax.data.preprocess import Preprocessing
+from roadflax.errors import UserError
+from roadflax.export import runtimes
+from roadflax.export.trained import TrainedClassifier
+
+# Images per model call.
+PREDICT_BATCH_SIZE = 32
+
+
+def in_batches(
+    function: Callable[[np.ndarray], Any],
+    images: np.ndarray,
+    batch_size: int = PREDICT_BATCH_SIZE,
+) -> np.ndarray:
+  """`function(images)`, called on batches of at most `batch_size` images.
+
+  A jitted model compiles once per batch shape, so a last, smaller batch is
+  padded to a power of two: any number of images costs a few compilations
+  (1, 2, 4, ... up to `batch_size` images), and memory stays that of one batch.
+  """
+  outputs = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start : start + batch_size]
+    padded = np.zeros(
+        (min(batch_size, 1 << (len(chunk) - 1).bit_length()), *chunk.shape[1:]),
+        chunk.dtype,
+    )
+    padded[: len(chunk)] = chunk
+    outputs.append(np.asarray(function(padded))[: len(chunk)])
+  return np.concatenate(outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+  """What `Model.predict` found for each item, in the order given.
+
+  An item that could not be read has class None, a row of NaN
+  probabilities and its reason in `errors`; the others are unaffected.
+  """
+
+  classes: list[str | None]
+  probabilities: np.ndarray  # float32 [N, len(class_names)]
+  errors: list[str | None]
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.classes)
+
+
+class Model:
+  """A trained classifier and the preprocessing it was trained with."""
+
+  def __init__(
+      self,
+      probabilities: Callable[[np.ndarray], np.ndarray],
+      class_names: Sequence[str],
+      preprocessing: Preprocessing,
+      source: str,
+  ):
+    """`probabilities` maps uint8 pixels [N, S, S, 3] to [N, classes]."""
+    self._probabilities = probabilities
+    self.class_names = tuple(class_names)
+    self.preprocessing = preprocessing
+    self.source = source
+
+  def __repr__(self) -> str:
+    return (
+        f"Model({self.source!r}, classes={list(self.class_names)},"
+        f" image_size={self.preprocessing.image_size})"
+    )
+
+  def predict(
+      self, images: Any, batch_size: int = PREDICT_BATCH_SIZE
+  ) -> Predictions:
+    """Classifies each image.
+
+    Args:
+      images: one image or a sequence of them; an image is a file path, the
+        bytes of a JPEG or PNG, a PIL image, or a uint8 RGB array [H, W, 3]
+        of any size; a uint8 array [N, H, W, 3] is N images.
+      batch_size: images per model call; memory stays that of one batch.
+
+    Raises:
+      UserError: `images` as a whole is not something to classify (a float
+        or wrongly shaped array, an unknown type). A single unreadable file
+        or undecodable bytes is not raised: its entry in `errors` says why.
+    """
+    items = _items(images)
+    probabilities = np.full(
+        (len(items), len(self.class_names)), np.nan, np.float32
+    )
+    errors: list[str | None] = [None] * len(items)
+    for start in range(0, len(items), batch_size):
+      pixels, places = [], []
+      for place in range(start, min(start + batch_size, len(items))):
+        try:
+          pixels.append(self.pixels(items[place]))
+          places.append(place)
+        except UserError as error:
+          errors[place] = str(error)
+      if pixels:
+        probabilities[places] = in_batches(
+            self._probabilities, np.stack(pixels), batch_size
+        )
+    classes = [
+        None if error else self.class_names[int(np.argmax(row))]
+        for row, error in zip(probabilities, errors)
+    ]
+    return Predictions(classes, probabilities, errors, self.class_names)
+
+  def pixels(self, image: Any) -> np.ndarray:
+    """One image as the model sees it, before normalising: uint8 [S, S, 3].
+
+    Raises:
+      UserError: the image cannot be read.
+    """
+    p = self.preprocessing
+    if isinstance(image, (str, os.PathLike)):
+      return preprocess.file_pixels(os.fspath(image), p)
+    if isinstance(image, (bytes, bytearray)):
+      return preprocess.bytes_pixels(bytes(image), p)
+    if isinstance(image, Image.Image):
+      image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    return preprocess.resize_and_contrast(
+        tf.constant(image), p.image_size, p.contrast
+    ).numpy()
+
+
+def _items(images: Any) -> list[Any]:
+  """`images` as a list of single images; whole-input mistakes raised."""
+  if isinstance(images, np.ndarray):
+    _check_array(images, "the array")
+    return list(images) if images.ndim == 4 else [images]
+  if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image)):
+    return [images]
+  if not isinstance(images, Iterable):
+    raise UserError(
+        f"cannot classify a {type(images).__name__}: give file paths, image"
+        " bytes, PIL images or uint8 RGB arrays"
+    )
+  items = list(images)
+  for number, item in enumerate(items):
+    if isinstance(item, np.ndarray):
+      _check_array(item, f"item {number}", images=False)
+    elif not isinstance(
+        item, (str, os.PathLike, bytes, bytearray, Image.Image)
+    ):
+      raise UserError(
+          f"item {number} is a {type(item).__name__}: give file paths, image"
+          " bytes, PIL images or uint8 RGB arrays"
+      )
+  return items
+
+
+def _check_array(array: np.ndarray, name: str, images: bool = True) -> None:
+  shapes = "[H, W, 3] or [N, H, W, 3]" if images else "[H, W, 3]"
+  if array.ndim not in ((3, 4) if images else (3,)) or array.shape[-1] != 3:
+    raise UserError(
+        f"{name} has shape {array.shape}; give RGB images as uint8 {shapes}"
+    )
+  if array.dtype != np.uint8:
+    raise UserError(
+        f"{name} is {array.dtype}; give uint8 pixels 0..255 (for floats in"
+        " 0..1: (x * 255).round().astype(np.uint8))"
+    )
+  if min(array.shape[-3:-1]) == 0:
+    raise UserError(f"{name} has shape {array.shape}: an image without pixels")
+
+
+def load(path: str, stage: str | None = None) -> Model:
+  """A trained model: a workdir's classifier, or an export folder.
+
+  Args:
+    path: a roadflax workdir (its best checkpoint of `stage`, by default the
+      last classification stage), or a folder written by `--mode=export`.
+    stage: for a workdir, which classification stage.
+
+  Raises:
+    UserError: `path` is neither, or has no trained classifier.
+  """
+  if runtimes.is_export(path):
+    if stage is not None:
+      raise UserError(f"{path} is an export: it has no stages to choose from")
+    export = runtimes.load_export(path)
+    return Model(
+        export.probabilities, export.class_names, export.preprocessing, path
+    )
+  classifier = TrainedClassifier.load(path, stage)
+  return Model(
+      classifier.jit_pixels_function(),
+      classifier.class_names,
+      classifier.preprocessing,
+      os.path.join(path, classifier.stage),
+  )

@@ -1,0 +1,547 @@
+"""Exports: every format written from a trained workdir keeps its parity
+bound with JAX, says what it is in its metadata and model card, runs again
+through `load_export`, and evaluates itself; user mistakes are one line."""
+
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import roadflax
+from roadflax.configs import default, rscd3
+from roadflax.data import image_folder, preprocess
+from roadflax.errors import UserError
+from roadflax.export import cards, converters, evaluation, exporters, parity
+from roadflax.export import runtimes, trained
+from roadflax.models import roadnet
+from roadflax.training import train
+from tests import helpers
+
+IMAGE_SIZE = 67
+TEST_PER_CLASS = 40
+TRAIN_PER_CLASS = 20
+
+
+def _write_colour_tree(root: str) -> str:
+  """ROOT/{train,val,test}/CLASS/*.jpg: class k's images are noise with
+  channel k raised, a pattern the network learns in a few dozen steps."""
+  rng = np.random.default_rng(0)
+  per_split = {"train": TRAIN_PER_CLASS, "val": 4, "test": TEST_PER_CLASS}
+  for split, count in per_split.items():
+    for label, name in enumerate(helpers.CLASSES):
+      folder = os.path.join(root, split, name)
+      os.makedirs(folder)
+      for i in range(count):
+        image = rng.integers(0, 100, (48, 72, 3))
+        image[..., label] += 120
+        Image.fromarray(image.astype(np.uint8)).save(f"{folder}/{i:03d}.jpg")
+  return root
+
+
+@pytest.fixture(scope="session")
+def confident_workdir(tmp_path_factory):
+  """A classifier trained until it is right, and sure, on 120 test images.
+
+  The int8 bound (98% top-1 agreement, accuracy within a point) means
+  something only when predictions are not near-uniform: a barely trained
+  model's classes lie within int8's rounding of each other, and one that
+  always answers the same class agrees with anything. So this model learns
+  its classes (50 steps of the classifier alone, about 15 s), and its test
+  split is large enough that 98% allows two disagreements.
+  """
+  root = _write_colour_tree(str(tmp_path_factory.mktemp("colours")))
+  config = helpers.tiny_config(root, classify=50)
+  config.stage_order = ("classify",)
+  config.stages.classify.update(init_from="", learning_rate=0.02)
+  workdir = str(tmp_path_factory.mktemp("confident"))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def classifier(confident_workdir):
+  return trained.TrainedClassifier.load(confident_workdir)
+
+
+@pytest.fixture(scope="module")
+def test_images(classifier, confident_workdir):
+  """(uint8 pixels, labels) of the test split, read file by file as
+  `roadflax.load` reads them, not as the exporter does."""
+  root = workdir_data_root(confident_workdir)
+  split = image_folder.scan_image_folder(root).splits["test"]
+  pixels = np.stack([
+      preprocess.file_pixels(path, classifier.preprocessing)
+      for path in split.paths
+  ])
+  return pixels, split.labels
+
+
+def workdir_data_root(workdir: str) -> str:
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f)["data"]["root"]
+
+
+@pytest.fixture(scope="module")
+def exported(confident_workdir, tmp_path_factory):
+  """export(format) -> its folder, written once per format for the module.
+
+  The onnx folder starts out as a stale earlier export, which the export
+  replaces (`test_an_earlier_export_is_replaced`).
+  """
+  folder = tmp_path_factory.mktemp("exports")
+  stale = folder / "onnx"
+  stale.mkdir()
+  (stale / runtimes.METADATA_FILE).write_text('{"format": "onnx"}')
+  (stale / "stale.txt").write_text("from an earlier export")
+  done = {}
+
+  def export(format_name: str) -> str:
+    if format_name not in done:
+      done[format_name] = exporters.export_model(
+          confident_workdir, None, format_name, str(folder / format_name)
+      )
+    return done[format_name]
+
+  return export
+
+
+def read_metadata(directory: str) -> dict:
+  with open(os.path.join(directory, runtimes.METADATA_FILE)) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize("format_name", runtimes.FORMATS)
+def test_the_export_keeps_its_parity_bound(exported, format_name):
+  measured = read_metadata(exported(format_name))["parity"]
+
+  assert measured["images"] == 3 * TEST_PER_CLASS
+  # What makes the int8 bound meaningful here (see `confident_workdir`).
+  assert measured["jax_accuracy"] >= 0.95
+  if format_name == "tflite_int8":
+    assert measured["top1_agreement"] >= 0.98
+    assert abs(measured["accuracy"] - measured["jax_accuracy"]) <= 0.01
+  else:
+    bound = {"saved_model": 1e-4, "onnx": 1e-4, "tflite": 1e-3}[format_name]
+    assert measured["max_abs_difference"] <= bound
+    assert measured["top1_agreement"] == 1.0
+  assert measured["within_bound"] is True
+
+
+@pytest.mark.parametrize("format_name", runtimes.FORMATS)
+def test_load_export_gives_what_jax_gives(
+    exported, format_name, classifier, test_images
+):
+  pixels, _ = test_images
+  some = pixels[::9]  # 14 images: a full batch and a part of one
+
+  export = runtimes.load_export(exported(format_name))
+  got = export.probabilities(some)
+
+  assert export.class_names == classifier.class_names
+  assert export.preprocessing == classifier.preprocessing
+  assert got.dtype == np.float32 and got.shape == (len(some), 3)
+  expected = trained.reference_probabilities(classifier, some)
+  if format_name == "tflite_int8":
+    np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(got, expected, atol=0.05)
+  else:
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("format_name", runtimes.FORMATS)
+def test_the_metadata_says_what_goes_in_and_comes_out(
+    exported, format_name, classifier, confident_workdir
+):
+  directory = exported(format_name)
+  metadata = read_metadata(directory)
+
+  assert metadata["format"] == format_name
+  assert os.path.exists(os.path.join(directory, metadata["file"]))
+  assert metadata["class_names"] == list(helpers.CLASSES)
+  assert metadata["preprocessing"] == {
+      **dataclasses.asdict(classifier.preprocessing),
+      "mean": list(classifier.preprocessing.mean),
+      "std": list(classifier.preprocessing.std),
+  }
+  batch = 1 if format_name.startswith("tflite") else None
+  assert metadata["input"] == {
+      "name": "pixels",
+      "dtype": "uint8",
+      "shape": [batch, IMAGE_SIZE, IMAGE_SIZE, 3],
+  }
+  assert metadata["output"]["dtype"] == "float32"
+  assert metadata["output"]["shape"] == [batch, 3]
+  assert metadata["source"] == {
+      "workdir": os.path.abspath(confident_workdir),
+      "stage": "classify",
+      "step": classifier.step,
+  }
+  assert metadata["roadflax_version"] == roadflax.__version__
+  assert metadata["data_config"]["root"] == workdir_data_root(confident_workdir)
+  assert metadata["training_data"]["licence"] is None
+  assert ("calibration" in metadata) == (format_name == "tflite_int8")
+
+
+def test_int8_is_calibrated_on_the_whole_small_train_split(exported):
+  metadata = read_metadata(exported("tflite_int8"))
+
+  # 300 at most: all 60 training images here.
+  assert metadata["calibration"] == {
+      "split": "train",
+      "images": 3 * TRAIN_PER_CLASS,
+  }
+  assert "int8" in metadata["output"]["meaning"]
+
+
+@pytest.mark.parametrize("format_name", ["onnx", "tflite_int8"])
+def test_the_model_card_tells_how_to_use_the_model(
+    exported, format_name, confident_workdir
+):
+  directory = exported(format_name)
+  with open(os.path.join(directory, runtimes.CARD_FILE)) as f:
+    card = f.read()
+  with open(os.path.join(confident_workdir, "classify", "report.json")) as f:
+    report = json.load(f)
+
+  for name in helpers.CLASSES:
+    f1 = report["per_class"][name]["f1"]
+    assert f"| {name} | {f1:.4f} |" in card
+  assert f"test accuracy: {report['accuracy']:.4f}" in card
+  for step in ("EXIF", f"{IMAGE_SIZE}x{IMAGE_SIZE} with Lanczos", "aspect"):
+    assert step in card
+  assert "ImageEnhance.Contrast(1.5)" in card
+  assert "uint8 [N, 67, 67, 3]" in card or "uint8 [1, 67, 67, 3]" in card
+  assert parity.summary(read_metadata(directory)["parity"]) in card
+  assert "## Intended use and limits" in card
+  assert "image folder" in card and "Licence" not in card
+
+
+def test_the_card_of_a_model_trained_on_rscd_notes_its_licence(exported):
+  metadata = read_metadata(exported("onnx"))
+  rscd = rscd3.get_config().data
+  metadata["training_data"] = {
+      "source": rscd.source,
+      "description": cards.describe_data(rscd),
+      "licence": cards.RSCD_LICENCE if cards.is_rscd(rscd) else None,
+  }
+
+  card = cards.model_card(metadata)
+
+  assert "RSCD, variant 3class" in card
+  assert "## Licence" in card and "CC BY-NC 4.0" in card
+  assert "non-commercial" in card
+
+
+def test_rscd_is_recognised_by_source_or_tfds_name():
+  data = default.get_config().data
+  assert not cards.is_rscd(data)
+  assert cards.is_rscd(rscd3.get_config().data)
+  data.source, data.tfds_name = "tfds", "rscd/27class"
+  assert cards.is_rscd(data)
+  data.tfds_name = "beans"
+  assert not cards.is_rscd(data)
+
+
+def test_the_saved_model_takes_any_batch_and_holds_the_class_names(exported):
+  import tensorflow as tf
+
+  loaded = tf.saved_model.load(
+      os.path.join(exported("saved_model"), "saved_model")
+  )
+  serve = loaded.signatures["serving_default"]
+  (given,) = serve.structured_input_signature[1].values()
+  (returned,) = serve.structured_outputs.values()
+
+  # (Parity ran it on batches of 32 and 24 images, the round trip on 14.)
+  assert given.name == "pixels" and given.dtype == tf.uint8
+  assert given.shape.as_list() == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+  assert returned.dtype == tf.float32
+  assert returned.shape.as_list() == [None, 3]
+  assert [name.decode() for name in loaded.class_names.numpy()] == list(
+      helpers.CLASSES
+  )
+
+
+@pytest.mark.parametrize("format_name", ["tflite", "tflite_int8"])
+def test_tflite_takes_one_uint8_image_and_gives_float_probabilities(
+    exported, format_name
+):
+  from ai_edge_litert import interpreter
+
+  path = os.path.join(exported(format_name), runtimes.MODEL_FILES[format_name])
+  runner = interpreter.Interpreter(model_path=path).get_signature_runner(
+      "serving_default"
+  )
+  (given,) = runner.get_input_details().values()
+  (returned,) = runner.get_output_details().values()
+
+  assert given["dtype"] == np.uint8
+  assert list(given["shape"]) == [1, IMAGE_SIZE, IMAGE_SIZE, 3]
+  assert returned["dtype"] == np.float32
+  assert list(returned["shape"]) == [1, 3]
+
+
+def test_int8_weights_take_a_quarter_of_the_float_file(exported):
+  sizes = {
+      name: os.path.getsize(
+          os.path.join(exported(name), runtimes.MODEL_FILES[name])
+      )
+      for name in ("tflite", "tflite_int8")
+  }
+  assert sizes["tflite_int8"] < 0.3 * sizes["tflite"]
+
+
+def test_onnx_has_a_dynamic_batch_and_the_class_names(exported, test_images):
+  import onnx
+  import onnxruntime
+
+  path = os.path.join(exported("onnx"), "model.onnx")
+  session = onnxruntime.InferenceSession(
+      path, providers=["CPUExecutionProvider"]
+  )
+  (given,) = session.get_inputs()
+  props = {p.key: p.value for p in onnx.load(path).metadata_props}
+
+  assert given.name == "pixels" and given.type == "tensor(uint8)"
+  assert isinstance(given.shape[0], str)
+  assert json.loads(props["class_names"]) == list(helpers.CLASSES)
+  for count in (1, 5):
+    (got,) = session.run(None, {"pixels": test_images[0][:count]})
+    assert got.shape == (count, 3)
+
+
+def test_a_decoder_head_goes_to_onnx_one_image_at_a_time(
+    classifier, test_images, tmp_path
+):
+  import jax
+  import onnxruntime
+
+  # jax2onnx resizes (the decoder's up-sampling) for a known batch only.
+  model = roadnet.RoadNet(num_classes=3, head_input="decoder")
+  decoder_head = dataclasses.replace(
+      classifier,
+      model=model,
+      params=roadnet.init_params(model, jax.random.key(0), IMAGE_SIZE),
+  )
+  one = test_images[0][:1]
+
+  assert converters.convert("onnx", decoder_head, str(tmp_path)) == 1
+
+  session = onnxruntime.InferenceSession(
+      str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+  )
+  assert session.get_inputs()[0].shape == [1, IMAGE_SIZE, IMAGE_SIZE, 3]
+  np.testing.assert_allclose(
+      session.run(None, {"pixels": one})[0],
+      trained.reference_probabilities(decoder_head, one),
+      atol=1e-4,
+      rtol=0,
+  )
+
+
+def test_an_earlier_export_is_replaced(exported):
+  directory = exported("onnx")
+
+  assert sorted(os.listdir(directory)) == [
+      "model.onnx",
+      "model_card.md",
+      "roadflax_export.json",
+  ]
+  # Nothing is left of the folders the exports were staged in.
+  assert not [
+      name
+      for name in os.listdir(os.path.dirname(directory))
+      if name.startswith(".")
+  ]
+
+
+def test_evaluate_export_reports_the_accuracy_of_its_probabilities(
+    exported, test_images
+):
+  directory = exported("onnx")
+  pixels, labels = test_images
+  expected = np.mean(
+      runtimes.load_export(directory).probabilities(pixels).argmax(1) == labels
+  )
+
+  report = evaluation.evaluate_export(directory, None)
+
+  with open(os.path.join(directory, "report.json")) as f:
+    assert json.load(f) == report
+  assert os.path.exists(os.path.join(directory, "report.md"))
+  assert report["num_examples"] == len(labels)
+  assert report["accuracy"] == pytest.approx(expected)
+  assert report["export_format"] == "onnx"
+  assert runtimes.is_export(directory)
+
+
+def test_evaluate_export_reads_the_data_it_is_given(
+    exported, confident_workdir
+):
+  directory = exported("onnx")
+  data = default.get_config().data
+  data.root = workdir_data_root(confident_workdir)
+
+  report = evaluation.evaluate_export(directory, data)
+
+  assert report["num_examples"] == 3 * TEST_PER_CLASS
+  assert report["data_root"] == data.root
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+  message = str(error.value)
+  assert message and "\n" not in message
+  return message
+
+
+def test_data_of_other_classes_is_refused(exported, tmp_path):
+  data = default.get_config().data
+  data.root = helpers.write_image_tree(
+      str(tmp_path),
+      per_split={"train": 1, "val": 1, "test": 1},
+      classes=("dry", "wet", "snow"),
+  )
+
+  with pytest.raises(UserError) as error:
+    evaluation.evaluate_export(exported("onnx"), data)
+
+  assert "trained on ['asphalt', 'concrete', 'gravel']" in one_line(error)
+
+
+def test_an_unknown_format_is_refused(confident_workdir, tmp_path):
+  with pytest.raises(UserError) as error:
+    exporters.export_model(confident_workdir, None, "tfjs", str(tmp_path))
+
+  assert "'tfjs' is not one of saved_model, tflite" in one_line(error)
+
+
+def test_a_folder_holding_other_files_is_refused(confident_workdir, tmp_path):
+  (tmp_path / "notes.txt").write_text("mine")
+
+  with pytest.raises(UserError) as error:
+    exporters.export_model(confident_workdir, None, "onnx", str(tmp_path))
+
+  assert "holds files but no earlier export" in one_line(error)
+  assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_a_workdir_without_a_classifier_is_refused(tmp_path):
+  with pytest.raises(UserError) as error:
+    exporters.export_model(
+        str(tmp_path), None, "onnx", str(tmp_path / "export")
+    )
+
+  assert "is not a roadflax workdir" in one_line(error)
+  assert not (tmp_path / "export").exists()
+
+
+def test_a_folder_that_is_no_export_is_refused(confident_workdir):
+  with pytest.raises(UserError) as error:
+    runtimes.load_export(confident_workdir)
+  assert "is not a roadflax export" in one_line(error)
+
+  with pytest.raises(UserError) as error:
+    evaluation.evaluate_export(confident_workdir, None)
+  assert "is not a roadflax export" in one_line(error)
+
+
+def test_an_export_takes_only_uint8_pixels_of_its_size(exported):
+  export = runtimes.load_export(exported("onnx"))
+
+  with pytest.raises(UserError) as error:
+    export.probabilities(np.zeros((2, 67, 67, 3), np.float32))
+  assert "uint8 pixels [N, 67, 67, 3], got float32" in one_line(error)
+  with pytest.raises(UserError):
+    export.probabilities(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_a_missing_converter_package_is_named(
+    confident_workdir, tmp_path, monkeypatch
+):
+  monkeypatch.setitem(sys.modules, "jax2onnx", None)  # import fails
+
+  with pytest.raises(UserError) as error:
+    exporters.export_model(
+        confident_workdir, None, "onnx", str(tmp_path / "export")
+    )
+
+  assert one_line(error) == (
+      "the onnx format needs jax2onnx: pip install 'roadflax[export]'"
+  )
+
+
+def test_a_missing_runtime_package_is_named(exported, monkeypatch):
+  directory = exported("tflite")
+  monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+
+  with pytest.raises(UserError) as error:
+    runtimes.load_export(directory)
+
+  assert one_line(error) == (
+      "the tflite format needs ai_edge_litert: pip install 'roadflax[export]'"
+  )
+
+
+def test_roadflax_load_predicts_with_an_export_as_with_its_workdir(
+    exported, confident_workdir
+):
+  root = workdir_data_root(confident_workdir)
+  files = [f"{root}/test/{name}/001.jpg" for name in helpers.CLASSES]
+  from_workdir = roadflax.load(confident_workdir).predict(files)
+
+  for format_name in ("saved_model", "onnx"):
+    model = roadflax.load(exported(format_name))
+    result = model.predict(files + [b"no image"])
+    assert result.classes[:3] == from_workdir.classes
+    np.testing.assert_allclose(
+        result.probabilities[:3], from_workdir.probabilities, atol=1e-4
+    )
+    assert result.classes[3] is None and "not readable" in result.errors[3]
+  with pytest.raises(UserError, match="is an export"):
+    roadflax.load(exported("onnx"), "classify")
+
+
+def test_the_command_exports_and_takes_an_export_as_its_workdir(
+    exported, confident_workdir, tmp_path
+):
+  output = tmp_path / "saved"
+  helpers.run_main(
+      "--mode=export",
+      f"--workdir={confident_workdir}",
+      "--format=saved_model",
+      f"--output={output}",
+      check=True,
+  )
+  assert runtimes.read_metadata(str(output))["format"] == "saved_model"
+
+  image = f"{workdir_data_root(confident_workdir)}/test/gravel/002.jpg"
+  predictions = tmp_path / "predictions.json"
+  result = helpers.run_main(
+      "--mode=predict",
+      f"--workdir={output}",
+      f"--input={image}",
+      f"--output={predictions}",
+      check=True,
+  )
+  assert f"{image}: gravel" in result.stdout
+  assert json.loads(predictions.read_text())["model"] == str(output)
+
+  helpers.run_main("--mode=evaluate", f"--workdir={output}", check=True)
+  assert (output / "report.json").exists()
+
+
+def test_the_command_asks_for_a_format_and_an_output(confident_workdir):
+  line = helpers.error_line(
+      helpers.run_main("--mode=export", f"--workdir={confident_workdir}")
+  )
+  assert "--format=FORMAT" in line and "--output=DIR" in line
+  line = helpers.error_line(
+      helpers.run_main(
+          "--mode=export", f"--workdir={confident_workdir}", "--format=h5"
+      )
+  )
+  assert "--format" in line and "saved_model" in line
