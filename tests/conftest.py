@@ -1,9 +1,24 @@
-"""Shared test setup: quiet TensorFlow, and one small image tree and one
-trained workdir for the whole session."""
+"""Shared test setup: quiet TensorFlow, one JAX compilation cache for the
+run, and one small image tree and one trained workdir for the whole session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Many tests train the same tiny config, in this process, in the parallel
+# workers (which inherit this environment from the process that starts
+# them) and in the commands they run: with one persistent cache for the
+# whole run, each identical program is compiled once. The compiled programs
+# are the same as without it; the cache is new for every run and removed at
+# its end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _compilation_cache = tempfile.mkdtemp(prefix="roadflax-tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _compilation_cache
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  atexit.register(shutil.rmtree, _compilation_cache, ignore_errors=True)
 
 import pytest  # after the environment is set
 
