@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import roadflax
+from roadflax.benchmark import export_benchmark
 from roadflax.configs import default, rscd3
 from roadflax.data import image_folder, preprocess
 from roadflax.errors import UserError
@@ -545,3 +546,24 @@ def test_the_command_asks_for_a_format_and_an_output(confident_workdir):
       )
   )
   assert "--format" in line and "saved_model" in line
+
+
+def test_the_export_benchmark_reports_each_format_against_jax(
+    confident_workdir, tmp_path
+):
+  figures = export_benchmark.measure(
+      confident_workdir, str(tmp_path), ["onnx"], repeats=1
+  )
+
+  onnx = figures["formats"]["onnx"]
+  written = read_metadata(str(tmp_path / "onnx"))
+  assert onnx["parity"] == written["parity"]
+  assert onnx["bytes"] == os.path.getsize(tmp_path / "onnx" / "model.onnx")
+  # 47M float32 weights at 224 px; at 67 px the head is smaller, but the
+  # file still holds millions of them.
+  assert onnx["bytes"] > 4 * 1e6
+  assert onnx["export_seconds"] > 0
+  for system in (figures["jax"], onnx):
+    assert 0 < system["batch_ms"] < 10_000 and 0 < system["single_ms"]
+  row = export_benchmark.table(figures).splitlines()[-1]
+  assert row.startswith("| onnx |") and "x |" in row
