@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from roadflax.models import fast_layers, roadnet
+from roadflax.models import fast_layers, precision, roadnet
 from roadflax.errors import UserError
 
 
@@ -241,3 +241,49 @@ def test_unknown_norm_is_refused():
     roadnet.init_params(
         roadnet.RoadNet(num_classes=3, norm="batch"), jax.random.key(0), 67
     )
+
+
+@pytest.mark.parametrize("head_input", roadnet.HEAD_INPUTS)
+def test_bfloat16_model_computes_in_bfloat16_on_float32_parameters(head_input):
+  float32 = roadnet.RoadNet(num_classes=3, head_input=head_input)
+  model = float32.clone(dtype=jnp.bfloat16)
+  images = jax.ShapeDtypeStruct((2, 67, 67, 3), jnp.float32)
+  # A float32 model's parameters are what the bfloat16 one creates and reads.
+  params = jax.eval_shape(float32.init, jax.random.key(0), images)["params"]
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+  )
+  assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {
+      jnp.dtype(jnp.float32)
+  }
+  (logits, reconstruction), state = jax.eval_shape(
+      lambda p, x: model.apply(
+          {"params": p},
+          x,
+          capture_intermediates=True,
+          mutable=["intermediates"],
+      ),
+      params,
+      images,
+  )
+  layers = state["intermediates"]
+  for path in (
+      ("encoder", "conv1"),
+      ("encoder", "conv6"),
+      ("decoder", "deconv2"),
+      ("decoder", "deconv1"),
+      ("head", "fc2"),
+  ):
+    module = layers[path[0]][path[1]]
+    assert module["__call__"][0].dtype == jnp.bfloat16, path
+  assert logits.dtype == reconstruction.dtype == jnp.float32
+  assert layers["encoder"]["rms"][0].dtype == jnp.float32
+
+
+def test_auto_dtype_follows_the_backend_and_unknown_names_are_refused():
+  assert precision.compute_dtype("auto") == (
+      jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+  )
+  assert precision.compute_dtype("float16") == jnp.float16
+  with pytest.raises(UserError, match="model.dtype"):
+    precision.compute_dtype("float64")

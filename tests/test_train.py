@@ -6,10 +6,12 @@ import os
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from roadflax.datasets import sources
+from roadflax.models import precision
 from roadflax.runs import checkpoints, workdirs
 from roadflax.training import reporting, stage_setup, stage_state, train
 from roadflax.errors import UserError
@@ -34,9 +36,10 @@ def test_both_stages_write_their_outputs(trained_workdir):
     assert json.load(f)["image_size"] == 67
 
 
-def _set_up_classifier(data_root, workdir, **stage_settings):
+def _set_up_classifier(data_root, workdir, *, dtype="auto", **stage_settings):
   """`stage_setup.setup_stage` of the classify stage in a new `workdir`."""
   config = helpers.tiny_config(data_root)
+  config.model.dtype = dtype
   config.stages.classify.update(stage_settings)
   dataset = sources.load_dataset(config.data)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
@@ -88,6 +91,30 @@ def test_classifier_starts_from_the_pretrained_encoder(
       os.path.join(trained_workdir, "classify"), run
   )
   assert _same(classify["decoder"], pretrained["decoder"])
+
+
+def test_a_float32_stage_seeds_a_bfloat16_one_that_keeps_float32_weights(
+    trained_workdir, data_root, tmp_path
+):
+  _, _, (stage, state) = _set_up_classifier(
+      data_root,
+      str(tmp_path),
+      dtype="bfloat16",
+      init_from=os.path.join(trained_workdir, "pretrain"),
+      steps=2,
+  )
+  assert stage.model.dtype == jnp.bfloat16
+  state, trained = train.train_epoch(stage, state, 0, 0)
+  train.end_epoch(stage, state, trained)
+  stage.ckpts.wait()
+  metadata = stage.ckpts.restore_metadata(2)
+  saved = stage.ckpts.restore(2, params=state.params)["params"]
+  _close(stage)
+  assert metadata["compute_dtype"] == "bfloat16"
+  assert {x.dtype for x in jax.tree_util.tree_leaves(saved)} == {
+      jnp.dtype(jnp.float32)
+  }
+  assert np.isfinite(trained.train_metrics["loss"])
 
 
 def test_an_epoch_trains_to_the_end_of_its_pass_and_prints_one_line(
@@ -208,15 +235,9 @@ def test_rerun_skips_complete_stages(trained_workdir, data_root):
   assert before == after
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(
-    data_root, tmp_path, monkeypatch
-):
-  # 24 training images in batches of 4: 6 steps an epoch, so 8 steps cross an
-  # epoch boundary; the interruption comes mid-epoch, after step 3.
-  config = helpers.tiny_config(data_root, classify=8)
-  config.stage_order = ("classify",)
-  config.stages.classify.init_from = ""
-  config.checkpoint_every_steps = 3
+def _run_straight_and_interrupted(config, tmp_path, monkeypatch):
+  """(workdir, workdir) of `config` trained straight through, and killed right
+  after its step-3 checkpoint and run again to the end."""
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   train.train_and_evaluate(config, straight)
 
@@ -234,7 +255,28 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
   monkeypatch.setattr(checkpoints.StageCheckpoints, "save", original_save)
   assert not workdirs.stage_complete(os.path.join(resumed, "classify"))
   train.train_and_evaluate(config, resumed)
+  return straight, resumed
 
+
+def _classify_only(data_root, **stage_settings):
+  """The classify stage alone, from scratch, 8 steps checkpointed every 3.
+
+  24 training images in batches of 4: 6 steps an epoch, so 8 steps cross an
+  epoch boundary; the interruption comes mid-epoch, after step 3.
+  """
+  config = helpers.tiny_config(data_root, classify=8)
+  config.stage_order = ("classify",)
+  config.stages.classify.update(init_from="", **stage_settings)
+  config.checkpoint_every_steps = 3
+  return config
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    data_root, tmp_path, monkeypatch
+):
+  straight, resumed = _run_straight_and_interrupted(
+      _classify_only(data_root), tmp_path, monkeypatch
+  )
   step_a, params_a = helpers.final_params(os.path.join(straight, "classify"))
   step_b, params_b = helpers.final_params(os.path.join(resumed, "classify"))
   assert step_a == step_b == 8
@@ -244,6 +286,49 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
       jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)
   ):
     np.testing.assert_array_equal(a, b)
+
+
+def _checkpoint(stage_dir, step, like):
+  """Everything but `train` that checkpoint `step` of a classify stage with
+  a weight average holds, shaped `like`."""
+  ckpts = checkpoints.StageCheckpoints(
+      os.path.join(stage_dir, "checkpoints"), read_only=True
+  )
+  step = ckpts.latest_step() if step is None else step
+  restored = ckpts.restore(
+      step,
+      params=like,
+      ema_params={tree: like[tree] for tree in ("encoder", "head")},
+  )
+  ckpts.close()
+  return step, restored
+
+
+def test_resume_with_a_weight_average_and_micro_batches_is_exact(
+    data_root, tmp_path, monkeypatch
+):
+  config = _classify_only(data_root, ema_decay=0.9, accumulate_steps=2)
+  straight, resumed = _run_straight_and_interrupted(
+      config, tmp_path, monkeypatch
+  )
+  stage_dir = os.path.join(straight, "classify")
+  run = workdirs.load_run(straight)
+  best, _, best_step = workdirs.load_best_params(stage_dir, run)
+  summary = read_json(os.path.join(stage_dir, workdirs.SUMMARY_FILE))
+  assert summary["compute_dtype"] == precision.compute_dtype("auto").name
+  step_a, a = _checkpoint(stage_dir, None, best)
+  step_b, b = _checkpoint(os.path.join(resumed, "classify"), None, best)
+  assert step_a == step_b == 8
+  # Parameters and their average, bit for bit (see the test above).
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # The best checkpoint's parameters for use are the average of the trees it
+  # averaged, and the decoder it did not train.
+  _, saved = _checkpoint(stage_dir, best_step, best)
+  assert _same(best["head"], saved["ema_params"]["head"])
+  assert _same(best["encoder"], saved["ema_params"]["encoder"])
+  assert not _same(best["head"], saved["params"]["head"])
+  assert _same(best["decoder"], saved["params"]["decoder"])
 
 
 def test_workdir_of_another_class_set_is_refused(trained_workdir, tmp_path):

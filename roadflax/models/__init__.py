@@ -1,7 +1,8 @@
 """The network and what trains it, as pure functions: `roadnet` (the
-AlexNet-style autoencoder with its classifier head), `objectives` (losses and
-metrics per stage objective), `optimizers` (schedules and optax chains) and
-`steps` (jit-compiled train, eval, predict and reconstruct steps).
+AlexNet-style autoencoder with its classifier head), `fast_layers`,
+`precision` (the dtype it computes in), `objectives` (losses and metrics per
+stage objective), `optimizers` (schedules and optax chains) and `steps`
+(jit-compiled train, eval, predict and reconstruct steps).
 
 Imports only the shared basics; never data, training or serving.
 """

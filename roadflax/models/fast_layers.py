@@ -7,9 +7,12 @@ parameters of the Flax layer they replace, so checkpoints do not depend on
 which one ran.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 # Keras's default kernel initialiser, as the published model used.
 GLOROT = nn.initializers.glorot_uniform()
@@ -31,12 +34,14 @@ class StridedConvTranspose(nn.Module):
   kernel_size: int
   stride: int
   out_hw: tuple[int, int]  # output size: (in - 1) * stride + kernel + extra
+  dtype: Any = jnp.float32  # of the computation; the parameters are float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, s = self.kernel_size, self.stride
     kernel = self.param("kernel", GLOROT, (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     taps = -(-k // s)
     # Output pixel s*q + r is the sum over t < taps of input q + t - (taps - 1)
     # times kernel tap s*t + s - 1 - r - front; taps below 0 read the zeros
@@ -97,12 +102,14 @@ class PatchConv(nn.Module):
   patches: bool | None = (
       None  # None: patch matrices on CPUs, for large outputs.
   )
+  dtype: Any = jnp.float32  # of the computation; the parameters are float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, s = self.kernel_size, self.stride
     kernel = self.param("kernel", GLOROT, (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     n, height, width, channels = x.shape
     rows, cols = (height - k) // s + 1, (width - k) // s + 1
     patches = self.patches

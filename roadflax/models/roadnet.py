@@ -8,6 +8,9 @@ run shares one parameter layout and a checkpoint of any stage can seed another.
 
 Layers follow Keras semantics (the published model was Keras): glorot-uniform
 kernels, zero biases, `VALID` / `SAME` padding as in `tf.keras`.
+
+`dtype` is what convolutions and dense layers compute in; the parameters and
+the outputs (logits, reconstruction) are float32 whatever it is.
 """
 
 import dataclasses
@@ -19,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from roadflax.errors import UserError
+from roadflax.models import precision
 from roadflax.models.fast_layers import GLOROT, PatchConv, StridedConvTranspose
 
 HEAD_INPUTS = ("latent", "decoder")
@@ -95,11 +99,12 @@ class _Norm(nn.Module):
   """
 
   kind: str
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.kind == "group":
-      return nn.GroupNorm(num_groups=_GROUPS, name="norm")(x)
+      return nn.GroupNorm(num_groups=_GROUPS, dtype=self.dtype, name="norm")(x)
     return x
 
 
@@ -108,16 +113,20 @@ class Encoder(nn.Module):
 
   norm: str = "none"
   conv1_patches: bool | None = None  # PatchConv's choice; None: by backend
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv1 = PatchConv(96, 11, 4, patches=self.conv1_patches, name="conv1")
-    x = nn.relu(_Norm(self.norm, name="conv1_norm")(conv1(x)))
+    conv = functools.partial(_Conv, padding="SAME", dtype=self.dtype)
+    norm = functools.partial(_Norm, self.norm, dtype=self.dtype)
+    conv1 = PatchConv(
+        96, 11, 4, patches=self.conv1_patches, dtype=self.dtype, name="conv1"
+    )
+    x = nn.relu(norm(name="conv1_norm")(conv1(x)))
     # window_shape by keyword: the max_pool that jax2onnx puts in place of
     # Flax's while it converts (export) takes it no other way.
     x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
-    x = _Conv(256, (5, 5), padding="SAME", name="conv2")(x)
-    x = nn.relu(_Norm(self.norm, name="conv2_norm")(x))
+    x = nn.relu(norm(name="conv2_norm")(conv(256, (5, 5), name="conv2")(x)))
     x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     for name, features in (
         ("conv3", 384),
@@ -125,10 +134,12 @@ class Encoder(nn.Module):
         ("conv5", 256),
         ("conv6", 256),
     ):
-      x = _Conv(features, (3, 3), padding="SAME", name=name)(x)
-      x = nn.relu(_Norm(self.norm, name=f"{name}_norm")(x))
+      x = nn.relu(
+          norm(name=f"{name}_norm")(conv(features, (3, 3), name=name)(x))
+      )
     # For the training-health check; a no-op unless "intermediates" is mutable.
-    self.sow("intermediates", "rms", jnp.sqrt(jnp.mean(jnp.square(x))))
+    rms = jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+    self.sow("intermediates", "rms", rms)
     return x
 
 
@@ -136,6 +147,7 @@ class Decoder(nn.Module):
   """The encoder's mirror; reconstructs an image of the encoder's input size."""
 
   norm: str = "none"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(
@@ -145,8 +157,10 @@ class Decoder(nn.Module):
       *,
       features_only: bool = False,
   ) -> jax.Array:
-    """The reconstruction, or with `features_only` the 96-channel map at
-    conv2's spatial size (what `head_input='decoder'` reads)."""
+    """The float32 reconstruction, or with `features_only` the 96-channel map
+    at conv2's spatial size (what `head_input='decoder'` reads)."""
+    deconv = functools.partial(_ConvTranspose, padding="SAME", dtype=self.dtype)
+    norm = functools.partial(_Norm, self.norm, dtype=self.dtype)
     sizes = [feature_sizes(s) for s in image_hw]
     x = latent
     for name, features in (
@@ -155,33 +169,38 @@ class Decoder(nn.Module):
         ("deconv4", 384),
         ("deconv3", 256),
     ):
-      x = _ConvTranspose(features, (3, 3), padding="SAME", name=name)(x)
-      x = nn.relu(_Norm(self.norm, name=f"{name}_norm")(x))
+      x = deconv(features, (3, 3), name=name)(x)
+      x = nn.relu(norm(name=f"{name}_norm")(x))
     x = _resize(x, sizes[0].pool1, sizes[1].pool1)
-    x = _ConvTranspose(96, (5, 5), padding="SAME", name="deconv2")(x)
-    x = nn.relu(_Norm(self.norm, name="deconv2_norm")(x))
+    x = deconv(96, (5, 5), name="deconv2")(x)
+    x = nn.relu(norm(name="deconv2_norm")(x))
     if features_only:
       return x
     x = _resize(x, sizes[0].conv1, sizes[1].conv1)
     # A VALID stride-4 transpose gives (conv1 - 1) * 4 + 11 pixels, up to three
     # short of the input; padding at the end restores the exact size.
-    return StridedConvTranspose(3, 11, 4, tuple(image_hw), name="deconv1")(x)
+    deconv1 = StridedConvTranspose(
+        3, 11, 4, tuple(image_hw), self.dtype, name="deconv1"
+    )
+    return deconv1(x).astype(jnp.float32)
 
 
 class Head(nn.Module):
-  """AlexNet's pool5 and dense layers; returns logits."""
+  """AlexNet's pool5 and dense layers; returns float32 logits."""
 
   num_classes: int
   dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     x = x.reshape((x.shape[0], -1))
     for name in ("fc1", "fc2"):
-      x = nn.relu(_Dense(4096, name=name)(x))
+      x = nn.relu(_Dense(4096, dtype=self.dtype, name=name)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return _Dense(self.num_classes, name="logits")(x)
+    logits = _Dense(self.num_classes, dtype=self.dtype, name="logits")(x)
+    return logits.astype(jnp.float32)
 
 
 class RoadNet(nn.Module):
@@ -194,6 +213,7 @@ class RoadNet(nn.Module):
   # conv1 as patch matrices (True), as a convolution (False: what exporters
   # convert), or by backend and size (None); the parameters are the same.
   conv1_patches: bool | None = None
+  dtype: Any = jnp.float32  # of the computation (`precision`)
 
   def setup(self):
     if self.head_input not in HEAD_INPUTS:
@@ -203,9 +223,9 @@ class RoadNet(nn.Module):
       )
     if self.norm not in NORMS:
       raise UserError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
-    self.encoder = Encoder(self.norm, self.conv1_patches)
-    self.decoder = Decoder(self.norm)
-    self.head = Head(self.num_classes, self.dropout_rate)
+    self.encoder = Encoder(self.norm, self.conv1_patches, self.dtype)
+    self.decoder = Decoder(self.norm, self.dtype)
+    self.head = Head(self.num_classes, self.dropout_rate, self.dtype)
 
   def _head_features(
       self, latent: jax.Array, image_hw: tuple[int, int]
@@ -234,12 +254,13 @@ class RoadNet(nn.Module):
 
 
 def create_model(model_config: Any, num_classes: int) -> RoadNet:
-  """The model a config's `model` block describes."""
+  """The model a config's `model` block describes, computing in its dtype."""
   return RoadNet(
       num_classes=num_classes,
       head_input=model_config.head_input,
       dropout_rate=model_config.dropout_rate,
       norm=model_config.norm,
+      dtype=precision.compute_dtype(model_config.dtype),
   )
 
 

@@ -5,7 +5,7 @@ reads its fields' annotations at class creation.)
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import flax
 import jax
@@ -19,15 +19,27 @@ from roadflax.models.objectives import Objective, objective_outputs
 
 
 class TrainState(train_state.TrainState):
-  """Flax's train state plus the first step whose loss was not finite (-1: none).
+  """Flax's train state plus the first step whose loss was not finite (-1:
+  none) and, when `ema_decay` > 0, an exponential moving average of the
+  trained trees' parameters.
 
-  Tracking it on the device lets the host look only every few steps and still
-  name the exact step where training diverged.
+  Tracking the non-finite step on the device lets the host look only every
+  few steps and still name the exact step where training diverged.
   """
 
   nonfinite_step: jax.Array = flax.struct.field(
       default_factory=lambda: jnp.array(-1, jnp.int32)
   )
+  ema_params: Any = None  # {tree: params} of the trained trees, or None
+  ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
+
+  @property
+  def eval_params(self) -> Any:
+    """The parameters to validate, keep as best and use: the trained ones,
+    with the averaged trees in their place when the average is kept."""
+    if self.ema_params is None:
+      return self.params
+    return {**self.params, **self.ema_params}
 
 
 @flax.struct.dataclass
@@ -118,6 +130,60 @@ def _gather_metrics(
   )
 
 
+def _ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The average's decay for the update after `step` updates: min(decay,
+  (1 + step) / (10 + step)), the warm-up of TensorFlow's
+  ExponentialMovingAverage, so that the starting parameters (random, or
+  another stage's) are forgotten within a stage of a few hundred steps."""
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def _gradients(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    batch: dict[str, jax.Array],
+    dropout_rng: jax.Array,
+    accumulate_steps: int,
+) -> tuple[Any, dict[str, jax.Array]]:
+  """The mean loss's gradients over `batch` and the outputs, per example in
+  the batch's order; with `accumulate_steps` k > 1 computed on k
+  micro-batches in turn (`lax.scan`), so that only one micro-batch's
+  activations are in memory, and the gradients averaged."""
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if accumulate_steps == 1:
+    return grad_fn(params, batch, dropout_rng)
+  k = accumulate_steps
+  # Micro-batch i holds examples i, i + k, i + 2k, ...: each device's part of
+  # the global batch holds its part of every micro-batch, so none moves.
+  micro_batches = jax.tree_util.tree_map(
+      lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1),
+      batch,
+  )
+
+  def accumulate(grad_sum, inputs):
+    index, micro_batch = inputs
+    grads, outputs = grad_fn(
+        params, micro_batch, jax.random.fold_in(dropout_rng, index)
+    )
+    return jax.tree_util.tree_map(jnp.add, grad_sum, grads), outputs
+
+  grad_sum, outputs = jax.lax.scan(
+      accumulate,
+      jax.tree_util.tree_map(jnp.zeros_like, params),
+      (jnp.arange(k), micro_batches),
+  )
+  grads = jax.tree_util.tree_map(lambda g: g / k, grad_sum)
+  merged = {
+      name: value.swapaxes(0, 1).reshape(-1, *value.shape[2:])
+      for name, value in outputs.items()
+      if name != "latent_rms"
+  }
+  # Micro-batches are equal in size: the batch's mean square is their mean.
+  merged["latent_rms"] = jnp.sqrt(jnp.mean(jnp.square(outputs["latent_rms"])))
+  return grads, merged
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -126,11 +192,12 @@ def train_step(
     objective: Objective,
     dropout_key: jax.Array,
     freeze_encoder: bool,
+    accumulate_steps: int = 1,
 ) -> tuple[TrainState, metrics.Collection]:
-  """One optimiser update on one global batch."""
-  dropout_rng = jax.random.fold_in(dropout_key, state.step)
+  """One optimiser update on one global batch (in `accumulate_steps`
+  micro-batches), and the moving average's when it is kept."""
 
-  def loss_fn(params):
+  def loss_fn(params, batch, dropout_rng):
     if (
         freeze_encoder
     ):  # no gradient flows into (or is computed for) the encoder
@@ -140,10 +207,24 @@ def train_step(
     )
     return jnp.mean(outputs["loss"]), outputs
 
-  (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params
+  grads, outputs = _gradients(
+      loss_fn,
+      state.params,
+      batch,
+      jax.random.fold_in(dropout_key, state.step),
+      accumulate_steps,
   )
+  loss = jnp.mean(outputs["loss"])
   new_state = state.apply_gradients(grads=grads)
+  if state.ema_params is not None:
+    decay = _ema_decay_at(state.ema_decay, state.step)
+    new_state = new_state.replace(
+        ema_params=jax.tree_util.tree_map(
+            lambda average, new: decay * average + (1.0 - decay) * new,
+            state.ema_params,
+            {tree: new_state.params[tree] for tree in state.ema_params},
+        )
+    )
   diverged = (state.nonfinite_step < 0) & ~jnp.isfinite(loss)
   new_state = new_state.replace(
       nonfinite_step=jnp.where(diverged, state.step, state.nonfinite_step)
@@ -193,7 +274,11 @@ def reconstruct_step(
 
 
 def jit_train_step(
-    model: RoadNet, objective: Objective, seed: int, freeze_encoder: bool
+    model: RoadNet,
+    objective: Objective,
+    seed: int,
+    freeze_encoder: bool,
+    accumulate_steps: int = 1,
 ) -> Callable[..., Any]:
   """`train_step` compiled once per stage; the old state's buffers are donated."""
   step = functools.partial(
@@ -202,6 +287,7 @@ def jit_train_step(
       objective=objective,
       dropout_key=jax.random.key(seed),
       freeze_encoder=freeze_encoder,
+      accumulate_steps=accumulate_steps,
   )
   return jax.jit(step, donate_argnums=0)
 
@@ -219,6 +305,25 @@ def jit_reconstruct_step(model: RoadNet) -> Callable[..., Any]:
 
 
 def create_train_state(
-    model: RoadNet, params: Any, tx: optax.GradientTransformation
+    model: RoadNet,
+    params: Any,
+    tx: optax.GradientTransformation,
+    *,
+    ema_decay: float = 0.0,
+    ema_trees: Iterable[str] = (),
 ) -> TrainState:
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  """A fresh state; with `ema_decay` > 0 the average of `ema_trees` starts
+  at their parameters (copies: the state's buffers are donated one by one)."""
+  ema_params = None
+  if ema_decay:
+    ema_params = {
+        tree: jax.tree_util.tree_map(jnp.copy, params[tree])
+        for tree in sorted(ema_trees)
+    }
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=params,
+      tx=tx,
+      ema_params=ema_params,
+      ema_decay=ema_decay,
+  )

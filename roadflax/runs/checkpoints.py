@@ -1,9 +1,12 @@
 """Orbax checkpoints of one stage: the latest few and the best, with metadata.
 
-Each checkpoint holds three items: `params`, `train` (optimiser state and step
-counter, needed only to resume) and `metadata` (JSON: what it takes to rebuild
-the model — class names, image size, normalisation, model config — so that any
-job works from the checkpoint directory alone). Orbax writes each step into a
+Each checkpoint holds `params`, `train` (optimiser state and step counter,
+needed only to resume), `metadata` (JSON: what it takes to rebuild the model —
+class names, image size, normalisation, model config — so that any job works
+from the checkpoint directory alone) and, when the stage keeps a moving
+average of its weights, `ema_params`: the averaged trees, which its metadata's
+`ema_trees` names and which every use of the checkpoint reads in place of the
+trained ones (`restore_params`). Orbax writes each step into a
 temporary directory and renames it when complete, so a run killed at any
 moment leaves either a whole checkpoint or none.
 """
@@ -39,7 +42,7 @@ class StageCheckpoints:
     ])
     self._manager = ocp.CheckpointManager(
         self.directory,
-        item_names=("params", "train", "metadata"),
+        item_names=("params", "train", "metadata", "ema_params"),
         options=ocp.CheckpointManagerOptions(
             best_fn=lambda m: m[_BEST_KEY],
             best_mode="max",
@@ -67,17 +70,21 @@ class StageCheckpoints:
       params: Any,
       train: Any,
       metadata: dict[str, Any],
+      ema_params: Any | None = None,
       best_score: float | None = None,
   ) -> None:
     """Saves asynchronously; `best_score` (higher is better) ranks end-of-epoch
     checkpoints, mid-epoch ones have none and are kept only while latest."""
+    items = {
+        "params": ocp.args.StandardSave(params),
+        "train": ocp.args.StandardSave(train),
+        "metadata": ocp.args.JsonSave(metadata),
+    }
+    if ema_params is not None:
+      items["ema_params"] = ocp.args.StandardSave(ema_params)
     self._manager.save(
         step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params),
-            train=ocp.args.StandardSave(train),
-            metadata=ocp.args.JsonSave(metadata),
-        ),
+        args=ocp.args.Composite(**items),
         metrics=None if best_score is None else {_BEST_KEY: float(best_score)},
         force=True,
     )
@@ -88,13 +95,19 @@ class StageCheckpoints:
     )["metadata"]
 
   def restore(
-      self, step: int, *, params: Any, train: Any | None = None
+      self,
+      step: int,
+      *,
+      params: Any,
+      train: Any | None = None,
+      ema_params: Any | None = None,
   ) -> dict[str, Any]:
-    """Restores `params` (and `train` when given) shaped and sharded like the
-    given abstract or concrete trees."""
+    """Restores `params` (and `train`, `ema_params` when given) shaped and
+    sharded like the given abstract or concrete trees."""
     items = {"params": ocp.args.StandardRestore(_abstract(params))}
-    if train is not None:
-      items["train"] = ocp.args.StandardRestore(_abstract(train))
+    for name, tree in (("train", train), ("ema_params", ema_params)):
+      if tree is not None:
+        items[name] = ocp.args.StandardRestore(_abstract(tree))
     try:
       return dict(self._manager.restore(step, args=ocp.args.Composite(**items)))
     except (ValueError, KeyError) as error:
@@ -103,6 +116,18 @@ class StageCheckpoints:
           " (another architecture, image size or class set?):"
           f" {str(error).splitlines()[0]}"
       ) from None
+
+  def restore_params(self, step: int, params: Any) -> Any:
+    """The parameters that `step` holds for use (validation, prediction,
+    export, a later stage): the trained ones, with the averaged trees in
+    their place when it holds an average. `params` as in `restore`."""
+    trees = self.restore_metadata(step).get("ema_trees", [])
+    restored = self.restore(
+        step,
+        params=params,
+        ema_params={tree: params[tree] for tree in trees} if trees else None,
+    )
+    return {**restored["params"], **restored.get("ema_params", {})}
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

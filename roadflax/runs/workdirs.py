@@ -222,7 +222,9 @@ def restore_best(
     stage_dir: str, run: dict[str, Any], params: Any
 ) -> tuple[Any, dict[str, Any], int]:
   """(params, metadata, step) of a stage's best checkpoint, after checking that
-  it holds the model `run` describes; `params` gives the tree and shapes.
+  it holds the model `run` describes; `params` gives the tree and shapes. The
+  params are the moving average's where the stage kept one
+  (`StageCheckpoints.restore_params`).
 
   Raises:
     UserError: the stage has no checkpoint, or one of another model.
@@ -238,7 +240,7 @@ def restore_best(
       )
     metadata = ckpts.restore_metadata(step)
     check_compatible(metadata, run, ckpts.directory)
-    return ckpts.restore(step, params=params)["params"], metadata, step
+    return ckpts.restore_params(step, params), metadata, step
   finally:
     ckpts.close()
 

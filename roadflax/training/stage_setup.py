@@ -81,13 +81,14 @@ def setup_stage(
       stage_config, plan.epoch_steps, plan.total_steps
   )
   tx = optimizers.create_optimizer(stage_config, schedule, frozenset(trainable))
+  ema_trees = sorted(trainable) if stage_config.ema_decay else []
   stage_dir = os.path.join(workdir, stage_name)
   ckpts = checkpoints.StageCheckpoints(
       os.path.join(stage_dir, "checkpoints"), keep=config.keep_checkpoints
   )
   state = sharding.replicate(
       stage_state.initial_state(
-          config, workdir, stage_name, model, tx, ckpts, run_info
+          config, workdir, stage_name, model, tx, ckpts, run_info, ema_trees
       ),
       mesh,
   )
@@ -111,6 +112,8 @@ def setup_stage(
           stage=stage_name,
           objective=objective.name,
           trained_trees=sorted(trainable),
+          ema_trees=ema_trees,
+          compute_dtype=model.dtype.name,
       ),
       process_batch_size=process_batch_size,
       train_pipeline=pipelines.pipeline_for(
@@ -119,7 +122,11 @@ def setup_stage(
       val_pipeline=val_pipeline,
       memory_cache=memory_cache,
       train_step=steps.jit_train_step(
-          model, objective, config.seed, stage_config.freeze_encoder
+          model,
+          objective,
+          config.seed,
+          stage_config.freeze_encoder,
+          stage_config.accumulate_steps,
       ),
       eval_step=steps.jit_eval_step(model, objective),
       writer=writer,
@@ -138,17 +145,21 @@ def setup_stage(
 def _log_plan(stage: Stage) -> None:
   stage_config, plan = stage.stage_config, stage.plan
   logging.info(
-      "stage %r (%s): %d steps in %d epochs of %d steps, batch %d, %s lr %g,"
-      " training %s",
+      "stage %r (%s): %d steps in %d epochs of %d steps, batch %d in %d"
+      " micro-batch(es), %s lr %g, training %s, computing in %s, EMA"
+      " decay %g",
       stage.name,
       stage.objective.name,
       plan.total_steps,
       plan.passes,
       plan.steps_per_pass,
       stage.global_batch_size,
+      stage_config.accumulate_steps,
       stage_config.optimizer,
       stage_config.learning_rate,
       ", ".join(stage.metadata["trained_trees"]),
+      stage.metadata["compute_dtype"],
+      stage_config.ema_decay,
   )
   if plan.stretched:
     logging.info(

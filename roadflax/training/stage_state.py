@@ -2,14 +2,16 @@
 
 Where the state starts: fresh parameters, with the trees an earlier stage
 trained when `init_from` names one, or the stage's own latest checkpoint when
-it was interrupted. What each checkpoint keeps of it: the parameters, and the
-step and optimiser state that resuming at the exact batch needs. And the stop
-on a non-finite loss, which leaves the last good checkpoint in place.
+it was interrupted. What each checkpoint keeps of it: the parameters, the
+moving average of the trained trees when one is kept, and the step and
+optimiser state that resuming at the exact batch needs. And the stop on a
+non-finite loss, which leaves the last good checkpoint in place.
 """
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from absl import logging
@@ -56,22 +58,48 @@ def initial_state(
     tx: optax.GradientTransformation,
     ckpts: checkpoints.StageCheckpoints,
     run_info: dict[str, Any],
+    ema_trees: list[str],
 ) -> steps.TrainState:
-  """The state at `initial_params`, or at the stage's latest checkpoint."""
+  """The state at `initial_params`, or at the stage's latest checkpoint; with
+  `stages.NAME.ema_decay` > 0 it keeps a moving average of `ema_trees`."""
   state = steps.create_train_state(
-      model, initial_params(config, workdir, stage_name, model, run_info), tx
+      model,
+      initial_params(config, workdir, stage_name, model, run_info),
+      tx,
+      ema_decay=config.stages[stage_name].ema_decay,
+      ema_trees=ema_trees,
   )
   step = ckpts.latest_step()
   if step is None:
     return state
-  workdirs.check_compatible(
-      ckpts.restore_metadata(step), run_info, ckpts.directory
+  metadata = ckpts.restore_metadata(step)
+  workdirs.check_compatible(metadata, run_info, ckpts.directory)
+  saved_trees = metadata.get("ema_trees", [])
+  restored = ckpts.restore(
+      step,
+      params=state.params,
+      train=_train_items(state),
+      ema_params={t: state.params[t] for t in saved_trees} or None,
   )
-  restored = ckpts.restore(step, params=state.params, train=_train_items(state))
+  params = restored["params"]
+  ema_params = None
+  if state.ema_params is not None:
+    # A tree the checkpoint has no average of (the average was switched on
+    # since) starts its average here, as a copy (buffers are donated).
+    saved = restored.get("ema_params", {})
+    ema_params = {
+        t: (
+            saved[t]
+            if t in saved
+            else jax.tree_util.tree_map(jnp.copy, params[t])
+        )
+        for t in state.ema_params
+    }
   state = state.replace(
-      params=restored["params"],
+      params=params,
       step=restored["train"]["step"],
       opt_state=restored["train"]["opt_state"],
+      ema_params=ema_params,
   )
   logging.info("stage %r: resuming from step %d", stage_name, int(state.step))
   return state
@@ -90,6 +118,7 @@ def save(
       params=state.params,
       train=_train_items(state),
       metadata=metadata,
+      ema_params=state.ema_params,
       best_score=best_score,
   )
 
