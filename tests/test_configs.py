@@ -8,6 +8,7 @@ import pytest
 
 from roadflax import configs
 from roadflax.configs import default
+from roadflax.errors import UserError
 from roadflax.training import configuration
 from tests import helpers
 
@@ -80,3 +81,27 @@ def test_the_command_takes_a_shipped_config_by_name():
       helpers.run_main("--mode=summary", "--config=roadflax:synthetc")
   )
   assert "roadflax ships no config 'synthetc'" in line
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        (
+            "stages.classify.accumulate_steps",
+            5,
+            r"stages.classify.batch_size=32 does not split into 5 micro-batches"
+            r" \(accumulate_steps\) over \d+ device\(s\): set a multiple of",
+        ),
+        ("stages.classify.accumulate_steps", 0, "must be at least 1"),
+        ("stages.pretrain.ema_decay", 1.0, r"must be in \[0, 1\)"),
+        ("model.dtype", "float64", "is not one of auto, float32"),
+    ],
+)
+def test_dtype_accumulation_and_average_settings_are_checked(
+    key, value, message
+):
+  config = default.get_config()
+  config.data.root = "/data/roads"
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(UserError, match=message):
+    configuration.check_config(config)

@@ -1,20 +1,29 @@
 """Model speed: the classifier's training and inference steps in JAX, against
-a Keras build of the same network measured in the same run.
+a Keras build of the same network measured in the same run, and how much of
+the device's peak the JAX steps reach.
 
 Part of `python -m roadflax.benchmark` (`--suite=model` runs it alone). Each
 system runs in a process of its own (`benchmark.py` starts them), on one fixed
 batch of random images already in memory, so the figures are the model's
-alone; the input pipeline has its own suite. Both train the classifier
+alone; the input pipeline has its own suite. Each trains the classifier
 (encoder + head, 47,349,379 parameters at 224x224 and 3 classes) with plain
-SGD on softmax cross-entropy, in float32:
+SGD on softmax cross-entropy:
 
-  jax    roadflax's own jitted train step (`steps.jit_train_step`, donated
+  jax float32, jax bfloat16
+         roadflax's own jitted train step (`steps.jit_train_step`, donated
          state, the decoder held fixed as in a classification stage) and
-         predict step; one host sync after the timed steps.
-  keras  `keras.Sequential` with the same layers and parameter count (checked),
-         TensorFlow backend, `train_on_batch` / `predict_on_batch`. XLA is off
-         (`jit_compile=False`): TensorFlow's oneDNN kernels are its fast path
-         on CPUs.
+         predict step, computing in that dtype (`model.dtype`; parameters
+         float32), on JAX's default device; one host sync after the timed
+         steps. Also per image: the network's FLOPs in each step (XLA's
+         cost analysis of the compiled step, in float32), the FLOP/s reached,
+         and the model FLOP utilisation (MFU) against the peak of a matrix
+         product in that dtype measured in the same process and, on a known
+         accelerator, against the vendor's peak (`peaks`).
+  keras float32
+         `keras.Sequential` with the same layers and parameter count (checked),
+         TensorFlow backend on the CPU, `train_on_batch` / `predict_on_batch`.
+         XLA is off (`jit_compile=False`): TensorFlow's oneDNN kernels are its
+         fast path on CPUs.
 
 Each is timed over `steps` steps after two warm-up steps (which compile),
 three times; the median of the three is reported.
@@ -26,28 +35,40 @@ from typing import Any, Callable
 
 import numpy as np
 
+from roadflax.benchmark import peaks
+
 REPEATS = 3
 WARMUP_STEPS = 2
 NUM_CLASSES = 3
-SYSTEMS = ("jax", "keras")
+JAX_DTYPES = ("float32", "bfloat16")
+# "FRAMEWORK DTYPE"; Keras is the reference of the ratios.
+REFERENCE = "keras float32"
+SYSTEMS = tuple(f"jax {dtype}" for dtype in JAX_DTYPES) + (REFERENCE,)
+PHASES = ("train", "infer")
 
 
 def measure(
     system: str, *, image_size: int, batch_size: int, steps: int
 ) -> dict[str, Any]:
-  """Training and inference images/s of one system, in this process."""
+  """Training and inference images/s of one system, in this process, and
+  for JAX its FLOPs per image, FLOP/s and utilisation."""
+  framework, dtype = system.split()
   rng = np.random.default_rng(0)
   images = rng.standard_normal(
       (batch_size, image_size, image_size, 3), np.float32
   )
   labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
-  build = {"jax": _jax_steps, "keras": _keras_steps}[system]
-  train, infer, parameters = build(images, labels)
-  return {
-      "parameters": parameters,
-      "train_images_per_second": batch_size / _seconds_per_step(train, steps),
-      "infer_images_per_second": batch_size / _seconds_per_step(infer, steps),
-  }
+  if framework == "keras":
+    train, infer, figures = _keras_steps(images, labels)
+  else:
+    train, infer, figures = _jax_steps(images, labels, dtype)
+  for phase, run_steps in zip(PHASES, (train, infer)):
+    figures[f"{phase}_images_per_second"] = batch_size / _seconds_per_step(
+        run_steps, steps
+    )
+  if framework == "jax":
+    _add_utilisation(figures, dtype)
+  return figures
 
 
 def _seconds_per_step(run_steps: Callable[[int], None], steps: int) -> float:
@@ -60,15 +81,18 @@ def _seconds_per_step(run_steps: Callable[[int], None], steps: int) -> float:
   return statistics.median(timings)
 
 
-def _jax_steps(images: np.ndarray, labels: np.ndarray):
-  """roadflax's classification train step and predict step."""
+def _jax_steps(images: np.ndarray, labels: np.ndarray, dtype: str):
+  """roadflax's classification train step and predict step, and their FLOPs
+  per image (XLA's cost analysis of the compiled steps)."""
   import jax
+  import jax.numpy as jnp
   import optax
 
   from roadflax.configs import default
   from roadflax.models import objectives, optimizers, roadnet, steps
 
   config = default.get_config()
+  config.model.dtype = dtype
   stage = default.stage(
       optimizer="sgd", learning_rate=0.1
   )  # as the Keras build
@@ -81,11 +105,11 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
       frozenset(objective.trees(config.model.head_input)),
   )
   state = steps.create_train_state(model, params, tx)
+  batch = jax.device_put({"image": images, "label": labels})
   train_step = steps.jit_train_step(
       model, objective, seed=0, freeze_encoder=False
   )
   predict_step = steps.jit_predict_step(model)
-  batch = jax.device_put({"image": images, "label": labels})
 
   def train(count: int) -> None:
     nonlocal state
@@ -98,10 +122,46 @@ def _jax_steps(images: np.ndarray, labels: np.ndarray):
         [predict_step(state.params, batch["image"]) for _ in range(count)]
     )
 
-  parameters = roadnet.count_params(params["encoder"]) + roadnet.count_params(
-      params["head"]
-  )
-  return train, infer, parameters
+  # The network's FLOPs, the same for every dtype: counted in float32 (XLA
+  # counts each cast as FLOPs too) with conv1 as a plain convolution (it
+  # counts the body of PatchConv's loop over the images, on CPUs, once).
+  counted = model.clone(conv1_patches=False, dtype=jnp.float32)
+  lowered = {
+      "train": (
+          steps.jit_train_step(
+              counted, objective, seed=0, freeze_encoder=False
+          ).lower(state, batch)
+      ),
+      "infer": steps.jit_predict_step(counted).lower(params, batch["image"]),
+  }
+  figures = {
+      "parameters": (
+          roadnet.count_params(params["encoder"])
+          + roadnet.count_params(params["head"])
+      ),
+      "backend": jax.default_backend(),
+      "device_kind": jax.devices()[0].device_kind,
+  }
+  for phase, step in lowered.items():
+    cost = step.compile().cost_analysis()
+    figures[f"{phase}_flops_per_image"] = cost["flops"] / len(images)
+  return train, infer, figures
+
+
+def _add_utilisation(figures: dict[str, Any], dtype: str) -> None:
+  """FLOP/s of each step and its share of the measured and vendor peaks."""
+  measured = peaks.measured_peak(dtype)
+  vendor = peaks.vendor_peak(figures["device_kind"], dtype)
+  figures["measured_peak_flops"] = measured
+  figures["vendor_peak_flops"] = vendor
+  for phase in PHASES:
+    achieved = (
+        figures[f"{phase}_flops_per_image"]
+        * figures[f"{phase}_images_per_second"]
+    )
+    figures[f"{phase}_flops_per_second"] = achieved
+    figures[f"{phase}_mfu"] = achieved / measured
+    figures[f"{phase}_vendor_mfu"] = achieved / vendor if vendor else None
 
 
 def _keras_steps(images: np.ndarray, labels: np.ndarray):
@@ -127,14 +187,15 @@ def _keras_steps(images: np.ndarray, labels: np.ndarray):
     for _ in range(count):
       model.predict_on_batch(images)
 
-  return train, infer, model.count_params()
+  return train, infer, {"parameters": model.count_params()}
 
 
 def table(
     figures: dict[str, dict[str, Any]], *, image_size: int, batch_size: int
 ) -> str:
-  """Markdown: each system's images/s and its ratio to Keras."""
-  reference = figures["keras"]
+  """Markdown: each system's images/s and its ratio to Keras; then for JAX
+  per step its GFLOP per image, TFLOP/s and MFU."""
+  reference = figures[REFERENCE]
   lines = [
       "| system | train images/s | vs Keras | inference images/s | vs Keras |",
       "|---|---:|---:|---:|---:|",
@@ -146,11 +207,40 @@ def table(
         f"{train / reference['train_images_per_second']:.2f}x | {infer:.1f} | "
         f"{infer / reference['infer_images_per_second']:.2f}x |"
     )
-  lines.append("")
-  lines.append(
-      f"classifier of {figures['jax']['parameters']:,} parameters at "
-      f"{image_size}x{image_size}, batch {batch_size}, float32"
-  )
+  lines += [
+      "",
+      (
+          "| system | step | GFLOP/image | TFLOP/s | matmul peak | MFU |"
+          " vendor peak | MFU (vendor) |"
+      ),
+      "|---|---|---:|---:|---:|---:|---:|---:|",
+  ]
+  for system, f in figures.items():
+    if "measured_peak_flops" not in f:
+      continue
+    vendor = f["vendor_peak_flops"]
+    for phase in PHASES:
+      vendor_mfu = f[f"{phase}_vendor_mfu"]
+      lines.append(
+          f"| {system} | {phase} | {f[f'{phase}_flops_per_image'] / 1e9:.3f} |"
+          f" {f[f'{phase}_flops_per_second'] / 1e12:.3g} |"
+          f" {f['measured_peak_flops'] / 1e12:.3g} | {f[f'{phase}_mfu']:.1%} |"
+          f" {'—' if vendor is None else f'{vendor / 1e12:.3g}'} |"
+          f" {'—' if vendor_mfu is None else f'{vendor_mfu:.1%}'} |"
+      )
+  jax_figures = next(f for f in figures.values() if "backend" in f)
+  lines += [
+      "",
+      (
+          f"classifier of {jax_figures['parameters']:,} parameters at"
+          f" {image_size}x{image_size}, batch {batch_size}; JAX on"
+          f" {jax_figures['device_kind']} ({jax_figures['backend']}), Keras on"
+          " the CPU. FLOPs: XLA's cost analysis of the compiled step in"
+          " float32; peaks in TFLOP/s: an n x n matrix product timed here in"
+          " the step's dtype, and the vendor's dense peak of a known"
+          " accelerator; MFU = TFLOP/s / peak."
+      ),
+  ]
   return "\n".join(lines) + "\n"
 
 

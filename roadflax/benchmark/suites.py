@@ -5,8 +5,9 @@ a ratio against a reference measured in the same run on the same machine.
   python -m roadflax.benchmark --suite=model   # the model suite alone (minutes)
 
 Suite `model` (`model_benchmark`): training and inference images/s of the
-classifier's jitted JAX steps against a Keras build of the same network (the
-reference).
+classifier's jitted JAX steps, in float32 and in bfloat16 on whatever device
+JAX has, against a Keras build of the same network on the CPU (the
+reference); and for JAX the FLOPs per image, FLOP/s and MFU of each step.
 
 Suite `pipeline`: images/s and peak memory per way of feeding a model at
 scale, against the plain image-folder pipeline. It generates a release-shaped
@@ -229,7 +230,7 @@ def _pipeline_suite(paths: dict[str, str]) -> None:
 def _model_suite() -> None:
   figures = {}
   for system in model_benchmark.SYSTEMS:
-    logging.info("benchmark: model in %s ...", system)
+    logging.info("benchmark: model, %s ...", system)
     figures[system] = _phase_in_subprocess(MODEL_PHASE_PREFIX + system)
   model_benchmark.check_same_model(figures)
   _write_results(

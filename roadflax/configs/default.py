@@ -39,6 +39,15 @@ def stage(**overrides) -> ml_collections.ConfigDict:
       # improved for this many epochs (0 = off); the best checkpoint is kept.
       early_stopping_patience=0,
       batch_size=32,  # global batch, split over all devices
+      # Each step's batch in this many micro-batches, their gradients
+      # averaged: the memory of batch_size / accumulate_steps, the update of
+      # the whole batch (batch_size must be a multiple of accumulate_steps x
+      # devices).
+      accumulate_steps=1,
+      # > 0: an exponential moving average of the trained weights, with
+      # decay min(ema_decay, (1 + step) / (10 + step)); validation, the best
+      # checkpoint and every use of the stage read the average (e.g. 0.999).
+      ema_decay=0.0,
       freeze_encoder=False,
       init_from="",  # "" | name of an earlier stage | path to a workdir stage
       label_smoothing=0.0,
@@ -111,6 +120,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.5
   # "group": GroupNorm after every convolution (not in the published network).
   config.model.norm = "none"
+  # What convolutions and dense layers compute in: auto (bfloat16 on GPUs and
+  # TPUs, float32 on CPUs) | float32 | bfloat16 | float16. Parameters,
+  # optimiser state, losses and softmax stay float32; a workdir may resume or
+  # be evaluated in any of them.
+  config.model.dtype = "auto"
 
   # Stages run in this order; each reads its encoder from `init_from`.
   config.stage_order = ("pretrain", "classify")
@@ -156,4 +170,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
   config.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
   config.keep_checkpoints = 2  # latest N are kept, plus the best
+  # > 0: a JAX profiler trace of this many train steps of each stage, after
+  # its first 2, in WORKDIR/STAGE/plugins/profile (TensorBoard's Profile tab).
+  config.profile_steps = 0
   return config

@@ -9,11 +9,12 @@ The data fields the pipelines read are checked by the pipelines' own rules
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
 from roadflax.data import batching
 from roadflax.datasets import sources
-from roadflax.models import objectives, optimizers, roadnet
+from roadflax.models import objectives, optimizers, precision, roadnet
 from roadflax.training import sharding
 from roadflax.errors import UserError
 
@@ -34,6 +35,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _check_data(config.data)
   _one_of(config.model.head_input, roadnet.HEAD_INPUTS, "model.head_input")
   _one_of(config.model.norm, roadnet.NORMS, "model.norm")
+  _one_of(config.model.dtype, precision.DTYPES, "model.dtype")
   health = config.health
   _require(
       health.window_steps >= 0,
@@ -58,11 +60,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _require(
         config[key] >= 1, f"--config.{key}={config[key]} must be at least 1"
     )
-  _require(
-      config.checkpoint_every_steps >= 0,
-      f"--config.checkpoint_every_steps={config.checkpoint_every_steps} must be"
-      " >= 0",
-  )
+  for key in ("checkpoint_every_steps", "profile_steps"):
+    _require(config[key] >= 0, f"--config.{key}={config[key]} must be >= 0")
   order = tuple(config.stage_order)
   _require(
       len(order) > 0, "--config.stage_order is empty: name at least one stage"
@@ -83,8 +82,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   # Before any stage runs, not when a later one starts.
   sharding.check_batch_size(config.eval_batch_size, "eval_batch_size")
   for name in order:
-    sharding.check_batch_size(
-        config.stages[name].batch_size, f"stages.{name}.batch_size"
+    stage, key = config.stages[name], f"stages.{name}.batch_size"
+    sharding.check_batch_size(stage.batch_size, key)
+    parts = stage.accumulate_steps * jax.device_count()
+    _require(
+        stage.batch_size % parts == 0,
+        f"--config.{key}={stage.batch_size} does not split into"
+        f" {stage.accumulate_steps} micro-batches (accumulate_steps) over"
+        f" {jax.device_count()} device(s): set a multiple of {parts}",
     )
 
 
@@ -124,6 +129,15 @@ def _check_stage(
     _require(
         stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0"
     )
+  _require(
+      stage.accumulate_steps >= 1,
+      f"--config.{key}.accumulate_steps={stage.accumulate_steps} must be at"
+      " least 1",
+  )
+  _require(
+      0 <= stage.ema_decay < 1,
+      f"--config.{key}.ema_decay={stage.ema_decay} must be in [0, 1) (0 = off)",
+  )
   _one_of(stage.corruption, objectives.CORRUPTIONS, f"{key}.corruption")
   _require(
       stage.corruption_amount >= 0

@@ -23,8 +23,8 @@ from roadflax.datasets import sources
 from roadflax.files import atomic_write_json
 from roadflax.models import steps
 from roadflax.runs import workdirs
-from roadflax.training import configuration, evaluate, reporting, sharding
-from roadflax.training import stage_plan, stage_setup, stage_state
+from roadflax.training import configuration, evaluate, profiling, reporting
+from roadflax.training import sharding, stage_plan, stage_setup, stage_state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -75,13 +75,14 @@ def train_stage(
       config, workdir, stage_name, dataset, run_info, memory_cache=memory_cache
   )
   step, epochs = int(state.step), []
-  for epoch in range(step // stage.plan.steps_per_pass, stage.plan.passes):
-    if stops_early(stage, step):
-      break
-    state, trained = train_epoch(stage, state, step, epoch)
-    end_epoch(stage, state, trained)
-    step = trained.end_step
-    epochs.append(trained)
+  with profiling.StepTrace(stage.directory, config.profile_steps) as trace:
+    for epoch in range(step // stage.plan.steps_per_pass, stage.plan.passes):
+      if stops_early(stage, step):
+        break
+      state, trained = train_epoch(stage, state, step, epoch, trace=trace)
+      end_epoch(stage, state, trained)
+      step = trained.end_step
+      epochs.append(trained)
   finish_stage(stage, state, step, epochs)
 
 
@@ -114,14 +115,21 @@ def stops_early(stage: stage_setup.Stage, step: int) -> bool:
 
 
 def train_epoch(
-    stage: stage_setup.Stage, state: steps.TrainState, step: int, epoch: int
+    stage: stage_setup.Stage,
+    state: steps.TrainState,
+    step: int,
+    epoch: int,
+    *,
+    trace: profiling.StepTrace | None = None,
 ) -> tuple[steps.TrainState, EpochRun]:
   """Trains from `step` to the end of pass `epoch` over the train split.
 
   Train metrics leave the device only every `log_every_steps` and at the
   epoch's end: then they are checked, written and shown on the progress bar.
+  `trace` profiles the stage's steps it is due to (none if not given).
   """
   config, plan = stage.config, stage.plan
+  trace = trace or profiling.StepTrace(stage.directory, 0)
   epoch_start = epoch * plan.steps_per_pass
   end_step = min(epoch_start + plan.steps_per_pass, plan.total_steps)
   batches = stage.train_pipeline.train_batches(
@@ -139,8 +147,8 @@ def train_epoch(
   # Metrics since the last log, and since `start_step`.
   window, trained = None, None
   for batch in itertools.islice(batches, end_step - step):
-    state, batch_metrics = stage.train_step(
-        state, sharding.shard_batch(batch, stage.mesh)
+    state, batch_metrics = trace.run(
+        stage.train_step, step, state, sharding.shard_batch(batch, stage.mesh)
     )
     step += 1
     window = batch_metrics if window is None else window.merge(batch_metrics)
@@ -200,10 +208,11 @@ def _log_train_metrics(
 def end_epoch(
     stage: stage_setup.Stage, state: steps.TrainState, trained: EpochRun
 ) -> None:
-  """Evaluates, checkpoints (best by validation) and reports the epoch just trained."""
+  """Evaluates, checkpoints (best by validation) and reports the epoch just
+  trained; with a moving average of the weights kept, evaluates the average."""
   step = trained.end_step
   result = evaluate.evaluate_split(
-      state.params,
+      state.eval_params,
       stage.val_pipeline,
       stage.eval_step,
       global_batch_size=stage.config.eval_batch_size,
@@ -215,7 +224,7 @@ def end_epoch(
   reporting.write_pictures(
       stage.writer,
       step,
-      state.params,
+      state.eval_params,
       result,
       stage.dataset.class_names,
       stage.pictures,
@@ -271,9 +280,10 @@ def finish_stage(
           trained_images / max(sum(e.seconds for e in epochs), 1e-9), 1
       ),
       "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+      "compute_dtype": stage.metadata["compute_dtype"],
   }
   if stage.objective.classifies:
-    best_params = stage.ckpts.restore(best_step, params=state.params)["params"]
+    best_params = stage.ckpts.restore_params(best_step, state.params)
     report = evaluate.write_test_report(
         best_params,
         stage.model,
