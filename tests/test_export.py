@@ -471,7 +471,8 @@ def test_a_missing_converter_package_is_named(
     )
 
   assert one_line(error) == (
-      "the onnx format needs jax2onnx: pip install 'roadflax[export]'"
+      "the onnx format needs jax2onnx: install roadflax's export extra (pip"
+      " install '.[export]' in its checkout)"
   )
 
 
@@ -483,7 +484,8 @@ def test_a_missing_runtime_package_is_named(exported, monkeypatch):
     runtimes.load_export(directory)
 
   assert one_line(error) == (
-      "the tflite format needs ai_edge_litert: pip install 'roadflax[export]'"
+      "the tflite format needs ai_edge_litert: install roadflax's export extra"
+      " (pip install '.[export]' in its checkout)"
   )
 
 

@@ -9,8 +9,8 @@ classifier's jitted JAX steps, in float32 and in bfloat16 on whatever device
 JAX has, against a Keras build of the same network on the CPU (the
 reference); and for JAX the FLOPs per image, FLOP/s and MFU of each step.
 
-Suite `pipeline`: images/s and peak memory per way of feeding a model at
-scale, against the plain image-folder pipeline. It generates a release-shaped
+Suite `pipeline`: images/s, CPU cost and peak memory per way of feeding a
+model at scale, against the plain image-folder pipeline. It generates a release-shaped
 set of `--images` frames (360x240 JPEGs of 3 classes, `fake_rscd`), builds
 `rscd/3class` from it with TFDS (timed: the preparation cost per 100k frames),
 then reads one training epoch through each pipeline:
@@ -21,6 +21,11 @@ then reads one training epoch through each pipeline:
                encoded frames, parallel decoding
   disk_write   the first epoch with data.cache=disk: decodes and writes the cache
   disk_read    a later epoch: preprocessed frames streamed from the cache
+
+Each phase reports its wall images/s and, from its process's CPU time (user +
+system, every thread), the CPU-seconds per 1,000 images and the images/s per
+core (images per CPU-second): what a machine with more cores than this one
+would reach per core it gives the pipeline.
 
 Every pipeline and every model system runs in a process of its own, so that
 its peak memory and its thread pools are its own. Results go to stdout and
@@ -35,7 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from absl import flags, logging
 
@@ -143,20 +148,50 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
     pipeline = pipelines.pipeline_for(split, data)
   setup = time.time() - start
   epoch = 1 if phase == "disk_read" else 0
-  start, images = time.time(), 0
-  for batch in pipeline.train_batches(
-      batch_size=FLAGS.batch_size, seed=0, epoch=epoch
-  ):
-    images += len(batch["label"])
-  seconds = time.time() - start
+  figures = measure_epoch(
+      lambda: pipeline.train_batches(
+          batch_size=FLAGS.batch_size, seed=0, epoch=epoch
+      )
+  )
   return {
-      "images": images,
-      "seconds": seconds,
-      "images_per_second": images / seconds,
+      **figures,
       "setup_seconds": setup,
       "peak_memory_mib": (
           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
       ),
+  }
+
+
+def cpu_seconds() -> float:
+  """User + system CPU time of this process so far, all its threads."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def measure_epoch(
+    batches: Callable[[], Iterable[dict[str, Any]]],
+) -> dict[str, float]:
+  """Wall and CPU cost of making `batches()` and reading it to the end.
+
+  The CPU time is the process's (`cpu_seconds`: tf.data's thread pools
+  included) over the same interval as the wall time, so
+  `images_per_cpu_second` is images/s per fully used core, and
+  `cpu_seconds_per_1000_images` is also the cores it takes to feed 1,000
+  images/s.
+  """
+  wall, cpu, images = time.perf_counter(), cpu_seconds(), 0
+  for batch in batches():
+    images += len(batch["label"])
+  wall = time.perf_counter() - wall
+  cpu = cpu_seconds() - cpu
+  return {
+      "images": images,
+      "seconds": wall,
+      "cpu_seconds": cpu,
+      "images_per_second": images / wall,
+      "cpu_seconds_per_1000_images": 1000 * cpu / images,
+      "images_per_cpu_second": images / cpu,
+      "cores_busy": cpu / wall,
   }
 
 
@@ -186,28 +221,37 @@ def _phase_in_subprocess(phase: str) -> dict[str, Any]:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _table(figures: dict[str, Any]) -> str:
-  reference = figures["phases"]["folder"]["images_per_second"]
+def pipeline_table(figures: dict[str, Any], image_size: int, batch_size: int):
+  """The pipeline suite's table: wall and CPU figures of every phase, each
+  with its ratio to the folder pipeline's."""
+  folder = figures["phases"]["folder"]
   lines = [
       (
-          "| pipeline | images | images/s | vs folder | peak memory (MiB) |"
-          " setup (s) |"
+          "| pipeline | images | images/s | vs folder | CPU-s per 1k images |"
+          " images/s per core | per core vs folder | cores busy |"
+          " peak memory (MiB) | setup (s) |"
       ),
-      "|---|---:|---:|---:|---:|---:|",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for phase, f in figures["phases"].items():
+    speed, per_core = f["images_per_second"], f["images_per_cpu_second"]
     lines.append(
-        f"| {phase} | {f['images']:,} | {f['images_per_second']:.0f} |"
-        f" {f['images_per_second'] / reference:.2f}x |"
-        f" {f['peak_memory_mib']:,.0f} | {f['setup_seconds']:.1f} |"
+        f"| {phase} | {f['images']:,} | {speed:.0f} |"
+        f" {speed / folder['images_per_second']:.2f}x |"
+        f" {f['cpu_seconds_per_1000_images']:.2f} | {per_core:.0f} |"
+        f" {per_core / folder['images_per_cpu_second']:.2f}x |"
+        f" {f['cores_busy']:.2f} | {f['peak_memory_mib']:,.0f} |"
+        f" {f['setup_seconds']:.1f} |"
     )
   per_100k = figures["prepare_seconds"] / figures["frames"] * 100_000
   lines.append("")
   lines.append(
-      f"{figures['frames']:,} frames at {FLAGS.image_size}x{FLAGS.image_size},"
-      f" batch {FLAGS.batch_size}; rscd/3class prepared in"
+      f"{figures['frames']:,} frames at {image_size}x{image_size}, batch"
+      f" {batch_size}; rscd/3class prepared in"
       f" {figures['prepare_seconds']:.0f} s ({per_100k / 60:.1f} min per 100k"
-      " frames)"
+      " frames). Per core: images per CPU-second of the phase's process (user"
+      " + system, all threads); CPU-s per 1k images is also the cores it"
+      " takes to feed 1,000 images/s."
   )
   return "\n".join(lines) + "\n"
 
@@ -224,7 +268,11 @@ def _pipeline_suite(paths: dict[str, str]) -> None:
   for phase in PHASES:
     logging.info("benchmark: %s ...", phase)
     figures["phases"][phase] = _phase_in_subprocess(phase)
-  _write_results("pipeline_benchmark", figures, _table(figures))
+  _write_results(
+      "pipeline_benchmark",
+      figures,
+      pipeline_table(figures, FLAGS.image_size, FLAGS.batch_size),
+  )
 
 
 def _model_suite() -> None:

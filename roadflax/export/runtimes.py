@@ -63,8 +63,8 @@ def require_packages(format_name: str, packages: tuple[str, ...]) -> None:
       missing.append(package)
   if missing:
     raise UserError(
-        f"the {format_name} format needs {' and '.join(missing)}: pip install"
-        " 'roadflax[export]'"
+        f"the {format_name} format needs {' and '.join(missing)}: install"
+        " roadflax's export extra (pip install '.[export]' in its checkout)"
     )
 
 
