@@ -1,17 +1,20 @@
-"""`python -m roadflax.benchmark --suite=model` at the smallest size: the
+"""`python -m roadflax.benchmark` at the smallest size: the model suite's
 systems build the same network, the FLOPs per image agree with a count of
-the network's multiply-adds, and the tables say what was measured."""
+the network's multiply-adds, the pipeline suite's per-core figures come from
+CPU time, and the tables say what was measured."""
 
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 
 import jax
+import numpy as np
 import pytest
 
-from roadflax.benchmark import model_benchmark, peaks
+from roadflax.benchmark import model_benchmark, peaks, pipeline_benchmark
 from roadflax.models import roadnet
 from tests import helpers
 
@@ -263,3 +266,89 @@ def test_networks_of_different_sizes_are_refused():
     model_benchmark.check_same_model(
         {"jax float32": {"parameters": 10}, "keras float32": {"parameters": 11}}
     )
+
+
+# ------------------------------------------------------------- pipeline suite
+
+
+def _label_batches(count: int, work):
+  for _ in range(count):
+    work()
+    yield {"label": np.zeros(8, np.int32)}
+
+
+def test_per_core_figures_are_images_per_cpu_second(monkeypatch):
+  # A pipeline that used 1.5 cores for 4 wall seconds to make 40 images.
+  clocks = {"wall": iter([10.0, 14.0]), "cpu": iter([100.0, 106.0])}
+  monkeypatch.setattr(
+      pipeline_benchmark.time, "perf_counter", lambda: next(clocks["wall"])
+  )
+  monkeypatch.setattr(
+      pipeline_benchmark, "cpu_seconds", lambda: next(clocks["cpu"])
+  )
+  figures = pipeline_benchmark.measure_epoch(
+      lambda: _label_batches(5, lambda: None)
+  )
+  assert figures == {
+      "images": 40,
+      "seconds": 4.0,
+      "cpu_seconds": 6.0,
+      "images_per_second": 10.0,
+      "cpu_seconds_per_1000_images": 150.0,
+      "images_per_cpu_second": pytest.approx(40 / 6),
+      "cores_busy": 1.5,
+  }
+
+
+def test_cpu_time_counts_work_not_waiting():
+  def spin():
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+      pass
+
+  waiting = pipeline_benchmark.measure_epoch(
+      lambda: _label_batches(4, lambda: time.sleep(0.05))
+  )
+  working = pipeline_benchmark.measure_epoch(lambda: _label_batches(4, spin))
+  assert waiting["cpu_seconds"] < 0.3 * waiting["seconds"]
+  assert waiting["images_per_cpu_second"] > 3 * waiting["images_per_second"]
+  # At least the 0.2 s of CPU the batches took, on a busy machine too.
+  assert working["cpu_seconds"] >= 0.19
+  assert working["images_per_cpu_second"] <= 32 / 0.19
+
+
+def _phase(images, seconds, cpu_seconds):
+  return {
+      "images": images,
+      "seconds": seconds,
+      "cpu_seconds": cpu_seconds,
+      "images_per_second": images / seconds,
+      "cpu_seconds_per_1000_images": 1000 * cpu_seconds / images,
+      "images_per_cpu_second": images / cpu_seconds,
+      "cores_busy": cpu_seconds / seconds,
+      "peak_memory_mib": 1500.0,
+      "setup_seconds": 2.0,
+  }
+
+
+def test_pipeline_table_gives_per_core_figures_and_ratios_to_folder():
+  figures = {
+      "frames": 3000,
+      "prepare_seconds": 3.0,
+      "phases": {
+          "folder": _phase(2000, 10.0, 20.0),  # 100 per core, 2 cores
+          "disk_read": _phase(2000, 4.0, 5.0),  # 400 per core, 1.25 cores
+      },
+  }
+  table = pipeline_benchmark.table(figures, image_size=224, batch_size=64)
+  assert (
+      "| folder | 2,000 | 200 | 1.00x | 10.00 | 100 | 1.00x | 2.00 | 1,500 |"
+      " 2.0 |"
+      in table
+  )
+  assert (
+      "| disk_read | 2,000 | 500 | 2.50x | 2.50 | 400 | 4.00x | 1.25 | 1,500 |"
+      " 2.0 |"
+      in table
+  )
+  assert "3,000 frames at 224x224, batch 64" in table

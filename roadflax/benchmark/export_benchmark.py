@@ -28,8 +28,10 @@ from roadflax.export.trained import TrainedClassifier
 from roadflax.runs import workdirs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A trained workdir.", required=True)
-flags.DEFINE_string("exports", None, "Where the exports go.", required=True)
+# Not `required=True`: that would bind every parse of absl's flags in a
+# process that imports this module (the tests'), not only this command's.
+flags.DEFINE_string("model", None, "A trained workdir.")
+flags.DEFINE_string("exports", None, "Where the exports go.")
 flags.DEFINE_multi_enum(
     "export_format",
     list(runtimes.FORMATS),
@@ -145,6 +147,8 @@ def table(figures: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> None:
   del argv
+  if not FLAGS.model or not FLAGS.exports:
+    raise app.UsageError("give --model=WORKDIR and --exports=DIR")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.makedirs(FLAGS.exports, exist_ok=True)
   figures = measure(

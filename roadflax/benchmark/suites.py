@@ -40,11 +40,12 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from absl import flags, logging
 
 from roadflax.benchmark import model_benchmark
+from roadflax.benchmark import pipeline_benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
@@ -148,7 +149,7 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
     pipeline = pipelines.pipeline_for(split, data)
   setup = time.time() - start
   epoch = 1 if phase == "disk_read" else 0
-  figures = measure_epoch(
+  figures = pipeline_benchmark.measure_epoch(
       lambda: pipeline.train_batches(
           batch_size=FLAGS.batch_size, seed=0, epoch=epoch
       )
@@ -159,39 +160,6 @@ def _run_phase(phase: str, paths: dict[str, str]) -> dict[str, float]:
       "peak_memory_mib": (
           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
       ),
-  }
-
-
-def cpu_seconds() -> float:
-  """User + system CPU time of this process so far, all its threads."""
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
-def measure_epoch(
-    batches: Callable[[], Iterable[dict[str, Any]]],
-) -> dict[str, float]:
-  """Wall and CPU cost of making `batches()` and reading it to the end.
-
-  The CPU time is the process's (`cpu_seconds`: tf.data's thread pools
-  included) over the same interval as the wall time, so
-  `images_per_cpu_second` is images/s per fully used core, and
-  `cpu_seconds_per_1000_images` is also the cores it takes to feed 1,000
-  images/s.
-  """
-  wall, cpu, images = time.perf_counter(), cpu_seconds(), 0
-  for batch in batches():
-    images += len(batch["label"])
-  wall = time.perf_counter() - wall
-  cpu = cpu_seconds() - cpu
-  return {
-      "images": images,
-      "seconds": wall,
-      "cpu_seconds": cpu,
-      "images_per_second": images / wall,
-      "cpu_seconds_per_1000_images": 1000 * cpu / images,
-      "images_per_cpu_second": images / cpu,
-      "cores_busy": cpu / wall,
   }
 
 
@@ -221,41 +189,6 @@ def _phase_in_subprocess(phase: str) -> dict[str, Any]:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def pipeline_table(figures: dict[str, Any], image_size: int, batch_size: int):
-  """The pipeline suite's table: wall and CPU figures of every phase, each
-  with its ratio to the folder pipeline's."""
-  folder = figures["phases"]["folder"]
-  lines = [
-      (
-          "| pipeline | images | images/s | vs folder | CPU-s per 1k images |"
-          " images/s per core | per core vs folder | cores busy |"
-          " peak memory (MiB) | setup (s) |"
-      ),
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-  ]
-  for phase, f in figures["phases"].items():
-    speed, per_core = f["images_per_second"], f["images_per_cpu_second"]
-    lines.append(
-        f"| {phase} | {f['images']:,} | {speed:.0f} |"
-        f" {speed / folder['images_per_second']:.2f}x |"
-        f" {f['cpu_seconds_per_1000_images']:.2f} | {per_core:.0f} |"
-        f" {per_core / folder['images_per_cpu_second']:.2f}x |"
-        f" {f['cores_busy']:.2f} | {f['peak_memory_mib']:,.0f} |"
-        f" {f['setup_seconds']:.1f} |"
-    )
-  per_100k = figures["prepare_seconds"] / figures["frames"] * 100_000
-  lines.append("")
-  lines.append(
-      f"{figures['frames']:,} frames at {image_size}x{image_size}, batch"
-      f" {batch_size}; rscd/3class prepared in"
-      f" {figures['prepare_seconds']:.0f} s ({per_100k / 60:.1f} min per 100k"
-      " frames). Per core: images per CPU-second of the phase's process (user"
-      " + system, all threads); CPU-s per 1k images is also the cores it"
-      " takes to feed 1,000 images/s."
-  )
-  return "\n".join(lines) + "\n"
-
-
 def _pipeline_suite(paths: dict[str, str]) -> None:
   # Measured afresh each run; only the generated frames are reused.
   shutil.rmtree(paths["tfds"], ignore_errors=True)
@@ -271,7 +204,7 @@ def _pipeline_suite(paths: dict[str, str]) -> None:
   _write_results(
       "pipeline_benchmark",
       figures,
-      pipeline_table(figures, FLAGS.image_size, FLAGS.batch_size),
+      pipeline_benchmark.table(figures, FLAGS.image_size, FLAGS.batch_size),
   )
 
 
