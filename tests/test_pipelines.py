@@ -8,8 +8,10 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow as tf
 
 from roadflax.configs import default
+from roadflax.data import augment
 from roadflax.data import batching
 from roadflax.data import caches
 from roadflax.data import contract
@@ -323,6 +325,32 @@ def test_cache_gives_the_same_batches(folder, augment):
       _eval(folder.splits["val"], _config()),
       _eval(folder.splits["val"], _config(cache="memory")),
   )
+
+
+def test_augmentation_is_unchanged_and_keeps_a_static_shape():
+  image = tf.constant(
+      np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), np.uint8)
+  )
+  pixels = image.numpy().astype(np.float32)
+  flip_only = augment.Augmentation(flip=True, crop_scale=1.0, brightness=0.0)
+  flipped = []
+  for i in range(16):
+    seed = tf.constant([7, i], tf.int64)
+    # The draw it always made: the second of three seeds split from the
+    # example's, below 0.5.
+    draw = tf.random.experimental.stateless_split(seed, 3)[1]
+    flip = tf.random.stateless_uniform([], draw).numpy() < 0.5
+    out = augment.augment(image, seed, flip_only, SIZE).numpy()
+    np.testing.assert_array_equal(out, pixels[:, ::-1] if flip else pixels)
+    flipped.append(flip)
+  assert 0 < sum(flipped) < 16
+  # A crop of drawn size still gives [S, S, 3]: normalising it needs no
+  # broadcast.
+  every = augment.Augmentation(flip=True, crop_scale=0.5, brightness=0.1)
+  traced = tf.function(
+      lambda x: augment.augment(x, tf.constant([1, 2], tf.int64), every, SIZE)
+  ).get_concrete_function(tf.TensorSpec([SIZE, SIZE, 3], tf.uint8))
+  assert traced.structured_outputs.shape == (SIZE, SIZE, 3)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -90,6 +90,30 @@ def test_normalize():
   np.testing.assert_allclose(out, [[[1.0, -2.0, -1.5]]], rtol=1e-6)
 
 
+def test_normalize_is_the_same_on_known_and_unknown_shapes():
+  # On a known shape mean and std are constants of the image's shape (fast),
+  # else broadcast (as it always did): the same float32 values either way.
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8)
+
+  def normalize(shape):
+    return tf.function(
+        lambda x: preprocess.normalize(x, mean, std),
+        input_signature=[tf.TensorSpec(shape, tf.uint8)],
+    )(image).numpy()
+
+  known, unknown = normalize([5, 7, 3]), normalize([None, None, 3])
+  assert known.dtype == unknown.dtype == np.float32
+  np.testing.assert_array_equal(known, unknown)
+  # Eagerly it is float32's own arithmetic; a traced graph, rewritten by
+  # TensorFlow's optimiser, may round the last bit differently.
+  plain = (image.astype(np.float32) / np.float32(255) - np.float32(mean)) / (
+      np.float32(std)
+  )
+  np.testing.assert_array_equal(preprocess.normalize(image, mean, std), plain)
+  np.testing.assert_allclose(known, plain, atol=1e-6)
+
+
 def test_load_image_and_preprocess_bytes_agree(image_path):
   with open(image_path, "rb") as f:
     from_bytes = preprocess.preprocess_bytes(f.read(), _config())

@@ -16,6 +16,7 @@ from roadflax.errors import UserError
 from tests import helpers
 
 SIZE = 32
+NO_AUGMENT = dict(flip=False, crop_scale=1.0, brightness=0.0)
 COUNTS = {"train": 12, "validation": 3, "test": 4}
 
 
@@ -171,6 +172,29 @@ def test_disk_cache_serves_the_same_images_and_is_written_once(
   train_batches = _batches(again.train_batches(batch_size=3, seed=0, epoch=0))
   assert len(train_batches) == len(split) // 3
   assert os.stat(tmp_path / "preprocessed" / cache_dir).st_mtime_ns == stamp
+
+
+def test_disk_cache_trains_on_exactly_the_folder_pipelines_images(
+    folder, tmp_path
+):
+  split = folder.splits["train"]  # 30 images: one epoch in 6 batches of 5.
+  plain = _data(augment=NO_AUGMENT)
+  cached = _data(augment=NO_AUGMENT, cache="disk", cache_dir=str(tmp_path))
+  references = np.concatenate([
+      b["image"]
+      for b in pipelines.pipeline_for(split, plain).train_batches(
+          batch_size=5, seed=0, epoch=0
+      )
+  ])
+  assert len(references) == len(split)
+  pipeline = pipelines.pipeline_for(split, cached)
+  assert isinstance(pipeline, streaming.StreamPipeline)
+  images = np.concatenate([
+      b["image"] for b in pipeline.train_batches(batch_size=5, seed=0, epoch=0)
+  ])
+  assert images.shape == references.shape and images.dtype == np.float32
+  for image in images:
+    assert (references == image).all(axis=(1, 2, 3)).sum() == 1
 
 
 def _imbalanced_folder(root):
