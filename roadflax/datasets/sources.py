@@ -9,7 +9,7 @@ reader, so the synthetic demo exercises exactly the path real data takes.
 prepared TFDS image-classification set; both stream (`tfds_source`).
 """
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import ml_collections
@@ -19,6 +19,7 @@ from absl import logging
 from roadflax.data import image_folder
 from roadflax.data.contract import DataSet
 from roadflax.datasets import roadtex, tfds_source
+from roadflax.errors import UserError
 
 
 def _synthetic(data: ml_collections.ConfigDict) -> image_folder.ImageFolder:
@@ -50,6 +51,28 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict], DataSet]] = {
 def load_dataset(data: ml_collections.ConfigDict) -> DataSet:
   """The checked data set of `data.source`."""
   return SOURCES[data.source](data)
+
+
+def load_dataset_for(
+    data: ml_collections.ConfigDict, class_names: Sequence[str], model: str
+) -> DataSet:
+  """`load_dataset(data)`, which must have the classes a trained model knows.
+
+  Args:
+    data: where the images are.
+    class_names: the model's classes, in its order.
+    model: names the model in the message, e.g. "the model in runs/demo".
+
+  Raises:
+    UserError: the data set has other classes (or another order).
+  """
+  dataset = load_dataset(data)
+  if tuple(dataset.class_names) != tuple(class_names):
+    raise UserError(
+        f"{dataset.root} has classes {list(dataset.class_names)} but {model}"
+        f" was trained on {list(class_names)}"
+    )
+  return dataset
 
 
 def log_class_counts(dataset: DataSet) -> None:

@@ -9,7 +9,6 @@ import numpy as np
 from absl import logging
 
 from roadflax.datasets import sources
-from roadflax.errors import UserError
 from roadflax.export import runtimes, samples
 from roadflax.results import reports
 
@@ -39,12 +38,9 @@ def evaluate_export(
       if data_config is None
       else data_config
   )
-  dataset = sources.load_dataset(data)
-  if tuple(dataset.class_names) != export.class_names:
-    raise UserError(
-        f"{dataset.root} has classes {list(dataset.class_names)} but the"
-        f" export in {directory} was trained on {list(export.class_names)}"
-    )
+  dataset = sources.load_dataset_for(
+      data, export.class_names, f"the export in {directory}"
+  )
   split = dataset.splits["test"]
   num_classes = len(export.class_names)
   confusion = np.zeros((num_classes, num_classes), np.int64)

@@ -70,12 +70,9 @@ def export_model(
   start = time.time()
   classifier = TrainedClassifier.load(workdir, stage)
   data = workdirs.run_config(workdir, data_config).data
-  dataset = sources.load_dataset(data)
-  if tuple(dataset.class_names) != classifier.class_names:
-    raise UserError(
-        f"{dataset.root} has classes {list(dataset.class_names)} but the model"
-        f" in {workdir} was trained on {list(classifier.class_names)}"
-    )
+  dataset = sources.load_dataset_for(
+      data, classifier.class_names, f"the model in {workdir}"
+  )
   pixels, labels = samples.read_pixels(
       dataset.splits["test"], classifier.preprocessing, parity.PARITY_IMAGES
   )

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from roadflax.data.preprocess import Preprocessing
-from roadflax.models import roadnet
+from roadflax.models import roadnet, steps
 from roadflax.runs import workdirs
 
 # What run.json holds of the preprocessing.
@@ -99,10 +99,7 @@ class TrainedClassifier:
 
     def probabilities(params: Any, pixels: jax.Array) -> jax.Array:
       images = (pixels.astype(jnp.float32) / 255.0 - mean) / std
-      logits = model.apply(
-          {"params": params}, images, method=roadnet.RoadNet.classify
-      )
-      return jax.nn.softmax(logits.astype(jnp.float32))
+      return steps.predict_step(params, images, model=model)
 
     return probabilities
 

@@ -17,7 +17,6 @@ from roadflax.models import steps
 from roadflax.results import reports, visuals
 from roadflax.runs import workdirs
 from roadflax.training import sharding
-from roadflax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +146,9 @@ def evaluate_workdir(
   run = workdirs.load_run(workdir)
   stage_names = workdirs.classifier_stages(workdir)
   config = workdirs.run_config(workdir, data_config)
-  dataset = sources.load_dataset(config.data)
-  if tuple(dataset.class_names) != tuple(run["class_names"]):
-    raise UserError(
-        f"{dataset.root} has classes {list(dataset.class_names)} but the model"
-        f" in {workdir} was trained on {run['class_names']}"
-    )
+  dataset = sources.load_dataset_for(
+      config.data, run["class_names"], f"the model in {workdir}"
+  )
   mesh = sharding.data_mesh()
   memory_cache = (
       caches.MemoryCache()
