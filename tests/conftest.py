@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow, one JAX compilation cache for the
-run, and one small image tree and one trained workdir for the whole session."""
+run, and one small image tree and one trained workdir for the whole run
+(shared by the parallel workers)."""
 
 import atexit
 import os
@@ -34,7 +35,7 @@ def cache_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
-  return helpers.write_image_tree(str(tmp_path_factory.mktemp("data")))
+  return helpers.built_once(tmp_path_factory, "data", helpers.write_image_tree)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +43,10 @@ def trained_workdir(data_root, tmp_path_factory):
   """Both stages of `helpers.tiny_config`, trained once; tests only read it."""
   from roadflax.training import train
 
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(helpers.tiny_config(data_root), workdir)
-  return workdir
+  return helpers.built_once(
+      tmp_path_factory,
+      "run",
+      lambda workdir: train.train_and_evaluate(
+          helpers.tiny_config(data_root), workdir
+      ),
+  )

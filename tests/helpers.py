@@ -2,9 +2,11 @@
 command or, skipping a new process's seconds of imports, in this process."""
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from unittest import mock
@@ -77,6 +79,28 @@ def run_main(*args: str, check: bool = False) -> subprocess.CompletedProcess:
   if check:
     assert returncode == 0, result.stderr[-3000:]
   return result
+
+
+def built_once(tmp_path_factory, name: str, build) -> str:
+  """The folder `name` that `build(path)` writes once for the whole test run.
+
+  The parallel workers (pytest-xdist) share it: the first to ask builds it
+  under a file lock while the others wait, and all of them read the result,
+  instead of each building its own copy of the same data or trained model.
+  Tests treat it as read-only. Its lock and its "built" mark lie beside it.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the run's folder, above each worker's own
+  path = os.path.join(root, name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(f"{path}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(f"{path}.built"):
+      shutil.rmtree(path, ignore_errors=True)
+      build(path)
+      open(f"{path}.built", "w").close()
+  return path
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:

@@ -3,8 +3,10 @@ bound with JAX, says what it is in its metadata and model card, runs again
 through `load_export`, and evaluates itself; user mistakes are one line."""
 
 import dataclasses
+import functools
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -54,13 +56,15 @@ def confident_workdir(tmp_path_factory):
   its classes (50 steps of the classifier alone, about 15 s), and its test
   split is large enough that 98% allows two disagreements.
   """
-  root = _write_colour_tree(str(tmp_path_factory.mktemp("colours")))
+  root = helpers.built_once(tmp_path_factory, "colours", _write_colour_tree)
   config = helpers.tiny_config(root, classify=50)
   config.stage_order = ("classify",)
   config.stages.classify.update(init_from="", learning_rate=0.02)
-  workdir = str(tmp_path_factory.mktemp("confident"))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+  return helpers.built_once(
+      tmp_path_factory,
+      "confident",
+      lambda workdir: train.train_and_evaluate(config, workdir),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +90,30 @@ def workdir_data_root(workdir: str) -> str:
     return json.load(f)["data"]["root"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(confident_workdir, tmp_path_factory):
-  """export(format) -> its folder, written once per format for the module.
+  """export(format) -> its folder, written once per format for the run.
 
   The onnx folder starts out as a stale earlier export, which the export
-  replaces (`test_an_earlier_export_is_replaced`).
+  replaces (`test_an_earlier_export_is_replaced`). Each format has a parent
+  folder of its own, in which no other export is staged meanwhile.
   """
-  folder = tmp_path_factory.mktemp("exports")
-  stale = folder / "onnx"
-  stale.mkdir()
-  (stale / runtimes.METADATA_FILE).write_text('{"format": "onnx"}')
-  (stale / "stale.txt").write_text("from an earlier export")
-  done = {}
+
+  def write(format_name: str, folder: str) -> None:
+    if format_name == "onnx":
+      os.makedirs(folder)
+      with open(os.path.join(folder, runtimes.METADATA_FILE), "w") as f:
+        f.write('{"format": "onnx"}')
+      with open(os.path.join(folder, "stale.txt"), "w") as f:
+        f.write("from an earlier export")
+    exporters.export_model(confident_workdir, None, format_name, folder)
 
   def export(format_name: str) -> str:
-    if format_name not in done:
-      done[format_name] = exporters.export_model(
-          confident_workdir, None, format_name, str(folder / format_name)
-      )
-    return done[format_name]
+    return helpers.built_once(
+        tmp_path_factory,
+        f"exports-{format_name}/{format_name}",
+        functools.partial(write, format_name),
+    )
 
   return export
 
@@ -360,10 +368,16 @@ def test_an_earlier_export_is_replaced(exported):
   ]
 
 
+def own_copy(directory: str, tmp_path) -> str:
+  """A copy to write an evaluation into: the exports are shared by tests
+  that list their files."""
+  return shutil.copytree(directory, tmp_path / os.path.basename(directory))
+
+
 def test_evaluate_export_reports_the_accuracy_of_its_probabilities(
-    exported, test_images
+    exported, test_images, tmp_path
 ):
-  directory = exported("onnx")
+  directory = own_copy(exported("onnx"), tmp_path)
   pixels, labels = test_images
   expected = np.mean(
       runtimes.load_export(directory).probabilities(pixels).argmax(1) == labels
@@ -381,9 +395,9 @@ def test_evaluate_export_reports_the_accuracy_of_its_probabilities(
 
 
 def test_evaluate_export_reads_the_data_it_is_given(
-    exported, confident_workdir
+    exported, confident_workdir, tmp_path
 ):
-  directory = exported("onnx")
+  directory = own_copy(exported("onnx"), tmp_path)
   data = default.get_config().data
   data.root = workdir_data_root(confident_workdir)
 
@@ -511,15 +525,15 @@ def test_roadflax_load_predicts_with_an_export_as_with_its_workdir(
 def test_the_command_exports_and_takes_an_export_as_its_workdir(
     exported, confident_workdir, tmp_path
 ):
-  output = tmp_path / "saved"
+  output = tmp_path / "exported"
   helpers.run_main(
       "--mode=export",
       f"--workdir={confident_workdir}",
-      "--format=saved_model",
+      "--format=onnx",  # the quickest to write
       f"--output={output}",
       check=True,
   )
-  assert runtimes.read_metadata(str(output))["format"] == "saved_model"
+  assert runtimes.read_metadata(str(output))["format"] == "onnx"
 
   image = f"{workdir_data_root(confident_workdir)}/test/gravel/002.jpg"
   predictions = tmp_path / "predictions.json"
