@@ -104,8 +104,11 @@ def test_two_processes_train_what_one_device_trains(
   """`--coordinator` runs: each process feeds its part of every batch and
   only process 0 writes. Without dropout (whose masks follow an example's
   place in the global batch, which differs) and under momentum (see above)
-  the parameters match those of one device (this process's)."""
+  the parameters match those of one device (this process's). The classifier
+  alone: two stages on two devices are the test above."""
   flags = helpers.tiny_flags(data_root) + [
+      "--config.stage_order=('classify',)",
+      "--config.stages.classify.init_from=",
       "--config.model.dropout_rate=0",
       "--config.stages.classify.optimizer=momentum",
   ]
