@@ -11,10 +11,13 @@
 __version__ = "0.2.0"
 
 
-def load(path: str, stage: str | None = None):
+def load(
+    path: str, stage: str | None = None, unsure_below: float | None = None
+):
   """A trained model (`roadflax.serve.model.Model`): the best classifier of a
   workdir (`stage`, by default its last classification stage) or an export
-  written by `--mode=export`."""
+  written by `--mode=export`; predictions whose top probability is below
+  `unsure_below` (default `serve.model.UNSURE_BELOW`) are flagged `unsure`."""
   from roadflax.serve import model  # the heavy imports, on first use
 
-  return model.load(path, stage)
+  return model.load(path, stage, unsure_below)

@@ -127,3 +127,23 @@ def test_load_takes_a_stage(trained_workdir):
   assert roadflax.load(trained_workdir, "classify").source.endswith("classify")
   with pytest.raises(UserError, match="no trained classification stage"):
     roadflax.load(trained_workdir, "pretrain")
+
+
+def test_predictions_below_the_threshold_are_flagged_unsure(
+    trained_workdir, files, tmp_path
+):
+  bad = tmp_path / "notes.jpg"
+  bad.write_text("not a picture")
+  top = roadflax.load(trained_workdir).predict(files).probabilities.max(1)
+  threshold = float(np.median(top))
+  result = roadflax.load(trained_workdir, unsure_below=threshold).predict(
+      files + [str(bad)]
+  )
+  assert result.unsure == [bool(p < threshold) for p in top] + [False]
+  assert result.unsure[:3].count(True) == 1  # the least sure of three
+  assert (
+      roadflax.load(trained_workdir, unsure_below=1.0).predict(files).unsure
+      == [True] * 3
+  )
+  with pytest.raises(UserError, match="unsure_below=1.5 is not a probability"):
+    roadflax.load(trained_workdir, unsure_below=1.5)

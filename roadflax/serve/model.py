@@ -28,6 +28,8 @@ from roadflax.export.trained import TrainedClassifier
 
 # Images per model call.
 PREDICT_BATCH_SIZE = 32
+# A prediction whose top probability is below this is flagged `unsure`.
+UNSURE_BELOW = 0.6
 
 
 def in_batches(
@@ -59,12 +61,15 @@ class Predictions:
 
   An item that could not be read has class None, a row of NaN
   probabilities and its reason in `errors`; the others are unaffected.
+  `unsure` flags the items whose top probability is below the model's
+  `unsure_below` (never an unreadable one).
   """
 
   classes: list[str | None]
   probabilities: np.ndarray  # float32 [N, len(class_names)]
   errors: list[str | None]
   class_names: tuple[str, ...]
+  unsure: list[bool]
 
   def __len__(self) -> int:
     return len(self.classes)
@@ -79,12 +84,16 @@ class Model:
       class_names: Sequence[str],
       preprocessing: Preprocessing,
       source: str,
+      unsure_below: float = UNSURE_BELOW,
   ):
     """`probabilities` maps uint8 pixels [N, S, S, 3] to [N, classes]."""
+    if not 0 <= unsure_below <= 1:
+      raise UserError(f"unsure_below={unsure_below} is not a probability")
     self._probabilities = probabilities
     self.class_names = tuple(class_names)
     self.preprocessing = preprocessing
     self.source = source
+    self.unsure_below = unsure_below
 
   def __repr__(self) -> str:
     return (
@@ -129,7 +138,11 @@ class Model:
         None if error else self.class_names[int(np.argmax(row))]
         for row, error in zip(probabilities, errors)
     ]
-    return Predictions(classes, probabilities, errors, self.class_names)
+    unsure = [
+        error is None and float(row.max()) < self.unsure_below
+        for row, error in zip(probabilities, errors)
+    ]
+    return Predictions(classes, probabilities, errors, self.class_names, unsure)
 
   def pixels(self, image: Any) -> np.ndarray:
     """One image as the model sees it, before normalising: uint8 [S, S, 3].
@@ -190,23 +203,33 @@ def _check_array(array: np.ndarray, name: str, images: bool = True) -> None:
     raise UserError(f"{name} has shape {array.shape}: an image without pixels")
 
 
-def load(path: str, stage: str | None = None) -> Model:
+def load(
+    path: str, stage: str | None = None, unsure_below: float | None = None
+) -> Model:
   """A trained model: a workdir's classifier, or an export folder.
 
   Args:
     path: a roadflax workdir (its best checkpoint of `stage`, by default the
       last classification stage), or a folder written by `--mode=export`.
     stage: for a workdir, which classification stage.
+    unsure_below: predictions less confident than this are flagged `unsure`
+      (default `UNSURE_BELOW`).
 
   Raises:
     UserError: `path` is neither, or has no trained classifier.
   """
+  if unsure_below is None:
+    unsure_below = UNSURE_BELOW
   if runtimes.is_export(path):
     if stage is not None:
       raise UserError(f"{path} is an export: it has no stages to choose from")
     export = runtimes.load_export(path)
     return Model(
-        export.probabilities, export.class_names, export.preprocessing, path
+        export.probabilities,
+        export.class_names,
+        export.preprocessing,
+        path,
+        unsure_below,
     )
   classifier = TrainedClassifier.load(path, stage)
   return Model(
@@ -214,4 +237,5 @@ def load(path: str, stage: str | None = None) -> Model:
       classifier.class_names,
       classifier.preprocessing,
       os.path.join(path, classifier.stage),
+      unsure_below,
   )
