@@ -2,9 +2,7 @@
 trains the same model as on one device (CPU devices forced by XLA_FLAGS, in
 fresh processes; this process has one)."""
 
-import concurrent.futures
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -31,44 +29,50 @@ def test_batches_must_split_evenly_over_devices(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_devices_train_what_one_device_trains(data_root, tmp_path, caplog):
-  # Momentum, not the default Adam: Adam scales each update to about the
-  # learning rate, so a parameter with a near-zero gradient moves by the
-  # rate on either device count and float rounding would decide its sign.
+def test_two_devices_train_what_one_device_trains(
+    trained_workdir, data_root, tmp_path
+):
+  """The session's one-device workdir (`helpers.tiny_config`, whose
+  classifier trains with momentum: Adam scales each update to about the
+  learning rate, so a parameter with a near-zero gradient would move by the
+  rate on either device count and float rounding would decide its sign),
+  trained again by the command on two devices."""
   flags = helpers.tiny_flags(data_root) + [
-      "--config.stages.classify.optimizer=momentum"
+      "--config.log_every_steps=2",
+      "--config.stages.pretrain.steps=4",
+      "--config.stages.classify.steps=4",
+      "--config.stages.classify.optimizer=momentum",
   ]
-  runs = {devices: str(tmp_path / f"devices{devices}") for devices in (1, 2)}
-  caplog.set_level(logging.INFO)
-  # Both runs at once: each leaves a core idle much of its time (imports,
-  # compiling).
-  with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    two_devices = pool.submit(
-        helpers.command,
-        *flags,
-        f"--workdir={runs[2]}",
-        check=True,
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-    )
-    helpers.run_main(*flags, f"--workdir={runs[1]}", check=True)
-    result = two_devices.result()
-  assert "devices: [CpuDevice(id=0)]" in caplog.text
+  two_devices = str(tmp_path / "two_devices")
+  result = helpers.command(
+      *flags,
+      f"--workdir={two_devices}",
+      check=True,
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )
   assert "devices: [CpuDevice(id=0), CpuDevice(id=1)]" in result.stderr
+  assert read_json(two_devices, "config.json") == read_json(
+      trained_workdir, "config.json"
+  )
 
-  step_1, params_1 = helpers.final_params(os.path.join(runs[1], "classify"))
-  step_2, params_2 = helpers.final_params(os.path.join(runs[2], "classify"))
-  assert step_1 == step_2 == 2
+  step_1, params_1 = helpers.final_params(
+      os.path.join(trained_workdir, "classify")
+  )
+  step_2, params_2 = helpers.final_params(os.path.join(two_devices, "classify"))
+  assert step_1 == step_2 == 4
   # The same global batches and dropout masks; only the order of float sums
   # differs (the gradient is reduced across devices).
   for a, b in zip(
       jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-  reports = [
-      json.load(open(os.path.join(runs[d], "classify", "report.json")))
-      for d in (1, 2)
-  ]
-  assert reports[0]["num_examples"] == reports[1]["num_examples"] == 12
+  for workdir in (trained_workdir, two_devices):
+    assert read_json(workdir, "classify", "report.json")["num_examples"] == 12
+
+
+def read_json(*path: str) -> dict:
+  with open(os.path.join(*path)) as f:
+    return json.load(f)
 
 
 @pytest.mark.parametrize(

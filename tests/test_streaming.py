@@ -290,9 +290,14 @@ def test_training_from_the_rscd3_config(release, tmp_path):
       balance="class_weights",
   )
   config.eval_batch_size = 8
-  for name in config.stage_order:
-    config.stages[name].update(steps=3, batch_size=4)
-  config.stages.classify.update(optimizer="momentum", learning_rate=0.01)
+  config.stage_order = ("classify",)  # the data path, not the recipe
+  config.stages.classify.update(
+      steps=3,
+      batch_size=4,
+      init_from="",
+      optimizer="momentum",
+      learning_rate=0.01,
+  )
   train.train_and_evaluate(config, str(tmp_path / "run"))
   with open(tmp_path / "run" / "classify" / "report.json") as f:
     report = json.load(f)
