@@ -5,16 +5,23 @@ import os
 import tempfile
 from typing import Any, BinaryIO, Callable
 
+# The process's umask, read once at import: reading it means setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
   """Calls `write` on a temporary file beside `path`, then renames it over
-  `path`: readers see the old file or the new one, never a mix."""
+  `path`: readers see the old file or the new one, never a mix. The file
+  gets the permissions of any new file (0666 less the umask), not the
+  owner-only ones of a temporary file."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(
       dir=directory, prefix=".tmp-", suffix=os.path.basename(path)
   )
   try:
+    os.fchmod(fd, 0o666 & ~_UMASK)
     with os.fdopen(fd, "wb") as f:
       write(f)
       f.flush()
