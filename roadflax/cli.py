@@ -3,9 +3,10 @@ train, evaluate, predict, export, serve, compare, or summarise.
 
 roadflax --config=roadflax:synthetic --workdir=runs/demo
 roadflax --mode=evaluate --workdir=runs/demo
-roadflax --mode=predict --workdir=runs/demo --input=photo.jpg
+roadflax --mode=predict --workdir=runs/demo --input=photo.jpg [--explain]
+roadflax --mode=predict --workdir=runs/demo --input=drive.mp4 --gpx=track.gpx
 roadflax --mode=export --workdir=runs/demo --format=onnx --output=exports/onnx
-roadflax --mode=serve --workdir=runs/demo
+roadflax --mode=serve --workdir=runs/demo --workdir=runs/ground
 roadflax --mode=compare --workdir='runs/*' --output=runs
 roadflax --mode=summary --config=roadflax:default
 """
@@ -20,9 +21,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from roadflax import configs, console
+from roadflax.drives.segments import DEFAULT_MIN_SECONDS
+from roadflax.drives.timeline import DEFAULT_EVERY
 from roadflax.export import runtimes
 from roadflax.models import roadnet
 from roadflax.serve import predict
+from roadflax.serve.model import UNSURE_BELOW
 from roadflax.training import evaluate, sharding, train
 from roadflax.errors import UserError
 
@@ -47,14 +51,54 @@ flags.DEFINE_multi_string(
     "workdir",
     [],
     "Directory for checkpoints, TensorBoard events and "
-    "reports; compare: several, or a quoted glob.",
+    "reports; compare: several, or a quoted glob; serve: several, or a"
+    " folder of runs.",
 )
 flags.DEFINE_enum("mode", "train", MODES, "The job to run.")
-flags.DEFINE_multi_string("input", [], "predict: image files or folders.")
+flags.DEFINE_multi_string(
+    "input",
+    [],
+    "predict: image files or folders; or videos (.mp4, .mov, .mkv, ...) or"
+    " folders of them, in a run of their own.",
+)
+flags.DEFINE_float(
+    "every", DEFAULT_EVERY, "predict, videos: seconds between sampled frames."
+)
+flags.DEFINE_float(
+    "min_segment_seconds",
+    DEFAULT_MIN_SECONDS,
+    "predict, videos: a shorter run of one class is absorbed into a"
+    " neighbour (the rule: roadflax/drives/segments.py).",
+)
+flags.DEFINE_string(
+    "gpx",
+    None,
+    "predict, one video: the drive's GPS track, to write segments.geojson"
+    " and map.html.",
+)
+flags.DEFINE_float(
+    "gpx_offset",
+    0.0,
+    "predict, with --gpx: seconds from the track's first point to the"
+    " video's start (negative: the video started first).",
+)
+flags.DEFINE_float(
+    "unsure_below",
+    UNSURE_BELOW,
+    "predict: flag a prediction whose top probability is below this as unsure.",
+)
+flags.DEFINE_bool(
+    "explain",
+    False,
+    "predict: also write each image's Grad-CAM heat map, beside the image as"
+    " the model saw it, as a PNG in explanations/ beside --output (or here);"
+    " a workdir's model only.",
+)
 flags.DEFINE_string(
     "output",
     None,
-    "predict: a JSON file for the predictions; export: the folder to write;"
+    "predict: a JSON file for the predictions (videos: the folder for their"
+    " timelines, default ./timelines); export: the folder to write;"
     " compare: the folder for comparison.md/.csv/.png (default: .).",
 )
 flags.DEFINE_string(
@@ -121,6 +165,13 @@ def run(argv: list[str]) -> None:
     model = roadnet.create_model(config.model, num_classes=3)
     print(roadnet.summary(model, config.data.image_size))
     return
+  if mode == "serve":
+    from roadflax.serve import serving  # streamlit is needed by this mode only
+
+    serving.serve(
+        workdirs, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port
+    )
+    return
   if len(workdirs) != 1:
     raise UserError(f"--mode={mode} needs one --workdir=DIR")
   workdir = workdirs[0]
@@ -134,16 +185,45 @@ def run(argv: list[str]) -> None:
       evaluation.evaluate_export(workdir, data_config)
     else:
       evaluate.evaluate_workdir(workdir, data_config)
+  elif mode == "predict" and (videos := _videos()):
+    _predict_videos(workdir, videos)
   elif mode == "predict":
-    predict.predict_main(workdir, FLAGS.input, FLAGS.output, FLAGS.stage)
-  elif mode == "export":
-    _export(workdir, config)
-  else:
-    from roadflax.serve import serving  # streamlit is needed by this mode only
-
-    serving.serve(
-        workdir, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port
+    predict.predict_main(
+        workdir,
+        FLAGS.input,
+        FLAGS.output,
+        FLAGS.stage,
+        unsure_below=FLAGS.unsure_below,
+        explain=FLAGS.explain,
     )
+  else:
+    _export(workdir, config)
+
+
+def _videos() -> list[str]:
+  """The videos among --input; [] for images (mixing both is an error)."""
+  from roadflax.serve import video_predict  # PyAV and folium: videos only
+
+  videos = video_predict.video_inputs(FLAGS.input)
+  if not videos and FLAGS.gpx:
+    raise UserError("--gpx places a video on the map: --input holds none")
+  return videos
+
+
+def _predict_videos(workdir: str, videos: list[str]) -> None:
+  from roadflax.serve import video_predict
+
+  video_predict.predict_videos(
+      workdir,
+      videos,
+      FLAGS.output,
+      FLAGS.stage,
+      every=FLAGS.every,
+      min_seconds=FLAGS.min_segment_seconds,
+      gpx_path=FLAGS.gpx,
+      gpx_offset=FLAGS.gpx_offset,
+      unsure_below=FLAGS.unsure_below,
+  )
 
 
 def _export(workdir: str, config) -> None:

@@ -1,6 +1,6 @@
 """Shared test setup: quiet TensorFlow, one JAX compilation cache for the
-run, and one small image tree and one trained workdir for the whole run
-(shared by the parallel workers)."""
+run, and small image trees and trained workdirs for the whole run (shared by
+the parallel workers)."""
 
 import atexit
 import os
@@ -49,4 +49,31 @@ def trained_workdir(data_root, tmp_path_factory):
       lambda workdir: train.train_and_evaluate(
           helpers.tiny_config(data_root), workdir
       ),
+  )
+
+
+@pytest.fixture(scope="session")
+def confident_workdir(tmp_path_factory):
+  """A classifier trained until it is right, and sure, on 120 test images
+  (`helpers.write_colour_tree`); tests only read it.
+
+  The int8 bound of exports (98% top-1 agreement, accuracy within a point)
+  means something only when predictions are not near-uniform: a barely
+  trained model's classes lie within int8's rounding of each other, and one
+  that always answers the same class agrees with anything. So this model
+  learns its classes (50 steps of the classifier alone, about 15 s), and its
+  test split is large enough that 98% allows two disagreements.
+  """
+  from roadflax.training import train
+
+  root = helpers.built_once(
+      tmp_path_factory, "colours", helpers.write_colour_tree
+  )
+  config = helpers.tiny_config(root, classify=50)
+  config.stage_order = ("classify",)
+  config.stages.classify.update(init_from="", learning_rate=0.02)
+  return helpers.built_once(
+      tmp_path_factory,
+      "confident",
+      lambda workdir: train.train_and_evaluate(config, workdir),
   )

@@ -18,6 +18,7 @@ from PIL import Image
 from roadflax import cli
 from roadflax.configs import default
 from roadflax.data import image_folder
+from roadflax.models import roadnet
 from roadflax.runs import checkpoints, workdirs
 
 CLASSES = ("asphalt", "concrete", "gravel")
@@ -148,6 +149,25 @@ def write_image_tree(
   return root
 
 
+# Images per class of each split of `write_colour_tree`.
+COLOUR_SPLITS = {"train": 20, "val": 4, "test": 40}
+
+
+def write_colour_tree(root: str) -> str:
+  """ROOT/{train,val,test}/CLASS/*.jpg: class k's images are noise with
+  channel k raised, a pattern the network learns in a few dozen steps."""
+  rng = np.random.default_rng(0)
+  for split, count in COLOUR_SPLITS.items():
+    for label, name in enumerate(CLASSES):
+      folder = os.path.join(root, split, name)
+      os.makedirs(folder)
+      for i in range(count):
+        image = rng.integers(0, 100, (48, 72, 3))
+        image[..., label] += 120
+        Image.fromarray(image.astype(np.uint8)).save(f"{folder}/{i:03d}.jpg")
+  return root
+
+
 def tiny_config(root: str, **stage_steps) -> ml_collections.ConfigDict:
   """Both stages, a few steps each, at the smallest input size."""
   config = default.get_config()
@@ -205,3 +225,32 @@ def logistic_regression_accuracy(train, test, steps=3000, rate=0.5):
 def colour_statistics(image):
   """Per-channel mean and std: what a colour-only classifier sees."""
   return np.concatenate([image.mean((0, 1)), image.std((0, 1))])
+
+
+def classifier_logits(classifier, pixels: np.ndarray) -> np.ndarray:
+  """A `TrainedClassifier`'s logits of uint8 pixels, computed here from its
+  network and preprocessing, apart from the functions it builds."""
+  p = classifier.preprocessing
+  images = (pixels / 255.0 - np.array(p.mean)) / np.array(p.std)
+  return np.asarray(
+      classifier.model.apply(
+          {"params": classifier.params},
+          images.astype(np.float32),
+          method=roadnet.RoadNet.classify,
+      )
+  )
+
+
+def linked_workdir(workdir: str, folder, stage: str = "classify") -> str:
+  """A new workdir in `folder` holding `workdir`'s model and none of its
+  stage's other files: run.json, config.json and STAGE/checkpoints are
+  links to `workdir`'s (which stays unwritten: checkpoints are read only)."""
+  folder = str(folder)
+  os.makedirs(os.path.join(folder, stage))
+  for name in (workdirs.RUN_FILE, workdirs.CONFIG_FILE):
+    os.symlink(os.path.join(workdir, name), os.path.join(folder, name))
+  os.symlink(
+      os.path.join(workdir, stage, "checkpoints"),
+      os.path.join(folder, stage, "checkpoints"),
+  )
+  return folder

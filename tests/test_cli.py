@@ -124,9 +124,13 @@ def test_train_evaluate_predict_end_to_end(data_root, tmp_path):
     )
   evaluation, prediction_run = evaluating.result(), predicting.result()
 
-  # Evaluation rebuilds the same report from the best checkpoint.
+  # Evaluation rebuilds the same report from the best checkpoint, and fits
+  # the same temperature.
   evaluated = read_json(report_json)
   assert evaluated.pop("loss") == pytest.approx(trained.pop("loss"), rel=1e-5)
+  assert evaluated.pop("calibration")["temperature"] == pytest.approx(
+      trained.pop("calibration")["temperature"], rel=1e-3
+  )
   assert evaluated == trained
   with open(report_md, encoding="utf-8") as f:
     markdown = f.read()

@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import roadflax
 from roadflax.benchmark import export_benchmark
@@ -20,51 +19,15 @@ from roadflax.data import image_folder, preprocess
 from roadflax.errors import UserError
 from roadflax.export import cards, converters, evaluation, exporters, parity
 from roadflax.export import runtimes, trained
+from roadflax.files import atomic_write_json
 from roadflax.models import roadnet
-from roadflax.training import train
+from roadflax.results import calibration
+from roadflax.runs import workdirs
 from tests import helpers
 
 IMAGE_SIZE = 67
-TEST_PER_CLASS = 40
-TRAIN_PER_CLASS = 20
-
-
-def _write_colour_tree(root: str) -> str:
-  """ROOT/{train,val,test}/CLASS/*.jpg: class k's images are noise with
-  channel k raised, a pattern the network learns in a few dozen steps."""
-  rng = np.random.default_rng(0)
-  per_split = {"train": TRAIN_PER_CLASS, "val": 4, "test": TEST_PER_CLASS}
-  for split, count in per_split.items():
-    for label, name in enumerate(helpers.CLASSES):
-      folder = os.path.join(root, split, name)
-      os.makedirs(folder)
-      for i in range(count):
-        image = rng.integers(0, 100, (48, 72, 3))
-        image[..., label] += 120
-        Image.fromarray(image.astype(np.uint8)).save(f"{folder}/{i:03d}.jpg")
-  return root
-
-
-@pytest.fixture(scope="session")
-def confident_workdir(tmp_path_factory):
-  """A classifier trained until it is right, and sure, on 120 test images.
-
-  The int8 bound (98% top-1 agreement, accuracy within a point) means
-  something only when predictions are not near-uniform: a barely trained
-  model's classes lie within int8's rounding of each other, and one that
-  always answers the same class agrees with anything. So this model learns
-  its classes (50 steps of the classifier alone, about 15 s), and its test
-  split is large enough that 98% allows two disagreements.
-  """
-  root = helpers.built_once(tmp_path_factory, "colours", _write_colour_tree)
-  config = helpers.tiny_config(root, classify=50)
-  config.stage_order = ("classify",)
-  config.stages.classify.update(init_from="", learning_rate=0.02)
-  return helpers.built_once(
-      tmp_path_factory,
-      "confident",
-      lambda workdir: train.train_and_evaluate(config, workdir),
-  )
+TEST_PER_CLASS = helpers.COLOUR_SPLITS["test"]
+TRAIN_PER_CLASS = helpers.COLOUR_SPLITS["train"]
 
 
 @pytest.fixture(scope="module")
@@ -583,3 +546,71 @@ def test_the_export_benchmark_reports_each_format_against_jax(
     assert 0 < system["batch_ms"] < 10_000 and 0 < system["single_ms"]
   row = export_benchmark.table(figures).splitlines()[-1]
   assert row.startswith("| onnx |") and "x |" in row
+
+
+@pytest.mark.parametrize("format_name", runtimes.FORMATS)
+def test_the_metadata_holds_the_stage_calibration(
+    exported, format_name, confident_workdir
+):
+  fitted = workdirs.read_calibration(
+      os.path.join(confident_workdir, "classify")
+  )
+  assert read_metadata(exported(format_name))["temperature_scaling"] == fitted
+
+
+def test_an_export_divides_the_logits_by_the_stage_temperature(
+    confident_workdir, classifier, test_images, tmp_path
+):
+  workdir = helpers.linked_workdir(confident_workdir, tmp_path / "run")
+  fitted = {
+      **workdirs.read_calibration(os.path.join(confident_workdir, "classify")),
+      "temperature": 2.0,
+      "fitted": True,
+  }
+  atomic_write_json(
+      os.path.join(workdir, "classify", workdirs.CALIBRATION_FILE), fitted
+  )
+  directory = exporters.export_model(
+      workdir, None, "onnx", str(tmp_path / "onnx")
+  )
+  metadata = read_metadata(directory)
+  pixels = test_images[0][::9]
+
+  assert metadata["temperature_scaling"] == fitted
+  assert "divided by 2 (the temperature" in metadata["output"]["meaning"]
+  assert metadata["parity"]["within_bound"] is True
+  with open(os.path.join(directory, runtimes.CARD_FILE)) as f:
+    assert "calibrated by temperature scaling (logits divided by 2," in f.read()
+  np.testing.assert_allclose(
+      runtimes.load_export(directory).probabilities(pixels),
+      calibration.softmax(helpers.classifier_logits(classifier, pixels), 2.0),
+      atol=1e-4,
+  )
+
+
+def test_the_card_of_an_uncalibrated_model_says_how_to_calibrate_it(
+    exported,
+):
+  metadata = read_metadata(exported("onnx"))
+  metadata["temperature_scaling"] = None
+  card = cards.model_card(metadata)
+  assert "scores, not calibrated confidences" in card
+  assert "`--mode=evaluate` on the workdir calibrates it" in card
+
+
+def test_an_export_cannot_explain_and_says_so_in_one_line(
+    exported, confident_workdir
+):
+  directory = exported("onnx")
+  image = f"{workdir_data_root(confident_workdir)}/test/gravel/003.jpg"
+  with pytest.raises(UserError, match="an export has no gradients"):
+    roadflax.load(directory).explain([image])
+  line = helpers.error_line(
+      helpers.run_main(
+          "--mode=predict",
+          f"--workdir={directory}",
+          f"--input={image}",
+          "--explain",
+      )
+  )
+  assert "cannot explain its predictions: an export has no gradients" in line

@@ -19,7 +19,8 @@ MAY_IMPORT = {
     "results": {"", "models", "runs"},
     "training": {"", "data", "datasets", "models", "runs", "results"},
     "export": {"", "data", "datasets", "models", "runs", "results"},
-    "serve": {"", "data", "models", "runs", "results", "export"},
+    "serve": {"", "data", "models", "runs", "results", "export", "drives"},
+    "drives": {""},
     "benchmark": {
         "",
         "configs",

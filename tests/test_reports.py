@@ -160,6 +160,33 @@ def test_markdown_has_names_numbers_and_layout():
   assert "num_examples: 6, checkpoint step: 7" in text
 
 
+def test_markdown_ends_with_the_calibration():
+  block = {
+      "fitted": True,
+      "fitted_on": {"split": "val", "images": 300},
+      "temperature": 1.4922,
+      "num_bins": 15,
+      "ece_before": 0.0231,
+      "ece_after": 0.0108,
+      "nll_before": 0.1208,
+      "nll_after": 0.1047,
+  }
+  text = reports.format_markdown(
+      _report([0, 1], [0, 1], extra={"calibration": block})
+  )
+  assert text.endswith(
+      "\nCalibration: temperature 1.492, fitted on 300 val images; expected"
+      " calibration error (15 bins) 0.0231 before, 0.0108 after; NLL 0.1208"
+      " before, 0.1047 after (reliability.png).\n"
+  )
+  block.update(fitted=False, temperature=1.0)
+  text = reports.format_markdown(
+      _report([0, 1], [0, 1], extra={"calibration": block})
+  )
+  assert "temperature kept at 1, as all 300 val images are classified" in text
+  assert "Calibration" not in reports.format_markdown(_report([0], [0]))
+
+
 def test_write_report_writes_json_and_markdown(tmp_path):
   report = _report([0, 1, 2], [0, 1, 1], extra={"skipped_files": ["a.png"]})
   json_path, md_path = reports.write_report(report, str(tmp_path / "eval"))

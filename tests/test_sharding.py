@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from roadflax.runs import workdirs
 from roadflax.training import sharding
 from roadflax.errors import UserError
 from tests import helpers
@@ -155,7 +156,18 @@ def test_two_processes_train_what_one_device_trains(
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   with open(os.path.join(two_processes, "classify", "report.json")) as f:
-    assert json.load(f)["num_examples"] == 12
+    report = json.load(f)
+  assert report["num_examples"] == 12
+  # The calibration gathers both processes' logits, each example once.
+  fitted = [
+      workdirs.read_calibration(os.path.join(workdir, "classify"))
+      for workdir in (one_process, two_processes)
+  ]
+  assert fitted[1]["images"] == report["calibration"]["fitted_on"]["images"]
+  assert fitted[1]["images"] == 12
+  assert fitted[1]["temperature"] == pytest.approx(
+      fitted[0]["temperature"], rel=1e-3
+  )
 
 
 def test_a_coordinator_without_process_numbers_ends_in_one_line(tmp_path):

@@ -95,9 +95,9 @@ def test_run_stops_early_and_keeps_the_best_checkpoint(
       summary["best_step"],
       summary["total_steps"],
   ) == (18, 6, 60)
-  assert (
-      len(evaluations) == 3 + 1
-  )  # three epochs of validation, then the test split
+  # Three epochs of validation, then the validation split again for the
+  # calibration of the best checkpoint, and the test split.
+  assert len(evaluations) == 3 + 2
   assert "stopped early at step 18 of 60" in capsys.readouterr().out
 
 

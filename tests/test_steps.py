@@ -93,10 +93,11 @@ def test_eval_step_masks_padding_and_counts_confusion():
   objective = objectives.objective_from_config(stage)
   model, state = _state(stage, objective)
   batch = _batch(n=6)
-  metrics, confusion = steps.jit_eval_step(model, objective)(
+  metrics, confusion, logits = steps.jit_eval_step(model, objective)(
       state.params, batch
   )
   assert int(confusion.sum()) == 5  # the masked example is not counted
+  assert logits.shape == (6, 3)  # every row's, for the caller to mask
   assert float(metrics.compute()["accuracy"]) * 5 == pytest.approx(
       float(np.trace(confusion))
   )

@@ -390,7 +390,11 @@ def test_tensorboard_gets_curves_and_pictures(trained_workdir):
       "val_accuracy",
       "val_confusion_matrix",
       "test_confusion_matrix",
+      "test_reliability_diagram",
       "test_accuracy",
+      "test_ece",
+      "test_ece_uncalibrated",
+      "temperature",
       f"val_precision/{helpers.CLASSES[0]}",
       f"val_recall/{helpers.CLASSES[2]}",
   } <= classify

@@ -1,7 +1,8 @@
 """A trained classifier outside its workdir, for servers, phones and vehicles.
 
   trained      the one JAX function every export converts: uint8 pixels in,
-               probabilities out
+               temperature-scaled probabilities out (and, for a workdir,
+               Grad-CAM heat maps beside them)
   converters   that function as a SavedModel, TFLite (float or int8) or ONNX
                file
   exporters    `--mode=export`: the file, its metadata and model card

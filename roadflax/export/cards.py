@@ -117,8 +117,8 @@ def model_card(metadata: dict[str, Any]) -> str:
           " research, prototypes and driver-assistance studies."
       ),
       (
-          "- Every image gets one of these classes: the model has no 'unknown'."
-          " Its probabilities are scores, not calibrated confidences."
+          "- Every image gets one of these classes: the model has no"
+          f" 'unknown'. {_confidence(metadata['temperature_scaling'])}"
       ),
       (
           "- Accuracy is measured on the test split of the training data only;"
@@ -133,6 +133,31 @@ def model_card(metadata: dict[str, Any]) -> str:
   if metadata["training_data"]["licence"]:
     lines += ["", "## Licence", "", metadata["training_data"]["licence"]]
   return "\n".join(lines) + "\n"
+
+
+def _confidence(scaling: dict[str, Any] | None) -> str:
+  """What the probabilities mean, by the export's temperature scaling."""
+  if scaling is None:
+    return (
+        "Its probabilities are scores, not calibrated confidences (its stage"
+        " was never calibrated: `--mode=evaluate` on the workdir calibrates"
+        " it; export again after)."
+    )
+  if not scaling["fitted"]:
+    return (
+        "Its probabilities are as the network gives them: all"
+        f" {scaling['images']} validation images were classified right,"
+        " which leaves no temperature to fit."
+    )
+  return (
+      "Its probabilities are calibrated by temperature scaling (logits"
+      f" divided by {scaling['temperature']:.4g}, fitted on"
+      f" {scaling['images']} validation images: expected calibration error"
+      f" {scaling['ece_before']:.4f} before, {scaling['ece_after']:.4f}"
+      " after), so that a class given 80% is right about 80% of the time on"
+      " images like the training data; on other images it may be right"
+      " less often than it is sure."
+  )
 
 
 def _tensor(spec: dict[str, Any]) -> str:

@@ -152,7 +152,13 @@ def _metadata(
   """The export's `roadflax_export.json`, but for its parity: of a file
   taking `batch` images (None: any number), measured on `data`."""
   size = classifier.image_size
-  meaning = "softmax probabilities, one column per class in class_names order"
+  meaning = (
+      "softmax probabilities of the logits divided by"
+      f" {classifier.temperature:.6g} (the temperature fitted on the validation"
+      " split), one column per class in class_names order"
+      if classifier.calibrated and classifier.calibration["fitted"]
+      else "softmax probabilities, one column per class in class_names order"
+  )
   if format_name == "tflite_int8":
     meaning += "; computed in int8 (steps of 1/256) and dequantised to float32"
   trained_on = workdirs.run_config(classifier.workdir, None).data
@@ -178,6 +184,8 @@ def _metadata(
           "stage": classifier.stage,
           "step": classifier.step,
       },
+      # The stage's calibration.json (None: not calibrated, temperature 1).
+      "temperature_scaling": classifier.calibration,
       "training_data": {
           "source": trained_on.source,
           "description": cards.describe_data(trained_on),

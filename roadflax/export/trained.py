@@ -3,9 +3,11 @@
 Exports and `roadflax.load` share `TrainedClassifier.pixels_function`: its
 input is what `preprocess.preprocess_image` makes of a file (decoded, turned
 upright, Lanczos-resized to the model's size, contrast applied) as uint8
-[N, S, S, 3]; normalisation, the network and the softmax are inside it. So an
-exported file and the JAX model take the same input and every runtime leaves
-the image handling to one place.
+[N, S, S, 3]; normalisation, the network and the softmax, scaled by the
+stage's fitted temperature (STAGE/calibration.json), are inside it. So an
+exported file and the JAX model take the same input, give the same
+calibrated probabilities, and every runtime leaves the image handling to one
+place. `explain_function` adds each prediction's Grad-CAM heat map.
 """
 
 import dataclasses
@@ -17,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from roadflax.data.preprocess import Preprocessing
-from roadflax.models import roadnet, steps
+from roadflax.models import roadnet, saliency, steps
 from roadflax.runs import workdirs
 
 # What run.json holds of the preprocessing.
@@ -37,6 +40,9 @@ class TrainedClassifier:
   workdir: str
   stage: str
   step: int
+  # The stage's calibration.json; None for a stage trained before
+  # calibration existed and not evaluated since (temperature 1).
+  calibration: dict[str, Any] | None = None
 
   @classmethod
   def load(cls, workdir: str, stage: str | None = None) -> "TrainedClassifier":
@@ -47,9 +53,17 @@ class TrainedClassifier:
     """
     stage = workdirs.classifier_stage(workdir, stage)
     run = workdirs.load_run(workdir)
-    params, model, step = workdirs.load_best_params(
-        os.path.join(workdir, stage), run
-    )
+    stage_dir = os.path.join(workdir, stage)
+    params, model, step = workdirs.load_best_params(stage_dir, run)
+    calibration = workdirs.read_calibration(stage_dir)
+    if calibration is None:
+      logging.warning(
+          "%s has no %s: its probabilities are not calibrated;"
+          " --mode=evaluate --workdir=%s calibrates it",
+          stage_dir,
+          workdirs.CALIBRATION_FILE,
+          workdir,
+      )
     return cls(
         params=params,
         model=model,
@@ -62,11 +76,21 @@ class TrainedClassifier:
         workdir=workdir,
         stage=stage,
         step=step,
+        calibration=calibration,
     )
 
   @property
   def image_size(self) -> int:
     return self.preprocessing.image_size
+
+  @property
+  def calibrated(self) -> bool:
+    return self.calibration is not None
+
+  @property
+  def temperature(self) -> float:
+    """What the logits are divided by before the softmax."""
+    return self.calibration["temperature"] if self.calibrated else 1.0
 
   def pixels_function(
       self, *, conv1_patches: bool | None = None
@@ -90,25 +114,50 @@ class TrainedClassifier:
         jax.jit(self._probabilities(conv1_patches)), self.params
     )
 
+  def explain_function(
+      self,
+  ) -> Callable[[np.ndarray], tuple[jax.Array, jax.Array]]:
+    """explain(pixels): uint8 [N, S, S, 3] -> (the probabilities of
+    `pixels_function`, float32 [N, classes]; the Grad-CAM heat map of each
+    image's predicted class, float32 [N, S, S] in 0..1), jit-compiled as one
+    forward and one backward pass (`models.saliency`)."""
+
+    def explain(params: Any, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+      logits, heatmaps = saliency.grad_cam(
+          self.model, params, self._normalised(pixels)
+      )
+      return steps.probabilities(logits, self.temperature), heatmaps
+
+    return functools.partial(jax.jit(explain), self.params)
+
   def _probabilities(
       self, conv1_patches: bool | None
   ) -> Callable[[Any, jax.Array], jax.Array]:
     model = self.model.clone(conv1_patches=conv1_patches)
-    mean = np.asarray(self.preprocessing.mean, np.float32)
-    std = np.asarray(self.preprocessing.std, np.float32)
 
     def probabilities(params: Any, pixels: jax.Array) -> jax.Array:
-      images = (pixels.astype(jnp.float32) / 255.0 - mean) / std
-      return steps.predict_step(params, images, model=model)
+      return steps.predict_step(
+          params,
+          self._normalised(pixels),
+          model=model,
+          temperature=self.temperature,
+      )
 
     return probabilities
+
+  def _normalised(self, pixels: jax.Array) -> jax.Array:
+    """uint8 pixels as the network takes them: (x / 255 - mean) / std."""
+    mean = np.asarray(self.preprocessing.mean, np.float32)
+    std = np.asarray(self.preprocessing.std, np.float32)
+    return (pixels.astype(jnp.float32) / 255.0 - mean) / std
 
 
 def reference_probabilities(
     classifier: TrainedClassifier, pixels: np.ndarray, batch_size: int = 32
 ) -> np.ndarray:
-  """The JAX model's probabilities for uint8 pixels, with the plain conv1 the
-  exports hold, in batches: what every export is measured against."""
+  """The JAX model's probabilities for uint8 pixels (temperature-scaled as
+  the exports' are), with the plain conv1 the exports hold, in batches: what
+  every export is measured against."""
   function = classifier.jit_pixels_function(conv1_patches=False)
   return np.concatenate([
       np.asarray(function(pixels[start : start + batch_size]))

@@ -2,7 +2,8 @@
 AlexNet-style autoencoder with its classifier head), `fast_layers`,
 `precision` (the dtype it computes in), `objectives` (losses and metrics per
 stage objective), `optimizers` (schedules and optax chains) and `steps`
-(jit-compiled train, eval, predict and reconstruct steps).
+(jit-compiled train, eval, predict and reconstruct steps) and `saliency`
+(Grad-CAM heat maps of a prediction).
 
 Imports only the shared basics; never data, training or serving.
 """

@@ -4,7 +4,8 @@ One Flax module, `RoadNet`, holds three parameter trees with fixed names:
 `encoder` (AlexNet's convolutions), `decoder` (their mirror, reconstructing the
 input image) and `head` (AlexNet's dense layers). Objectives use it through
 `reconstruct`, `classify` and `__call__` (both at once), so every stage of a
-run shares one parameter layout and a checkpoint of any stage can seed another.
+run shares one parameter layout and a checkpoint of any stage can seed another;
+`encode` and `classify_latent` are `classify` in two halves (for saliency).
 
 Layers follow Keras semantics (the published model was Keras): glorot-uniform
 kernels, zero biases, `VALID` / `SAME` padding as in `tf.keras`.
@@ -244,10 +245,24 @@ class RoadNet(nn.Module):
     return logits, self.decoder(latent, image_hw)
 
   def classify(self, images: jax.Array, *, train: bool = False) -> jax.Array:
-    image_hw = images.shape[1:3]
-    return self.head(
-        self._head_features(self.encoder(images), image_hw), train=train
+    return self.classify_latent(
+        self.encode(images), images.shape[1:3], train=train
     )
+
+  def encode(self, images: jax.Array) -> jax.Array:
+    """The encoder's output: its last convolutional feature map (conv6,
+    after its ReLU), [N, h, w, 256]."""
+    return self.encoder(images)
+
+  def classify_latent(
+      self,
+      latent: jax.Array,
+      image_hw: tuple[int, int],
+      *,
+      train: bool = False,
+  ) -> jax.Array:
+    """The logits of `encode`'s output for images of size `image_hw`."""
+    return self.head(self._head_features(latent, image_hw), train=train)
 
   def reconstruct(self, images: jax.Array) -> jax.Array:
     return self.decoder(self.encoder(images), images.shape[1:3])

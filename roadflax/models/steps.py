@@ -240,9 +240,10 @@ def eval_step(
     *,
     model: RoadNet,
     objective: Objective,
-) -> tuple[metrics.Collection, jax.Array | None]:
+) -> tuple[metrics.Collection, jax.Array | None, jax.Array | None]:
   """Metrics of one padded batch (padding masked out) and, when the objective
-  classifies, its confusion counts (rows = true class, columns = predicted)."""
+  classifies, its confusion counts (rows = true class, columns = predicted)
+  and logits (of every row, padding too)."""
   outputs = objective_outputs(objective, model, params, batch, train=False)
   mask = batch["mask"]
   confusion = None
@@ -254,15 +255,26 @@ def eval_step(
         .at[batch["label"], predictions]
         .add(mask.astype(jnp.int32))
     )
-  return _gather_metrics(objective, outputs, batch, mask), confusion
+  return (
+      _gather_metrics(objective, outputs, batch, mask),
+      confusion,
+      outputs.get("logits"),
+  )
+
+
+def probabilities(logits: jax.Array, temperature: float = 1.0) -> jax.Array:
+  """Class probabilities: softmax(logits / temperature), the temperature
+  the stage's calibration fitted (`training.calibrate`)."""
+  return jax.nn.softmax(logits / temperature)
 
 
 def predict_step(
-    params: Any, images: jax.Array, *, model: RoadNet
+    params: Any, images: jax.Array, *, model: RoadNet, temperature: float = 1.0
 ) -> jax.Array:
-  """Class probabilities."""
-  return jax.nn.softmax(
-      model.apply({"params": params}, images, method=RoadNet.classify)
+  """Class probabilities, scaled by `temperature`."""
+  return probabilities(
+      model.apply({"params": params}, images, method=RoadNet.classify),
+      temperature,
   )
 
 
@@ -296,8 +308,12 @@ def jit_eval_step(model: RoadNet, objective: Objective) -> Callable[..., Any]:
   return jax.jit(functools.partial(eval_step, model=model, objective=objective))
 
 
-def jit_predict_step(model: RoadNet) -> Callable[..., Any]:
-  return jax.jit(functools.partial(predict_step, model=model))
+def jit_predict_step(
+    model: RoadNet, temperature: float = 1.0
+) -> Callable[..., Any]:
+  return jax.jit(
+      functools.partial(predict_step, model=model, temperature=temperature)
+  )
 
 
 def jit_reconstruct_step(model: RoadNet) -> Callable[..., Any]:

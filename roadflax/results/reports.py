@@ -218,8 +218,9 @@ def format_markdown(report: dict) -> str:
 
   The layout follows sklearn's printed report: one row per class, then
   accuracy (only f1-score and support filled), macro avg and weighted avg,
-  numbers with 4 decimals; then the confusion matrix (rows = true class)
-  and a line with the number of examples and the checkpoint step.
+  numbers with 4 decimals; then the confusion matrix (rows = true class),
+  a line with the number of examples and the checkpoint step, and one with
+  the calibration when the report has one.
 
   Args:
     report: a dict as returned by `classification_report`.
@@ -270,7 +271,29 @@ def format_markdown(report: dict) -> str:
           f"checkpoint step: {int(report['checkpoint_step'])}"
       ),
   ]
+  if "calibration" in report:
+    lines += ["", _calibration_line(report["calibration"])]
   return "\n".join(lines) + "\n"
+
+
+def _calibration_line(block: Mapping[str, Any]) -> str:
+  """A report's `calibration` (`results.calibration.report_block`) in words."""
+  split = block["fitted_on"]
+  if not block["fitted"]:
+    return (
+        "Calibration: temperature kept at 1, as all"
+        f" {split['images']} {split['split']} images are classified right;"
+        f" expected calibration error ({block['num_bins']} bins)"
+        f" {block['ece_before']:.4f}, NLL {block['nll_before']:.4f}"
+        " (reliability.png)."
+    )
+  return (
+      f"Calibration: temperature {block['temperature']:.4g}, fitted on"
+      f" {split['images']} {split['split']} images; expected calibration"
+      f" error ({block['num_bins']} bins) {block['ece_before']:.4f} before,"
+      f" {block['ece_after']:.4f} after; NLL {block['nll_before']:.4f}"
+      f" before, {block['nll_after']:.4f} after (reliability.png)."
+  )
 
 
 def _json_default(value: Any) -> Any:

@@ -1,7 +1,8 @@
-"""Pictures for TensorBoard: the confusion matrix and reconstructions.
+"""Pictures: the confusion matrix and reconstructions for TensorBoard, and
+a prediction's explanation (its Grad-CAM heat map) for files and the app.
 
-Both return uint8 RGB arrays [H, W, 3] that `clu.metric_writers` writes as
-images; matplotlib draws off-screen (Agg) so no display is needed.
+Each returns a uint8 RGB array [H, W, 3] (what `clu.metric_writers` writes
+as an image); matplotlib draws off-screen (Agg) so no display is needed.
 """
 
 from typing import Sequence
@@ -11,6 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+# How much of an explanation's overlay is the heat map's colour.
+HEATMAP_OPACITY = 0.45
 
 
 def denormalize(
@@ -69,7 +75,29 @@ def confusion_image(
         fontsize=8,
     )
   figure.tight_layout()
-  figure.canvas.draw()
-  image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+  image = figure_pixels(figure)
   plt.close(figure)
   return image
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+  """A matplotlib figure drawn by Agg, as uint8 RGB [H, W, 3]."""
+  canvas = FigureCanvasAgg(figure)
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def explanation_image(
+    pixels: np.ndarray, heatmap: np.ndarray, colormap: str = "jet"
+) -> np.ndarray:
+  """The image as the model saw it and, 4 px to its right, the same with its
+  heat map (0..1, [S, S]) overlaid in `colormap`'s colours (jet: blue cold,
+  red hot): uint8 RGB [S, 2 S + 4, 3]."""
+  pixels = np.asarray(pixels, np.uint8)
+  colours = matplotlib.colormaps[colormap](np.clip(heatmap, 0, 1))[..., :3]
+  overlay = (1 - HEATMAP_OPACITY) * pixels + HEATMAP_OPACITY * 255 * colours
+  gap = np.full((pixels.shape[0], 4, 3), 255, np.uint8)
+  return np.concatenate(
+      [pixels, gap, np.clip(np.round(overlay), 0, 255).astype(np.uint8)],
+      axis=1,
+  )

@@ -5,7 +5,9 @@ WORKDIR/run.json      what defines the model: class names, image size,
                       workdir never mixes two models
 WORKDIR/config.json   the resolved config of the latest run
 WORKDIR/STAGE/        TensorBoard events, checkpoints/, summary.json when the
-                      stage is complete, report.json/.md for classifiers
+                      stage is complete; for classifiers report.json/.md,
+                      reliability.png and calibration.json (the temperature
+                      that scales their probabilities)
 """
 
 import functools
@@ -21,10 +23,12 @@ from roadflax.models import objectives, roadnet
 from roadflax.runs import checkpoints
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json, atomic_write_text, read_json
+from roadflax.files import read_json_if_present
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
+CALIBRATION_FILE = "calibration.json"
 # Fields of run.json that must match for a checkpoint to be reused.
 _IDENTITY = (
     "class_names",
@@ -103,6 +107,12 @@ def prepare(
 
 def stage_complete(stage_dir: str) -> bool:
   return os.path.exists(os.path.join(stage_dir, SUMMARY_FILE))
+
+
+def read_calibration(stage_dir: str) -> dict[str, Any] | None:
+  """A classification stage's calibration.json (`temperature` and how it was
+  fitted), or None for a stage calibrated by no run yet."""
+  return read_json_if_present(os.path.join(stage_dir, CALIBRATION_FILE))
 
 
 def resolve_stage_dir(init_from: str, workdir: str) -> str:

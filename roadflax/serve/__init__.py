@@ -1,6 +1,9 @@
 """Using a trained workdir: `predict` (a classifier from a workdir, one-line
-errors per bad file), `autoencoder` (reconstructions), the Streamlit web app
-`app` (what it does with the files: `uploads`) and `serving` (`--mode=serve`).
+errors per bad file), `model` (`roadflax.load`: predictions, and
+explanations with their heat maps, written as files by `explanations`),
+`autoencoder` (reconstructions), the Streamlit web app `app` (the runs it may
+open: `catalog`; what it does with the files: `uploads`, `videos`, `summary`;
+what it draws: `cards`) and `serving` (`--mode=serve`).
 
-Imports data, models, runs and results; never training.
+Imports data, models, runs, results, export and drives; never training.
 """

@@ -1,56 +1,70 @@
-"""The web app: drop road photos, get the surface class of each.
+"""The web app: drop road photos or videos, or take a photo; get the surface
+class of each, and why.
 
-  python main.py --mode=serve --workdir=runs/demo
+  python main.py --mode=serve --workdir=runs/demo [--workdir=runs/ground]
+  python main.py --mode=serve --workdir=runs      # every trained run in it
   python -m streamlit run roadflax/serve/app.py -- --workdir=runs/demo \
-      [--stage=classify] [--examples=DIR]
+      [--workdir=...] [--stage=classify] [--examples=DIR]
 
-For each image the page shows the predicted class, the class probabilities,
-the image as the model saw it (resized and contrast-enhanced, exactly as in
-training) and, when the workdir has a reconstruction stage, the autoencoder's
-reconstruction of it. Above the uploads, a card says which model answers:
-its classes, input size, test scores, training date and checkpoint.
+The app opens only the runs given on its command line (`catalog`): the
+sidebar lists them and their classification stages, and nothing else can be
+opened from the page. Above the uploads, a card says which model answers: its
+classes, input size, test scores, training date and checkpoint. Below them, a
+table of all photos, least confident first, with the `unsure` ones flagged
+(the threshold is a sidebar slider) and the predictions to download as CSV or
+JSON; then, for each photo, the predicted class, the class probabilities, the
+image as the model saw it (resized and contrast-enhanced, exactly as in
+training) beside its Grad-CAM heat map and, when the run has a reconstruction
+stage, the autoencoder's reconstruction of it; for each video, its timeline
+(`roadflax.drives`): the class over time, the segments and a CSV download. A
+file is classified once per model: a rerun computes only the files it has
+not seen (`st.cache_data`, keyed by their contents).
 
 Script arguments (after `--`):
-  --workdir DIR    prefills the sidebar's workdir.
+  --workdir DIR    a run to serve, or a folder of runs; repeatable.
   --stage NAME     the classification stage selected first (default: last).
   --examples DIR   images run through the same path as uploads on every page
                    load, so the page shows predictions before anyone uploads
                    (demos, screenshots). Defaults to $ROADFLAX_EXAMPLES, which
                    also reaches the app through `--mode=serve`.
 
-What happens to the files is `uploads.describe_uploads`, plain Python that
-tests call directly; this module only draws.
+What happens to the files is `uploads`, `videos`, `summary` and `catalog`,
+plain Python that tests call directly; this module and `cards` only draw.
 """
 
 import argparse
-import datetime
+import dataclasses
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 # The imports below come after quieting TensorFlow.
-import altair as alt
 import numpy as np
-import pandas as pd
 from PIL import Image
 import streamlit as st
 
-from roadflax.serve import predict, uploads
-from roadflax.runs import workdirs
-from roadflax.serve.autoencoder import Autoencoder
 from roadflax.errors import UserError
-from roadflax.files import read_json_if_present
+from roadflax.serve import cards, catalog, model, predict, summary, uploads
+from roadflax.serve import videos
+from roadflax.serve.autoencoder import Autoencoder
 
 PAGE_TITLE = "roadflax — road surface classifier"
 EXAMPLES_ENV = "ROADFLAX_EXAMPLES"
 DEFAULT_MAX_MEGAPIXELS = 40
+NO_RUNS = (
+    "This app serves the runs given on its command line, and none was"
+    " given: start it with `python main.py --mode=serve --workdir=RUN`"
+    " (repeatable, or a folder of runs)."
+)
 # PIL warns above this many pixels and refuses twice as many (a guard against
 # decompression bombs); the sidebar's limit stays within it.
 _LARGEST_MEGAPIXELS = Image.MAX_IMAGE_PIXELS // 1_000_000
-_PREDICTED_COLOUR = "#1c83e1"  # also the F1 bars of the model card
-_OTHER_COLOUR = "#c4cad6"
+# Photos whose predictions the server keeps (each a few hundred kB of
+# images), and videos whose timelines it keeps (a few kB a minute).
+_CACHED_FILES = 500
+_CACHED_VIDEOS = 100
 
 
 def _script_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -59,7 +73,12 @@ def _script_args(argv: Sequence[str]) -> argparse.Namespace:
       prog="roadflax/serve/app.py",
       description="The roadflax web app's arguments.",
   )
-  parser.add_argument("--workdir", default="", help="the workdir shown first")
+  parser.add_argument(
+      "--workdir",
+      action="append",
+      default=[],
+      help="a run to serve, or a folder of runs; repeatable",
+  )
   parser.add_argument(
       "--stage", default=None, help="the stage shown first (default: the last)"
   )
@@ -80,6 +99,18 @@ def _classifier(workdir: str, stage: str) -> predict.Classifier:
   return predict.Classifier.load(workdir, stage)
 
 
+@st.cache_resource(show_spinner=False)  # Compiled on first use.
+def _explainer(workdir: str, stage: str) -> Callable[[np.ndarray], Any]:
+  """Predictions with their Grad-CAM heat maps, from uint8 pixels."""
+  return _classifier(workdir, stage).trained.explain_function()
+
+
+@st.cache_resource(show_spinner=False)  # Compiled on first use.
+def _video_model(workdir: str, stage: str) -> model.Model:
+  """The classifier as `drives.timeline.classify_video` takes it."""
+  return model.Model.of_classifier(_classifier(workdir, stage).trained)
+
+
 @st.cache_resource(show_spinner="Loading the autoencoder...")
 def _autoencoder(workdir: str) -> Autoencoder | None:
   return Autoencoder.load(workdir)
@@ -94,173 +125,142 @@ def _autoencoder_or_warning(workdir: str) -> Autoencoder | None:
     return None
 
 
-def _model_card(
-    classifier: predict.Classifier, autoencoder: Autoencoder | None
-) -> None:
-  """Which model answers: what it tells apart, how well, and how old it is."""
-  # Each is None while the stage has not written it.
-  report = read_json_if_present(
-      os.path.join(classifier.stage_dir, "report.json")
+@st.cache_data(
+    show_spinner="Classifying a new file...", max_entries=_CACHED_FILES
+)
+def _described_file(
+    digest: str,
+    models: tuple[str, int, int | None],
+    max_pixels: int,
+    _file: tuple[str, bytes],
+    _classifier: predict.Classifier,
+    _explain: Callable[[np.ndarray], Any],
+    _autoencoder: Autoencoder | None,
+) -> uploads.Upload:
+  """One photo's `Upload`, computed once per contents, models and pixel
+  limit (the arguments hashed: those not starting with `_`)."""
+  del digest, models  # The cache's key: what `_file` and the models are.
+  [upload] = uploads.describe_uploads(
+      [_file],
+      _classifier,
+      _autoencoder,
+      max_pixels=max_pixels,
+      explain=_explain,
   )
-  summary = read_json_if_present(
-      os.path.join(classifier.stage_dir, workdirs.SUMMARY_FILE)
+  return dataclasses.replace(upload, model_input=None)  # Not needed again.
+
+
+@st.cache_data(
+    show_spinner=(
+        f"Classifying a video, a frame every {videos.DEFAULT_EVERY:g} s..."
+    ),
+    max_entries=_CACHED_VIDEOS,
+)
+def _classified_video(
+    digest: str,
+    name: str,
+    stage_dir: str,
+    step: int,
+    _data: bytes,
+    _model: model.Model,
+) -> videos.Video:
+  """One video's timeline, computed once per contents, name (its messages
+  and picture name it) and model."""
+  del digest, stage_dir, step  # The cache's key.
+  return videos.classify_upload(name, _data, _model)
+
+
+def _describe(
+    files: Sequence[tuple[str, bytes]],
+    run: catalog.Run,
+    stage: str,
+    autoencoder: Autoencoder | None,
+    max_pixels: int,
+) -> tuple[list[uploads.Upload], list[videos.Video]]:
+  """Each photo's `Upload` and each video's `Video`, from the cache where
+  the file was seen before (a photo under any name)."""
+  classifier = _classifier(run.workdir, stage)
+  key = (classifier.stage_dir, classifier.step)
+  photos, clips = [], []
+  for name, data in files:
+    digest = uploads.digest(data)
+    if videos.is_video(name):
+      video_model = _video_model(run.workdir, stage)
+      clips.append(_classified_video(digest, name, *key, data, video_model))
+      continue
+    photo = _described_file(
+        digest,
+        (*key, None if autoencoder is None else autoencoder.step),
+        max_pixels,
+        (name, data),
+        classifier,
+        _explainer(run.workdir, stage),
+        autoencoder,
+    )
+    photos.append(dataclasses.replace(photo, name=name))
+  return photos, clips
+
+
+def _pick_run(
+    runs: catalog.Catalog, stage: str | None
+) -> tuple[catalog.Run, str] | None:
+  """The sidebar's choice of run and stage (`stage` first, when the run has
+  it), or None, said why, when there is none."""
+  if not runs.runs:
+    for problem in runs.problems or [NO_RUNS]:
+      st.error(problem)
+    return None
+  for problem in runs.problems:
+    st.sidebar.warning(f"Not served: {problem}")
+  label = st.sidebar.selectbox(
+      "Run",
+      [run.label for run in runs.runs],
+      help="The training runs this app serves.",
   )
-  size = classifier.data_config.image_size
-  with st.container(border=True):
-    st.subheader(f"Model: {os.path.basename(classifier.stage_dir)}")
-    columns = st.columns(4)
-    columns[0].metric(
-        "Test accuracy",
-        f"{report['accuracy']:.1%}" if report else "not evaluated",
-    )
-    columns[1].metric(
-        "Input",
-        f"{size}×{size} px",
-        help=f"Lanczos resize, contrast ×{classifier.data_config.contrast:g}",
-    )
-    columns[2].metric("Checkpoint step", f"{classifier.step:,}")
-    if summary is None:
-      columns[3].metric("Trained", "unfinished")
-    else:
-      columns[3].metric(
-          "Trained",
-          _date(summary["completed_at"]),
-          help=f"completed at {summary['completed_at']}",
-      )
-    st.dataframe(
-        _class_table(classifier.class_names, report),
-        column_config={
-            "test F1": st.column_config.ProgressColumn(
-                min_value=0.0,
-                max_value=1.0,
-                format="%.2f",
-                color=_PREDICTED_COLOUR,
-            ),
-            "precision": st.column_config.NumberColumn(format="%.2f"),
-            "recall": st.column_config.NumberColumn(format="%.2f"),
-        },
-    )
-    reconstruction = (
-        f"reconstructions by {autoencoder.stage_dir} (step "
-        f"{autoencoder.step:,})"
-        if autoencoder is not None
-        else "no reconstruction stage"
-    )
-    st.caption(f"{classifier.stage_dir} · {reconstruction}")
-
-
-def _date(timestamp: str) -> str:
-  """The day of summary.json's `completed_at` (the minute is in the help)."""
-  return datetime.datetime.fromisoformat(timestamp).strftime("%Y-%m-%d")
-
-
-def _probability_chart(
-    probabilities: np.ndarray, class_names: Sequence[str]
-) -> alt.Chart:
-  """Horizontal bars on a fixed 0-100% scale, the predicted class in colour.
-
-  A fixed scale keeps an unsure prediction looking unsure; st.bar_chart would
-  stretch the largest bar to the full width.
-  """
-  predicted = np.arange(len(class_names)) == np.argmax(probabilities)
-  data = pd.DataFrame({
-      "class": class_names,
-      "probability": probabilities,
-      "predicted": predicted,
-  })
-  return (
-      alt.Chart(data)
-      .mark_bar()
-      .encode(
-          x=alt.X(
-              "probability:Q",
-              scale=alt.Scale(domain=[0, 1]),
-              axis=alt.Axis(format="%", title=None),
-          ),
-          y=alt.Y(
-              "class:N", sort=None, title=None, axis=alt.Axis(labelLimit=240)
-          ),  # Whole class names.
-          color=alt.condition(
-              "datum.predicted",
-              alt.value(_PREDICTED_COLOUR),
-              alt.value(_OTHER_COLOUR),
-          ),
-          tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
-      )
-  )
-
-
-def _class_table(
-    class_names: Sequence[str], report: dict[str, Any] | None
-) -> pd.DataFrame:
-  """One row per class: its test F1, precision, recall and support if known."""
-  if report is None:
-    return pd.DataFrame(index=pd.Index(class_names, name="class"))
-  rows = {name: report["per_class"][name] for name in class_names}
-  table = pd.DataFrame.from_dict(rows, orient="index")
-  table.index.name = "class"
-  return table[["f1", "precision", "recall", "support"]].rename(
-      columns={"f1": "test F1", "support": "test images"}
-  )
-
-
-def _show_upload(upload: uploads.Upload, class_names: Sequence[str]) -> None:
-  """One file's card: its error, or its prediction and pictures."""
-  if upload.error is not None:
-    st.error(f"**{upload.name}**: {upload.error}")
-    return
-  with st.container(border=True):
-    best = int(np.argmax(upload.probabilities))
-    left, middle, right = st.columns([2, 1, 1])
-    with left:
-      st.metric(
-          upload.name,
-          class_names[best],
-          f"{upload.probabilities[best]:.0%} probability",
-          delta_color="off",
-          delta_arrow="off",
-      )
-      st.altair_chart(
-          _probability_chart(upload.probabilities, class_names),
-          height=40 + 30 * len(class_names),
-      )
-      if upload.note is not None:
-        st.caption(upload.note)
-    middle.image(
-        upload.model_view, caption="what the model saw", width="stretch"
-    )
-    if upload.reconstruction is not None:
-      right.image(
-          upload.reconstruction,
-          caption="the autoencoder's reconstruction",
-          width="stretch",
-      )
-
-
-def main() -> None:
-  st.set_page_config(page_title=PAGE_TITLE, page_icon="🛣️", layout="wide")
-  args = _script_args(sys.argv[1:])
-  st.title(PAGE_TITLE)
-  workdir = st.sidebar.text_input(
-      "Workdir",
-      args.workdir,
-      help="The folder a training run wrote: run.json, STAGE/checkpoints/.",
-  )
-  if not workdir:
-    st.info("Enter a workdir in the sidebar: the --workdir of a training run.")
-    return
-  try:
-    stages = workdirs.classifier_stages(workdir)
-  except UserError as error:
-    st.error(str(error))
-    return
-  stage = st.sidebar.selectbox(
+  stages = {run.label: run.stages for run in runs.runs}.get(label, ())
+  chosen = st.sidebar.selectbox(
       "Stage",
       stages,
-      index=(
-          stages.index(args.stage) if args.stage in stages else len(stages) - 1
-      ),
+      index=stages.index(stage) if stage in stages else len(stages) - 1,
       help="The classification stage whose best checkpoint answers.",
+  )
+  try:
+    return runs.resolve(label, chosen), chosen
+  except UserError as error:
+    st.error(str(error))
+    return None
+
+
+def _inputs() -> list[tuple[str, bytes]]:
+  """(name, contents) of the files uploaded and the camera's photo."""
+  files = st.file_uploader(
+      "Road photos or videos",
+      type=["jpg", "jpeg", "png", *videos.EXTENSIONS],
+      accept_multiple_files=True,
+      help=(
+          "Drag and drop JPEG or PNG photos, or videos of a drive, or"
+          " browse. Each photo is classified on its own; a video a frame"
+          f" every {videos.DEFAULT_EVERY:g} s."
+      ),
+  )
+  chosen = [(file.name, file.getvalue()) for file in files]
+  if st.toggle("Take a photo with the camera"):
+    photo = st.camera_input("Road photo")
+    if photo is not None:
+      data = photo.getvalue()
+      chosen.append((f"camera-{uploads.digest(data)[:8]}.jpg", data))
+  return chosen
+
+
+def _settings() -> tuple[float, int]:
+  """The sidebar's unsure threshold and largest image (in pixels)."""
+  unsure_below = st.sidebar.slider(
+      "Unsure below",
+      min_value=0.0,
+      max_value=1.0,
+      value=model.UNSURE_BELOW,
+      step=0.05,
+      help="A prediction whose top probability is below this is flagged.",
   )
   max_megapixels = st.sidebar.number_input(
       "Largest image (megapixels)",
@@ -269,31 +269,38 @@ def main() -> None:
       value=DEFAULT_MAX_MEGAPIXELS,
       help="Larger files are refused before they are decoded.",
   )
+  return unsure_below, max_megapixels * 1_000_000
+
+
+def main() -> None:
+  st.set_page_config(page_title=PAGE_TITLE, page_icon="🛣️", layout="wide")
+  args = _script_args(sys.argv[1:])
+  st.title(PAGE_TITLE)
+  picked = _pick_run(catalog.find_runs(args.workdir), args.stage)
+  if picked is None:
+    return
+  run, stage = picked
+  unsure_below, max_pixels = _settings()
   try:
-    classifier = _classifier(os.path.abspath(workdir), stage)
+    classifier = _classifier(run.workdir, stage)
     examples = uploads.example_files(args.examples) if args.examples else []
   except UserError as error:
     st.error(str(error))
     return
-  autoencoder = _autoencoder_or_warning(os.path.abspath(workdir))
-  _model_card(classifier, autoencoder)
-  files = st.file_uploader(
-      "Road photos",
-      type=["jpg", "jpeg", "png"],
-      accept_multiple_files=True,
-      help=(
-          "Drag and drop JPEG or PNG files, or browse. Each is classified "
-          "on its own."
-      ),
+  autoencoder = _autoencoder_or_warning(run.workdir)
+  name = f"{run.label} · {stage}"
+  cards.model_card(classifier, autoencoder, name)
+  photos, clips = _describe(
+      examples + _inputs(), run, stage, autoencoder, max_pixels
   )
-  described = uploads.describe_uploads(
-      examples + [(file.name, file.getvalue()) for file in files],
-      classifier,
-      autoencoder,
-      max_pixels=max_megapixels * 1_000_000,
-  )
-  for upload in described:
-    _show_upload(upload, classifier.class_names)
+  class_names = classifier.class_names
+  if photos:
+    results = summary.records(photos, class_names, unsure_below)
+    cards.summary_section(results, class_names, name, unsure_below)
+  for photo in photos:
+    cards.upload_card(photo, class_names, unsure_below)
+  for clip in clips:
+    cards.video_card(clip, unsure_below)
 
 
 if __name__ == "__main__":  # Streamlit runs this file as __main__.

@@ -2,19 +2,22 @@
 
     model = roadflax.load("runs/demo")       # a workdir, or an export folder
     result = model.predict(["a.jpg", b"...", pil_image, uint8_array])
-    result.classes, result.probabilities
+    result.classes, result.probabilities, result.unsure
+    why = model.explain(["a.jpg"])           # a workdir's only: Grad-CAM
+    why.pixels, why.heatmaps
 
 Every item goes through training's preprocessing (`preprocess`): files and
 bytes are decoded and turned upright by their EXIF orientation, PIL images
 by `ImageOps.exif_transpose`; then all are Lanczos-resized to the model's
 size and given the contrast it was trained with. A workdir predicts with
 JAX; an export with its own runtime (`export.runtimes`), from the same uint8
-pixels.
+pixels. Both give probabilities scaled by the temperature the stage's
+calibration fitted (`training.calibrate`).
 """
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +45,7 @@ def in_batches(
   A jitted model compiles once per batch shape, so a last, smaller batch is
   padded to a power of two: any number of images costs a few compilations
   (1, 2, 4, ... up to `batch_size` images), and memory stays that of one batch.
+  A function that returns a tuple of arrays gives a tuple of arrays.
   """
   outputs = []
   for start in range(0, len(images), batch_size):
@@ -51,8 +55,11 @@ def in_batches(
         chunk.dtype,
     )
     padded[: len(chunk)] = chunk
-    outputs.append(np.asarray(function(padded))[: len(chunk)])
-  return np.concatenate(outputs)
+    result = function(padded)
+    parts = result if isinstance(result, tuple) else (result,)
+    outputs.append([np.asarray(part)[: len(chunk)] for part in parts])
+  joined = tuple(np.concatenate(column) for column in zip(*outputs))
+  return joined if isinstance(result, tuple) else joined[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,21 @@ class Predictions:
     return len(self.classes)
 
 
+@dataclasses.dataclass(frozen=True)
+class Explanations(Predictions):
+  """`Predictions`, and for each item what the model saw and where it saw
+  its predicted class.
+
+  `pixels` are the item as the model took it (preprocessed, before
+  normalising); `heatmaps` its Grad-CAM map (`models.saliency`): 1 where
+  the evidence for the predicted class is strongest, 0 where there is none.
+  An unreadable item has zero pixels and a NaN map.
+  """
+
+  pixels: np.ndarray  # uint8 [N, S, S, 3]
+  heatmaps: np.ndarray  # float32 [N, S, S], 0..1
+
+
 class Model:
   """A trained classifier and the preprocessing it was trained with."""
 
@@ -85,15 +107,33 @@ class Model:
       preprocessing: Preprocessing,
       source: str,
       unsure_below: float = UNSURE_BELOW,
+      explain: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
   ):
-    """`probabilities` maps uint8 pixels [N, S, S, 3] to [N, classes]."""
+    """`probabilities` maps uint8 pixels [N, S, S, 3] to [N, classes];
+    `explain` to those and heat maps [N, S, S] (None: a model without
+    gradients, such as an export)."""
     if not 0 <= unsure_below <= 1:
       raise UserError(f"unsure_below={unsure_below} is not a probability")
     self._probabilities = probabilities
+    self._explain = explain
     self.class_names = tuple(class_names)
     self.preprocessing = preprocessing
     self.source = source
     self.unsure_below = unsure_below
+
+  @classmethod
+  def of_classifier(
+      cls, classifier: TrainedClassifier, unsure_below: float = UNSURE_BELOW
+  ) -> "Model":
+    """A workdir's classifier, predicting and explaining with JAX."""
+    return cls(
+        classifier.jit_pixels_function(),
+        classifier.class_names,
+        classifier.preprocessing,
+        os.path.join(classifier.workdir, classifier.stage),
+        unsure_below,
+        classifier.explain_function(),
+    )
 
   def __repr__(self) -> str:
     return (
@@ -118,10 +158,47 @@ class Model:
         or undecodable bytes is not raised: its entry in `errors` says why.
     """
     items = _items(images)
-    probabilities = np.full(
-        (len(items), len(self.class_names)), np.nan, np.float32
-    )
     errors: list[str | None] = [None] * len(items)
+    probabilities = self._no_probabilities(len(items))
+    for places, pixels in self._readable(items, batch_size, errors):
+      probabilities[places] = in_batches(
+          self._probabilities, pixels, batch_size
+      )
+    return Predictions(**self._outcomes(probabilities, errors))
+
+  def explain(
+      self, images: Any, batch_size: int = PREDICT_BATCH_SIZE
+  ) -> Explanations:
+    """Classifies each image as `predict` does, with its Grad-CAM heat map.
+
+    Raises:
+      UserError: as `predict`; or the model has no gradients (an export).
+    """
+    if self._explain is None:
+      raise UserError(
+          f"{self.source} cannot explain its predictions: an export has no"
+          " gradients; give the workdir it was exported from"
+      )
+    items = _items(images)
+    errors: list[str | None] = [None] * len(items)
+    size = self.preprocessing.image_size
+    probabilities = self._no_probabilities(len(items))
+    seen = np.zeros((len(items), size, size, 3), np.uint8)
+    heatmaps = np.full((len(items), size, size), np.nan, np.float32)
+    for places, pixels in self._readable(items, batch_size, errors):
+      seen[places] = pixels
+      probabilities[places], heatmaps[places] = in_batches(
+          self._explain, pixels, batch_size
+      )
+    return Explanations(
+        **self._outcomes(probabilities, errors), pixels=seen, heatmaps=heatmaps
+    )
+
+  def _readable(
+      self, items: list[Any], batch_size: int, errors: list[str | None]
+  ) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(places, uint8 pixels) of the readable items of each `batch_size`
+    items in turn; an unreadable item's reason goes to `errors[place]`."""
     for start in range(0, len(items), batch_size):
       pixels, places = [], []
       for place in range(start, min(start + batch_size, len(items))):
@@ -131,18 +208,28 @@ class Model:
         except UserError as error:
           errors[place] = str(error)
       if pixels:
-        probabilities[places] = in_batches(
-            self._probabilities, np.stack(pixels), batch_size
-        )
-    classes = [
-        None if error else self.class_names[int(np.argmax(row))]
-        for row, error in zip(probabilities, errors)
-    ]
-    unsure = [
-        error is None and float(row.max()) < self.unsure_below
-        for row, error in zip(probabilities, errors)
-    ]
-    return Predictions(classes, probabilities, errors, self.class_names, unsure)
+        yield places, np.stack(pixels)
+
+  def _no_probabilities(self, count: int) -> np.ndarray:
+    return np.full((count, len(self.class_names)), np.nan, np.float32)
+
+  def _outcomes(
+      self, probabilities: np.ndarray, errors: list[str | None]
+  ) -> dict[str, Any]:
+    """The fields of `Predictions` from the probabilities and errors."""
+    return {
+        "classes": [
+            None if error else self.class_names[int(np.argmax(row))]
+            for row, error in zip(probabilities, errors)
+        ],
+        "probabilities": probabilities,
+        "errors": errors,
+        "class_names": self.class_names,
+        "unsure": [
+            error is None and float(row.max()) < self.unsure_below
+            for row, error in zip(probabilities, errors)
+        ],
+    }
 
   def pixels(self, image: Any) -> np.ndarray:
     """One image as the model sees it, before normalising: uint8 [S, S, 3].
@@ -231,11 +318,4 @@ def load(
         path,
         unsure_below,
     )
-  classifier = TrainedClassifier.load(path, stage)
-  return Model(
-      classifier.jit_pixels_function(),
-      classifier.class_names,
-      classifier.preprocessing,
-      os.path.join(path, classifier.stage),
-      unsure_below,
-  )
+  return Model.of_classifier(TrainedClassifier.load(path, stage), unsure_below)

@@ -1,4 +1,5 @@
-"""The web app's classifier, and `--mode=predict` (a workdir or an export)."""
+"""The web app's classifier, and `--mode=predict` (a workdir or an export;
+with `--explain`, a workdir's Grad-CAM heat maps as PNG files)."""
 
 import dataclasses
 import os
@@ -13,24 +14,22 @@ from roadflax.errors import UserError
 from roadflax.export.trained import TrainedClassifier
 from roadflax.files import atomic_write_json
 from roadflax.models import steps
-from roadflax.serve import model
+from roadflax.serve import explanations, model
 
 
 @dataclasses.dataclass
 class Classifier:
   """A stage's best classifier for the web app: `predict` takes normalised
-  images (what the autoencoder beside it takes too), `predict_files` files."""
+  images (what the autoencoder beside it takes too), `predict_files` files;
+  probabilities are temperature-scaled as the stage's calibration says."""
 
   trained: TrainedClassifier
 
   def __post_init__(self):
-    self._predict = steps.jit_predict_step(self.trained.model)
-    self._model = model.Model(
-        self.trained.jit_pixels_function(),
-        self.class_names,
-        self.trained.preprocessing,
-        self.stage_dir,
+    self._predict = steps.jit_predict_step(
+        self.trained.model, self.trained.temperature
     )
+    self._model = model.Model.of_classifier(self.trained)
 
   @classmethod
   def load(cls, workdir: str, stage: str | None = None) -> "Classifier":
@@ -71,11 +70,15 @@ class Classifier:
 def records(
     paths: Sequence[str], predictions: model.Predictions
 ) -> list[dict[str, Any]]:
-  """One JSON-ready dict per file: its class and probabilities, or the
-  `"error"` that cost it its prediction."""
+  """One JSON-ready dict per file: its class, probabilities and whether it
+  is `unsure`, or the `"error"` that cost it its prediction."""
   results = []
-  for path, name, row, error in zip(
-      paths, predictions.classes, predictions.probabilities, predictions.errors
+  for path, name, row, error, unsure in zip(
+      paths,
+      predictions.classes,
+      predictions.probabilities,
+      predictions.errors,
+      predictions.unsure,
   ):
     if error is not None:
       results.append({"path": path, "error": error})
@@ -86,6 +89,7 @@ def records(
         "probabilities": {
             n: float(q) for n, q in zip(predictions.class_names, row)
         },
+        "unsure": unsure,
     })
   return results
 
@@ -116,14 +120,27 @@ def predict_main(
     inputs: Sequence[str],
     output: str | None,
     stage: str | None = None,
+    *,
+    unsure_below: float | None = None,
+    explain: bool = False,
 ) -> None:
+  """Prints each input file's class, `unsure` below `unsure_below`; writes
+  them to `output` (JSON) when given and, with `explain`, each file's
+  explanation (`explanations`) to explanations/ beside `output` (or in the
+  current folder).
+
+  Raises:
+    UserError: no input, none readable, no model at `workdir`, or `explain`
+      with an export.
+  """
   if not inputs:
     raise UserError(
         "nothing to predict: give --input=PATH (image files or folders)"
     )
-  trained = model.load(workdir, stage)
+  trained = model.load(workdir, stage, unsure_below)
   paths = image_paths(inputs)
-  results = records(paths, trained.predict(paths))
+  found = trained.explain(paths) if explain else trained.predict(paths)
+  results = records(paths, found)
   predictions = [r for r in results if "error" not in r]
   skipped = [r for r in results if "error" in r]
   if not predictions:
@@ -140,7 +157,8 @@ def predict_main(
     probabilities = ", ".join(
         f"{n} {p:.3f}" for n, p in result["probabilities"].items()
     )
-    print(f"{result['path']}: {result['class']}  ({probabilities})")
+    unsure = "  unsure" if result["unsure"] else ""
+    print(f"{result['path']}: {result['class']}  ({probabilities}){unsure}")
   if skipped:
     logging.warning(
         "%d of %d files were skipped as unreadable", len(skipped), len(results)
@@ -155,3 +173,12 @@ def predict_main(
         },
     )
     logging.info("wrote %d predictions to %s", len(predictions), output)
+  if explain:
+    folder = os.path.join(
+        os.path.dirname(output) if output else "", explanations.FOLDER
+    )
+    logging.info(
+        "wrote %d explanations (each image and its Grad-CAM heat map) to %s",
+        explanations.write_explanations(paths, found, folder),
+        folder,
+    )

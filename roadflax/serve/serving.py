@@ -1,29 +1,34 @@
 """`--mode=serve`: the web app (`roadflax/serve/app.py`) in a Streamlit server.
 
-The workdir is checked here, before Streamlit starts, so that a wrong
-`--workdir` ends in one `error:` line rather than a page that only says so in
-a browser. The server runs as a child process in its own session: the terminal's
-Ctrl-C reaches this process alone, which passes it on once, and a SIGTERM (a
-service manager stopping the app) is passed on as well instead of orphaning
-the server.
+The app serves the runs that `--workdir` names (repeatable; each a workdir or
+a folder of workdirs) and no others. They are checked here, before Streamlit
+starts, so that a command line naming no trained run ends in one `error:`
+line rather than a page that only says so in a browser; a path that adds no
+run while others do is named in a warning. The server runs as a child
+process in its own session: the terminal's Ctrl-C reaches this process alone,
+which passes it on once, and a SIGTERM (a service manager stopping the app)
+is passed on as well instead of orphaning the server.
 """
 
 import os
 import signal
 import subprocess
 import sys
+from typing import Sequence
 
-from roadflax.runs import workdirs
+from absl import logging
+
 from roadflax.errors import UserError
+from roadflax.serve import catalog
 
 APP_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.py")
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _streamlit_command(
-    workdir: str, *, stage: str | None, address: str, port: int
+    paths: Sequence[str], *, stage: str | None, address: str, port: int
 ) -> list[str]:
-  """The command line that serves the app for `workdir`."""
+  """The command line that serves the app for the runs `paths` name."""
   command = [
       sys.executable,
       "-m",
@@ -46,29 +51,37 @@ def _streamlit_command(
       "--client.toolbarMode",
       "minimal",
       "--",
-      "--workdir",
-      workdir,
   ]
+  for path in paths:
+    command += ["--workdir", path]
   return command + (["--stage", stage] if stage is not None else [])
 
 
-def serve(workdir: str, *, stage: str | None, address: str, port: int) -> None:
-  """Serves the web app until Ctrl-C or SIGTERM.
+def serve(
+    paths: Sequence[str], *, stage: str | None, address: str, port: int
+) -> None:
+  """Serves the web app for the runs `paths` name until Ctrl-C or SIGTERM.
+
+  Args:
+    paths: workdirs, or folders of workdirs (`catalog.find_runs`).
+    stage: the classification stage the page selects first.
+    address: the address to listen on.
+    port: the port to listen on.
 
   Raises:
-    UserError: the workdir has no trained classifier (or no stage `stage`),
-      or the server stopped with an error on its own (its messages, such as a
-      port already in use, are printed above).
+    UserError: `paths` name no run with a trained classifier, `stage` is
+      given and no run has it, or the server stopped with an error on its own
+      (its messages, such as a port already in use, are printed above).
   """
-  workdirs.classifier_stage(workdir, stage)
+  runs = _runs_to_serve(paths, stage)
   server = subprocess.Popen(
-      _streamlit_command(workdir, stage=stage, address=address, port=port),
+      _streamlit_command(paths, stage=stage, address=address, port=port),
       start_new_session=True,
   )
   stopped = _forward_signals_to(server)
   print(
-      f"roadflax: serving {workdir} at http://{address}:{port}/ "
-      "(Ctrl-C stops it)",
+      f"roadflax: serving {', '.join(run.label for run in runs)} at"
+      f" http://{address}:{port}/ (Ctrl-C stops it)",
       flush=True,
   )
   status = server.wait()
@@ -77,6 +90,34 @@ def serve(workdir: str, *, stage: str | None, address: str, port: int) -> None:
         f"the web server stopped with exit status {status}; its "
         "messages are above"
     )
+
+
+def _runs_to_serve(
+    paths: Sequence[str], stage: str | None
+) -> tuple[catalog.Run, ...]:
+  """The runs `paths` name; the paths that add none named in warnings.
+
+  Raises:
+    UserError: no path given, none names a run, or none has stage `stage`.
+  """
+  if not paths:
+    raise UserError(
+        "--mode=serve needs --workdir=DIR: a trained workdir (repeatable) or"
+        " a folder of them"
+    )
+  found = catalog.find_runs(paths)
+  if not found.runs:
+    raise UserError("; ".join(found.problems))
+  for problem in found.problems:
+    logging.warning("not served: %s", problem)
+  if stage is not None and not any(stage in run.stages for run in found.runs):
+    stages = "; ".join(
+        f"{run.label} has {', '.join(run.stages)}" for run in found.runs
+    )
+    raise UserError(
+        f"no run has a trained classification stage {stage!r} ({stages})"
+    )
+  return found.runs
 
 
 def _forward_signals_to(server: subprocess.Popen) -> list[int]:

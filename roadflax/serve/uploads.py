@@ -1,15 +1,17 @@
 """Uploads to the web app: each file checked, decoded as in training, and
-classified (and reconstructed); plain Python, no Streamlit.
+classified (with its Grad-CAM heat map, and reconstructed); plain Python, no
+Streamlit.
 
 Each bad file (empty, truncated, not an image, too many pixels) gets its own
 error while the others still get predictions.
 """
 
 import dataclasses
+import hashlib
 import io
 import os
 import pathlib
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -47,6 +49,7 @@ class Upload:
   model_input: np.ndarray | None = None  # float32 [S, S, 3], normalised
   model_view: np.ndarray | None = None  # uint8 [S, S, 3], before normalising
   probabilities: np.ndarray | None = None  # float32 [classes]
+  heatmap: np.ndarray | None = None  # float32 [S, S] in 0..1: Grad-CAM
   reconstruction: np.ndarray | None = None  # uint8 [S, S, 3]
 
 
@@ -56,6 +59,7 @@ def describe_uploads(
     autoencoder: Autoencoder | None,
     *,
     max_pixels: int,
+    explain: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
 ) -> list[Upload]:
   """Classifies (and reconstructs) every readable file; the rest get errors.
 
@@ -68,6 +72,9 @@ def describe_uploads(
     classifier: the model that predicts.
     autoencoder: the model that reconstructs, or None for no reconstructions.
     max_pixels: files with more pixels than this are refused undecoded.
+    explain: the classifier's `TrainedClassifier.explain_function()`: uint8
+      pixels [N, S, S, 3] to (probabilities, Grad-CAM heat maps); given, it
+      predicts in place of `classifier.predict`, in the same pass.
 
   Returns:
     One `Upload` per file, in order: with `error` set, or with a prediction.
@@ -80,16 +87,22 @@ def describe_uploads(
   if not readable:
     return uploads
   images = np.stack([upload.model_input for upload in readable])
-  probabilities = model.in_batches(classifier.predict, images)
+  if explain is None:
+    probabilities = model.in_batches(classifier.predict, images)
+    heatmaps = [None] * len(readable)
+  else:
+    views = np.stack([upload.model_view for upload in readable])
+    probabilities, heatmaps = model.in_batches(explain, views)
   reconstructions = (
       model.in_batches(autoencoder.reconstruct, images)
       if autoencoder is not None
       else [None] * len(readable)
   )
-  for upload, p, reconstruction in zip(
-      readable, probabilities, reconstructions
+  for upload, p, heatmap, reconstruction in zip(
+      readable, probabilities, heatmaps, reconstructions
   ):
-    upload.probabilities, upload.reconstruction = p, reconstruction
+    upload.probabilities, upload.heatmap = p, heatmap
+    upload.reconstruction = reconstruction
   return uploads
 
 
@@ -155,6 +168,12 @@ def _decoding_note(image: Image.Image, data: bytes) -> str | None:
   if image.has_transparency_data:
     changes.append("transparency dropped")
   return f"Decoded as in training: {', '.join(changes)}." if changes else None
+
+
+def digest(data: bytes) -> str:
+  """A file's contents in 64 hex digits (SHA-256): the same for the same
+  contents under any name, so the app classifies each file once."""
+  return hashlib.sha256(data).hexdigest()
 
 
 def example_files(folder: str) -> list[tuple[str, bytes]]:

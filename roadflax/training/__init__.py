@@ -1,6 +1,7 @@
 """Training a config: config checks, the stage plan (steps, epochs, early
-stopping), the health check, data-parallel sharding, evaluation and the stage
-driver `train`, with a stage's train state and checkpoints in `stage_state`
+stopping), the health check, data-parallel sharding, evaluation (with
+`calibrate`, the temperature a classifier's logits are scaled by) and the
+stage driver `train`, with a stage's train state and checkpoints in `stage_state`
 and what it shows (progress bar, epoch lines, pictures) in `reporting`.
 
 Imports data, datasets, models, runs and results; nothing imports it except

@@ -1,6 +1,8 @@
-"""Evaluation of a split, the test report of a classifier, and `--mode=evaluate`."""
+"""Evaluation of a split, the calibration and test report of a classifier,
+and `--mode=evaluate`."""
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -8,21 +10,30 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
+from PIL import Image
 
 from roadflax.data import batching, caches, pipelines
 from roadflax.data.contract import DataSet
 from roadflax.datasets import sources
+from roadflax.files import atomic_write
 from roadflax.models import objectives, roadnet
 from roadflax.models import steps
-from roadflax.results import reports, visuals
+from roadflax.results import calibration, reports, visuals
 from roadflax.runs import workdirs
-from roadflax.training import sharding
+from roadflax.training import calibrate, sharding
+
+RELIABILITY_FILE = "reliability.png"
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
   metrics: dict[str, float]
   confusion: np.ndarray | None  # rows = true class, columns = predicted
+  # With `keep_logits`: every example's logits [N, classes] and label [N],
+  # once each, on every process.
+  logits: np.ndarray | None = None
+  labels: np.ndarray | None = None
 
 
 def evaluate_split(
@@ -32,26 +43,36 @@ def evaluate_split(
     *,
     global_batch_size: int,
     mesh: jax.sharding.Mesh,
+    keep_logits: bool = False,
 ) -> EvalResult:
   """Every example of the split counted once (padding is masked); one host
-  sync at the end."""
-  totals, confusion = None, None
+  sync at the end, which with `keep_logits` gathers the logits of every
+  process's examples (a classifier's)."""
+  totals, confusion, kept = None, None, []
   process_batch_size = sharding.per_process_batch_size(
       global_batch_size, "eval_batch_size"
   )
   for batch in pipeline.eval_batches(batch_size=process_batch_size):
-    batch_metrics, batch_confusion = eval_step(
-        params, sharding.shard_batch(batch, mesh)
-    )
+    batch = sharding.shard_batch(batch, mesh)
+    batch_metrics, batch_confusion, logits = eval_step(params, batch)
     totals = batch_metrics if totals is None else totals.merge(batch_metrics)
     if batch_confusion is not None:
       confusion = (
           batch_confusion if confusion is None else confusion + batch_confusion
       )
+    if keep_logits:
+      kept.append((logits, batch["label"], batch["mask"]))
   values = {name: float(value) for name, value in totals.compute().items()}
-  return EvalResult(
+  result = EvalResult(
       values, None if confusion is None else np.asarray(confusion)
   )
+  if not keep_logits:
+    return result
+  logits, labels, mask = (
+      np.concatenate(part)
+      for part in zip(*multihost_utils.process_allgather(kept, tiled=True))
+  )
+  return dataclasses.replace(result, logits=logits[mask], labels=labels[mask])
 
 
 def write_test_report(
@@ -67,20 +88,28 @@ def write_test_report(
     writer: Any | None = None,
     memory_cache: caches.MemoryCache | None = None,
 ) -> dict[str, Any]:
-  """Evaluates `params` on the test split into STAGE/report.json and report.md.
+  """Calibrates `params` on the validation split (STAGE/calibration.json:
+  `calibrate`), then evaluates them on the test split into STAGE/report.json,
+  report.md and reliability.png (and TensorBoard, given a `writer`).
 
   `memory_cache`: the run's decoded splits (`pipelines.pipeline_for`).
   """
-  objective = objectives.Objective("classification")
-  pipeline = pipelines.pipeline_for(
-      dataset.splits["test"], config.data, memory_cache=memory_cache
-  )
-  result = evaluate_split(
+  evaluate_on = functools.partial(
+      _split_logits,
       params,
-      pipeline,
-      steps.jit_eval_step(model, objective),
-      global_batch_size=config.eval_batch_size,
+      steps.jit_eval_step(model, objectives.Objective("classification")),
+      dataset,
+      config,
       mesh=mesh,
+      memory_cache=memory_cache,
+  )
+  val = evaluate_on("val")
+  fitted = calibrate.calibrate_stage(
+      val.logits, val.labels, stage_dir, checkpoint_step=checkpoint_step
+  )
+  result = evaluate_on("test")
+  scaled = calibration.report_block(
+      result.logits, result.labels, fitted["temperature"]
   )
   report = reports.classification_report(
       result.confusion,
@@ -92,36 +121,86 @@ def write_test_report(
           "data_root": dataset.root,
           "loss": result.metrics["loss"],
           "skipped_files": list(dataset.splits["test"].skipped),
+          "calibration": {
+              "fitted": fitted["fitted"],
+              "fitted_on": {"split": "val", "images": fitted["images"]},
+              **scaled,
+          },
       },
   )
+  diagram = calibration.reliability_diagram(
+      scaled, f"{stage_name}, test split, checkpoint step {checkpoint_step}"
+  )
   if jax.process_index() == 0:
-    json_path, _ = reports.write_report(report, stage_dir)
-    logging.info(
-        "test accuracy %.4f on %d images: %s",
-        report["accuracy"],
-        report["num_examples"],
-        json_path,
-    )
+    _write_report_files(report, diagram, stage_dir)
   if writer is not None:
     _write_test_summaries(
-        writer, checkpoint_step, report["accuracy"], result, dataset.class_names
+        writer, checkpoint_step, report, result, dataset.class_names, diagram
     )
   return report
+
+
+def _write_report_files(
+    report: dict[str, Any], reliability: np.ndarray, stage_dir: str
+) -> None:
+  """STAGE/report.json, report.md and reliability.png; says so in the log."""
+  json_path, _ = reports.write_report(report, stage_dir)
+  atomic_write(
+      os.path.join(stage_dir, RELIABILITY_FILE),
+      lambda f: Image.fromarray(reliability).save(f, "PNG"),
+  )
+  logging.info(
+      "test accuracy %.4f on %d images, ECE %.4f (%.4f before temperature"
+      " scaling): %s",
+      report["accuracy"],
+      report["num_examples"],
+      report["calibration"]["ece_after"],
+      report["calibration"]["ece_before"],
+      json_path,
+  )
+
+
+def _split_logits(
+    params: Any,
+    eval_step: Callable[..., Any],
+    dataset: DataSet,
+    config: ml_collections.ConfigDict,
+    split: str,
+    *,
+    mesh: jax.sharding.Mesh,
+    memory_cache: caches.MemoryCache | None,
+) -> EvalResult:
+  """`evaluate_split` of a classifier on `split`, keeping its logits."""
+  return evaluate_split(
+      params,
+      pipelines.pipeline_for(
+          dataset.splits[split], config.data, memory_cache=memory_cache
+      ),
+      eval_step,
+      global_batch_size=config.eval_batch_size,
+      mesh=mesh,
+      keep_logits=True,
+  )
 
 
 def _write_test_summaries(
     writer: Any,
     step: int,
-    accuracy: float,
+    report: dict[str, Any],
     result: EvalResult,
     class_names: tuple[str, ...],
+    reliability: np.ndarray,
 ) -> None:
-  """Test accuracy, loss and confusion matrix, for TensorBoard."""
+  """Test accuracy, loss, calibration, confusion matrix and reliability
+  diagram, for TensorBoard."""
   writer.write_scalars(
       step,
       {
-          "test_accuracy": accuracy,
+          "test_accuracy": report["accuracy"],
           "test_loss": result.metrics["loss"],
+          "test_ece": report["calibration"]["ece_after"],
+          "test_ece_uncalibrated": report["calibration"]["ece_before"],
+          "temperature": report["calibration"]["temperature"],
       },
   )
   writer.write_images(
@@ -129,7 +208,8 @@ def _write_test_summaries(
       {
           "test_confusion_matrix": visuals.confusion_image(
               result.confusion, class_names, f"test, checkpoint step {step}"
-          )[None]
+          )[None],
+          "test_reliability_diagram": reliability[None],
       },
   )
   writer.flush()
@@ -138,7 +218,8 @@ def _write_test_summaries(
 def evaluate_workdir(
     workdir: str, data_config: ml_collections.ConfigDict | None
 ) -> None:
-  """Rebuilds the test report of every classification stage of `workdir`.
+  """Refits the calibration and rebuilds the test report of every
+  classification stage of `workdir` (`write_test_report`).
 
   The model and its preprocessing come from the checkpoints' metadata; the data
   come from `data_config` when given (another folder), else from the run's own.

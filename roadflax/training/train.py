@@ -2,7 +2,9 @@
 
 A stage is one objective trained to completion in `WORKDIR/STAGE/`:
 TensorBoard events, `checkpoints/` (latest few and best by validation), and on
-completion `summary.json` (and for classifiers the test `report.json`/`.md`).
+completion `summary.json` (and for classifiers `calibration.json`, the
+temperature fitted on the validation split, and the test `report.json`/`.md`
+with its `reliability.png`).
 A completed stage is skipped when the same command runs again; an interrupted
 one resumes from its latest checkpoint at the exact batch where it stopped.
 """
@@ -259,7 +261,8 @@ def finish_stage(
     step: int,
     epochs: list[EpochRun],
 ) -> None:
-  """Writes the test report of a classifier and, last, summary.json: the stage is complete."""
+  """Calibrates a classifier and writes its test report and, last,
+  summary.json: the stage is complete."""
   stage.writer.flush()
   stage.ckpts.wait()
   best_step = stage.ckpts.best_step()
