@@ -18,6 +18,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 
 from roadflax import configs, console
@@ -137,15 +138,7 @@ def run(argv: list[str]) -> None:
     raise UserError(
         f"unexpected arguments {argv[1:]}: every option is a --flag"
     )
-  try:
-    config = FLAGS.config
-    if config is not None:
-      config.keys()  # config_flags defers a load failure to the first use
-  except OSError as error:
-    raise UserError(
-        "cannot load the --config file:"
-        f" {str(error).strip().splitlines()[-1].strip()}"
-    ) from None
+  config = _loaded_config()
   mode, workdirs = FLAGS.mode, FLAGS.workdir
   if FLAGS.coordinator:
     sharding.join_processes(
@@ -198,6 +191,20 @@ def run(argv: list[str]) -> None:
     )
   else:
     _export(workdir, config)
+
+
+def _loaded_config() -> ml_collections.ConfigDict | None:
+  """--config, loaded; config_flags defers a load failure to the first use."""
+  try:
+    config = FLAGS.config
+    if config is not None:
+      config.keys()
+  except OSError as error:
+    raise UserError(
+        "cannot load the --config file:"
+        f" {str(error).strip().splitlines()[-1].strip()}"
+    ) from None
+  return config
 
 
 def _videos() -> list[str]:

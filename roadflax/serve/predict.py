@@ -150,19 +150,7 @@ def predict_main(
         else ""
     )
     raise UserError(f"{skipped[0]['error']}{more}")
-  for result in results:
-    if "error" in result:
-      logging.warning("skipped: %s", result["error"])
-      continue
-    probabilities = ", ".join(
-        f"{n} {p:.3f}" for n, p in result["probabilities"].items()
-    )
-    unsure = "  unsure" if result["unsure"] else ""
-    print(f"{result['path']}: {result['class']}  ({probabilities}){unsure}")
-  if skipped:
-    logging.warning(
-        "%d of %d files were skipped as unreadable", len(skipped), len(results)
-    )
+  _print_records(results)
   if output:
     atomic_write_json(
         output,
@@ -181,4 +169,23 @@ def predict_main(
         "wrote %d explanations (each image and its Grad-CAM heat map) to %s",
         explanations.write_explanations(paths, found, folder),
         folder,
+    )
+
+
+def _print_records(results: Sequence[dict[str, Any]]) -> None:
+  """A line per prediction; a warning per unreadable file, and their count."""
+  skipped = 0
+  for result in results:
+    if "error" in result:
+      logging.warning("skipped: %s", result["error"])
+      skipped += 1
+      continue
+    probabilities = ", ".join(
+        f"{n} {p:.3f}" for n, p in result["probabilities"].items()
+    )
+    unsure = "  unsure" if result["unsure"] else ""
+    print(f"{result['path']}: {result['class']}  ({probabilities}){unsure}")
+  if skipped:
+    logging.warning(
+        "%d of %d files were skipped as unreadable", skipped, len(results)
     )
