@@ -50,6 +50,15 @@ def read_json_if_present(path: str) -> Any:
   return read_json(path) if os.path.isfile(path) else None
 
 
+def files_under(folder: str) -> list[str]:
+  """The paths of every file under `folder` and its subfolders, sorted."""
+  return sorted(
+      os.path.join(parent, name)
+      for parent, _, names in os.walk(folder)
+      for name in names
+  )
+
+
 def default_cache_dir() -> str:
   """`$XDG_CACHE_HOME/roadflax`, else `~/.cache/roadflax`."""
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(

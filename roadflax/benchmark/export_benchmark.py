@@ -25,6 +25,7 @@ from absl import app, flags
 from roadflax.datasets import sources
 from roadflax.export import exporters, runtimes, samples
 from roadflax.export.trained import TrainedClassifier
+from roadflax.files import files_under
 from roadflax.runs import workdirs
 
 FLAGS = flags.FLAGS
@@ -70,11 +71,7 @@ def _latencies(
 def _size_bytes(path: str) -> int:
   if os.path.isfile(path):
     return os.path.getsize(path)
-  return sum(
-      os.path.getsize(os.path.join(folder, name))
-      for folder, _, names in os.walk(path)
-      for name in names
-  )
+  return sum(os.path.getsize(file) for file in files_under(path))
 
 
 def measure(

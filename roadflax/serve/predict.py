@@ -12,7 +12,7 @@ from absl import logging
 from roadflax.data import image_folder
 from roadflax.errors import UserError
 from roadflax.export.trained import TrainedClassifier
-from roadflax.files import atomic_write_json
+from roadflax.files import atomic_write_json, files_under
 from roadflax.models import steps
 from roadflax.serve import explanations, model
 
@@ -99,12 +99,11 @@ def image_paths(inputs: Sequence[str]) -> list[str]:
   paths = []
   for item in inputs:
     if os.path.isdir(item):
-      found = sorted(
-          os.path.join(d, f)
-          for d, _, files in os.walk(item)
-          for f in files
-          if f.lower().endswith(image_folder.IMAGE_EXTENSIONS)
-      )
+      found = [
+          path
+          for path in files_under(item)
+          if path.lower().endswith(image_folder.IMAGE_EXTENSIONS)
+      ]
       if not found:
         raise UserError(f"{item} holds no .jpg, .jpeg or .png file")
       paths += found

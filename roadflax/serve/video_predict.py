@@ -19,6 +19,7 @@ from roadflax.data.image_folder import IMAGE_EXTENSIONS
 from roadflax.drives import frames, gpx, outputs, timeline
 from roadflax.drives.segments import DEFAULT_MIN_SECONDS, check_min_seconds
 from roadflax.errors import UserError
+from roadflax.files import files_under
 from roadflax.serve import model
 
 # Where the timelines go without --output.
@@ -36,11 +37,7 @@ def video_inputs(inputs: Sequence[str]) -> list[str]:
   videos, images = [], []
   for item in inputs:
     if os.path.isdir(item):
-      found = sorted(
-          os.path.join(folder, name)
-          for folder, _, names in os.walk(item)
-          for name in names
-      )
+      found = files_under(item)
       videos += [path for path in found if frames.is_video(path)]
       images += [p for p in found if p.lower().endswith(IMAGE_EXTENSIONS)]
     elif frames.is_video(item):
