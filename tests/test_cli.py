@@ -39,6 +39,7 @@ def test_summary_prints_the_parameter_table():
             "is not one of sgd, momentum, adam, adamw",
         ),
         (["--config.data.image_size=64"], "below the minimum of 67x67"),
+        (["--config.model.head_units=0"], "head_units=0 must be at least 1"),
         (["--config.profile_steps=-1"], "profile_steps=-1 must be >= 0"),
         (["--config.data.root="], "no data.root is given"),
         (

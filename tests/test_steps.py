@@ -1,4 +1,5 @@
-"""Objectives, optimisers and the jitted steps on a tiny model input (67 px)."""
+"""Objectives, optimisers and the jitted steps on a tiny model input (67 px)
+with a narrow head (`helpers.HEAD_UNITS`)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import pytest
 
 from roadflax.configs import default, synthetic
 from roadflax.models import objectives, optimizers, roadnet, steps
+from tests.helpers import HEAD_UNITS
 
 SIZE = 67
 
@@ -22,7 +24,9 @@ def _batch(n=4, num_classes=3, seed=0):
 
 
 def _state(stage_config, objective, head_input="latent", freeze=False):
-  model = roadnet.RoadNet(num_classes=3, head_input=head_input)
+  model = roadnet.RoadNet(
+      num_classes=3, head_units=HEAD_UNITS, head_input=head_input
+  )
   params = roadnet.init_params(model, jax.random.key(0), SIZE)
   trainable = objective.trees(head_input) - ({"encoder"} if freeze else set())
   schedule = optimizers.learning_rate_schedule(stage_config, 10, 100)
@@ -104,7 +108,7 @@ def test_eval_step_masks_padding_and_counts_confusion():
 
 
 def test_class_weights_scale_the_loss():
-  model = roadnet.RoadNet(num_classes=3)
+  model = roadnet.RoadNet(num_classes=3, head_units=HEAD_UNITS)
   params = roadnet.init_params(model, jax.random.key(0), SIZE)
   batch = _batch()
   plain = objectives.objective_outputs(
@@ -170,7 +174,7 @@ def test_noise_corruption_changes_the_input_not_the_target():
   objective = objectives.Objective(
       "reconstruction", corruption="noise", corruption_amount=20.0
   )
-  model = roadnet.RoadNet(num_classes=3)
+  model = roadnet.RoadNet(num_classes=3, head_units=HEAD_UNITS)
   params = roadnet.init_params(model, jax.random.key(0), SIZE)
   batch = _batch()
   clean = objectives.objective_outputs(
@@ -227,7 +231,8 @@ def _max_difference(a, b):
 
 def test_bfloat16_training_follows_float32_with_float32_state():
   # The demo's first stage, without warm-up (which would leave these steps
-  # at a rate near 0) and dropout, jointly so both losses are compared.
+  # at a rate near 0) and dropout, jointly so both losses are compared; the
+  # published head, for which the bound was measured.
   stage = synthetic.get_config().stages.pretrain
   stage.update(objective="joint", schedule="constant", warmup_epochs=0.0)
   objective = objectives.objective_from_config(stage)
@@ -262,7 +267,9 @@ def _sgd_state(optimizer, ema_decay=0.0):
       objective="classification", optimizer=optimizer, learning_rate=0.05
   )
   objective = objectives.objective_from_config(stage)
-  model = roadnet.RoadNet(num_classes=3, dropout_rate=0.0)
+  model = roadnet.RoadNet(
+      num_classes=3, head_units=HEAD_UNITS, dropout_rate=0.0
+  )
   params = roadnet.init_params(model, jax.random.key(0), SIZE)
   trainable = objective.trees("latent")
   tx = optimizers.create_optimizer(
@@ -313,7 +320,7 @@ def test_accumulation_holds_one_micro_batch_of_activations():
   # where activations outweigh the gradient sum accumulation adds.
   stage = default.stage(objective="classification")
   objective = objectives.objective_from_config(stage)
-  model = roadnet.RoadNet(num_classes=3)
+  model = roadnet.RoadNet(num_classes=3, head_units=HEAD_UNITS)
   tx = optimizers.create_optimizer(
       stage, optax.constant_schedule(0.1), objective.trees("latent")
   )

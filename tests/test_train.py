@@ -346,6 +346,13 @@ def test_workdir_of_another_image_size_is_refused(trained_workdir, data_root):
     train.train_and_evaluate(config, trained_workdir)
 
 
+def test_workdir_of_another_head_width_is_refused(trained_workdir, data_root):
+  config = helpers.tiny_config(data_root)
+  config.model.head_units = 2 * helpers.HEAD_UNITS
+  with pytest.raises(UserError, match=r"head_units 256 \(this run: 512\)"):
+    train.train_and_evaluate(config, trained_workdir)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     data_root, tmp_path
 ):

@@ -9,6 +9,7 @@ from roadflax.runs import workdirs
 from roadflax.serve import predict
 from roadflax.training import evaluate
 from roadflax.errors import UserError
+from tests import helpers
 
 
 def test_classifier_stage_defaults_to_the_last_classification_stage(
@@ -51,3 +52,12 @@ def test_a_workdir_without_a_trained_classifier_is_refused_alike(
       match=r"has no trained classification stage yet; train one first",
   ):
     use(str(tmp_path))
+
+
+def test_the_network_has_the_head_width_its_run_recorded(trained_workdir):
+  run = workdirs.load_run(trained_workdir)
+  assert run["head_units"] == helpers.HEAD_UNITS
+  assert workdirs.network(run).head_units == helpers.HEAD_UNITS
+  # Runs written before the width could be chosen have the published head.
+  del run["head_units"]
+  assert workdirs.network(run).head_units == 4096

@@ -35,6 +35,7 @@ def keras_model(
     num_classes: int,
     dropout_rate: float,
     params: dict[str, Any] | None = None,
+    head_units: int = 4096,
 ) -> Any:
   """A Keras build of roadflax's classifier (TensorFlow backend, GPUs hidden
   from TensorFlow), holding the weights in `params` when given."""
@@ -63,9 +64,9 @@ def keras_model(
       conv("conv6", 256, 3, padding="same"),
       layers.MaxPooling2D(3, 2),
       layers.Flatten(),
-      dense("fc1", 4096, activation="relu"),
+      dense("fc1", head_units, activation="relu"),
       layers.Dropout(dropout_rate),
-      dense("fc2", 4096, activation="relu"),
+      dense("fc2", head_units, activation="relu"),
       layers.Dropout(dropout_rate),
       dense("logits", num_classes),
   ])
@@ -154,6 +155,7 @@ def run(config: Any, steps: int) -> dict[str, list[float]]:
       num_classes,
       config.model.dropout_rate,
       jax.device_get(params),
+      config.model.head_units,
   )
   keras_net.compile(
       optimizer=keras_tx,

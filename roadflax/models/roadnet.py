@@ -192,13 +192,14 @@ class Head(nn.Module):
   num_classes: int
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  units: int = 4096  # of fc1 and fc2
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     x = x.reshape((x.shape[0], -1))
     for name in ("fc1", "fc2"):
-      x = nn.relu(_Dense(4096, dtype=self.dtype, name=name)(x))
+      x = nn.relu(_Dense(self.units, dtype=self.dtype, name=name)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = _Dense(self.num_classes, dtype=self.dtype, name="logits")(x)
     return logits.astype(jnp.float32)
@@ -211,6 +212,7 @@ class RoadNet(nn.Module):
   head_input: str = "latent"
   dropout_rate: float = 0.5
   norm: str = "none"  # normalisation after each convolution: none | group
+  head_units: int = 4096  # of the head's fc1 and fc2
   # conv1 as patch matrices (True), as a convolution (False: what exporters
   # convert), or by backend and size (None); the parameters are the same.
   conv1_patches: bool | None = None
@@ -226,7 +228,9 @@ class RoadNet(nn.Module):
       raise UserError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
     self.encoder = Encoder(self.norm, self.conv1_patches, self.dtype)
     self.decoder = Decoder(self.norm, self.dtype)
-    self.head = Head(self.num_classes, self.dropout_rate, self.dtype)
+    self.head = Head(
+        self.num_classes, self.dropout_rate, self.dtype, self.head_units
+    )
 
   def _head_features(
       self, latent: jax.Array, image_hw: tuple[int, int]
@@ -275,6 +279,7 @@ def create_model(model_config: Any, num_classes: int) -> RoadNet:
       head_input=model_config.head_input,
       dropout_rate=model_config.dropout_rate,
       norm=model_config.norm,
+      head_units=model_config.head_units,
       dtype=precision.compute_dtype(model_config.dtype),
   )
 

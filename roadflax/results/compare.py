@@ -149,6 +149,7 @@ def summarize_run(workdir: str, name: str) -> tables.RunSummary:
           len(run.get("class_names", ())),
           run.get("head_input", "latent"),
           workdirs.recorded(run, "norm"),
+          workdirs.recorded(run, "head_units"),
       ),
       seconds=sum(seconds) if seconds else None,
       images_per_second=summary.get("train_images_per_second"),
@@ -197,6 +198,7 @@ def classifier_parameters(
     num_classes: int,
     head_input: str,
     norm: str = "none",
+    head_units: int = 4096,
 ) -> int | None:
   """Parameters the classifier reads (encoder, head, and with
   head_input='decoder' the decoder up to its 96-channel map), from shapes alone.
@@ -204,7 +206,10 @@ def classifier_parameters(
   if not image_size or not num_classes:
     return None
   model = roadnet.RoadNet(
-      num_classes=num_classes, head_input=head_input, norm=norm
+      num_classes=num_classes,
+      head_input=head_input,
+      norm=norm,
+      head_units=head_units,
   )
   params = jax.eval_shape(
       functools.partial(roadnet.init_params, model, image_size=image_size),

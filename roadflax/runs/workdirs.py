@@ -34,13 +34,14 @@ _IDENTITY = (
     "class_names",
     "image_size",
     "head_input",
+    "head_units",
     "norm",
     "contrast",
     "mean",
     "std",
 )
 # What runs written before a key existed hold.
-_EARLIER = {"norm": "none"}
+_EARLIER = {"norm": "none", "head_units": 4096}
 
 
 def run_info(
@@ -57,6 +58,7 @@ def run_info(
       "head_input": config.model.head_input,
       "dropout_rate": config.model.dropout_rate,
       "norm": config.model.norm,
+      "head_units": config.model.head_units,
   }
 
 
@@ -220,6 +222,7 @@ def network(info: dict[str, Any]) -> roadnet.RoadNet:
       head_input=recorded(info, "head_input"),
       dropout_rate=recorded(info, "dropout_rate"),
       norm=recorded(info, "norm"),
+      head_units=recorded(info, "head_units"),
   )
 
 

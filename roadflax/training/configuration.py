@@ -52,6 +52,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       " be > 1",
   )
   _require(
+      config.model.head_units >= 1,
+      f"--config.model.head_units={config.model.head_units} must be at least 1",
+  )
+  _require(
       0 <= config.model.dropout_rate < 1,
       f"--config.model.dropout_rate={config.model.dropout_rate} must be in"
       " [0, 1)",
