@@ -79,10 +79,11 @@ def test_colour_alone_does_not_separate_the_classes(photos):
 
 @pytest.mark.slow
 def test_default_recipe_learns_real_photos(tmp_path):
-  """configs/default.py, at 96 px and a smaller step floor to fit CI, learns
-  the real photos well above chance (1/3). At 96 px grass and gravel stay
-  hard to tell apart in this budget (two of three classes are learned); at
-  the default 224 px the README measures 95%+."""
+  """configs/default.py, at the smallest input size (67 px) and a smaller
+  step floor to fit CI, learns the real photos well above chance (1/3):
+  0.67-0.77 over seeds 0-3. At this size and budget grass and gravel stay
+  hard to tell apart (two of three classes are learned); at the default
+  224 px the README measures 95%+."""
   from roadflax.configs import default
   from roadflax.training import train
 
@@ -94,7 +95,7 @@ def test_default_recipe_learns_real_photos(tmp_path):
   )
   config = default.get_config()
   config.data.root = root
-  config.data.image_size = 96
+  config.data.image_size = 67
   config.data.cache = "memory"
   config.stages.pretrain.update(epochs=2, min_steps=40)
   config.stages.classify.update(epochs=10, min_steps=100)
