@@ -25,7 +25,7 @@ from roadflax import configs, console
 from roadflax.drives.segments import DEFAULT_MIN_SECONDS
 from roadflax.drives.timeline import DEFAULT_EVERY
 from roadflax.export import runtimes
-from roadflax.models import roadnet
+from roadflax.models import layer_table, roadnet
 from roadflax.serve import predict
 from roadflax.serve.model import UNSURE_BELOW
 from roadflax.training import evaluate, sharding, train
@@ -156,7 +156,7 @@ def run(argv: list[str]) -> None:
     return
   if mode == "summary":
     model = roadnet.create_model(config.model, num_classes=3)
-    print(roadnet.summary(model, config.data.image_size))
+    print(layer_table.layer_table(model, config.data.image_size))
     return
   if mode == "serve":
     from roadflax.serve import serving  # streamlit is needed by this mode only

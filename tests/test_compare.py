@@ -217,10 +217,10 @@ def test_table_csv_and_plot(runs, tmp_path, capsys):
 
 
 def test_parameters_match_the_model_summary():
-  """The count from shapes agrees with `roadnet.summary`'s classifier total."""
-  from roadflax.models import roadnet
+  """The count from shapes agrees with `layer_table.layer_table`'s classifier total."""
+  from roadflax.models import layer_table, roadnet
 
-  text = roadnet.summary(roadnet.RoadNet(num_classes=3), IMAGE_SIZE)
+  text = layer_table.layer_table(roadnet.RoadNet(num_classes=3), IMAGE_SIZE)
   assert f"classifier (encoder + head): {CLASSIFIER_PARAMETERS:,}" in text
   assert (
       compare.classifier_parameters(IMAGE_SIZE, 3, "latent")

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from roadflax.models import fast_layers, precision, roadnet
+from roadflax.models import fast_layers, layer_table, precision, roadnet
 from roadflax.errors import UserError
 
 
@@ -107,7 +107,7 @@ def test_forward_pass_is_deterministic_without_dropout():
 
 
 def test_summary_prints_the_totals():
-  text = roadnet.summary(roadnet.RoadNet(num_classes=3), 224)
+  text = layer_table.layer_table(roadnet.RoadNet(num_classes=3), 224)
   for expected in (
       "encoder: 4,337,280",
       "decoder: 4,337,027",
