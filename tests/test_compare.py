@@ -223,7 +223,7 @@ def test_parameters_match_the_model_summary():
   text = layer_table.layer_table(roadnet.RoadNet(num_classes=3), IMAGE_SIZE)
   assert f"classifier (encoder + head): {CLASSIFIER_PARAMETERS:,}" in text
   assert (
-      compare.classifier_parameters(IMAGE_SIZE, 3, "latent")
+      compare.classifier_parameters(roadnet.RoadNet(num_classes=3), IMAGE_SIZE)
       == CLASSIFIER_PARAMETERS
   )
 

@@ -144,12 +144,10 @@ def summarize_run(workdir: str, name: str) -> tables.RunSummary:
           cls: values["f1"]
           for cls, values in report.get("per_class", {}).items()
       },
-      parameters=classifier_parameters(
-          run.get("image_size"),
-          len(run.get("class_names", ())),
-          run.get("head_input", "latent"),
-          workdirs.recorded(run, "norm"),
-          workdirs.recorded(run, "head_units"),
+      parameters=(
+          classifier_parameters(workdirs.network(run), run["image_size"])
+          if run.get("image_size") and run.get("class_names")
+          else None
       ),
       seconds=sum(seconds) if seconds else None,
       images_per_second=summary.get("train_images_per_second"),
@@ -193,24 +191,11 @@ def describe_stages(config: ml_collections.ConfigDict) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def classifier_parameters(
-    image_size: int | None,
-    num_classes: int,
-    head_input: str,
-    norm: str = "none",
-    head_units: int = 4096,
-) -> int | None:
-  """Parameters the classifier reads (encoder, head, and with
-  head_input='decoder' the decoder up to its 96-channel map), from shapes alone.
+def classifier_parameters(model: roadnet.RoadNet, image_size: int) -> int:
+  """Parameters `model`'s classifier reads at `image_size` (encoder, head,
+  and with head_input='decoder' the decoder up to its 96-channel map), from
+  shapes alone.
   """
-  if not image_size or not num_classes:
-    return None
-  model = roadnet.RoadNet(
-      num_classes=num_classes,
-      head_input=head_input,
-      norm=norm,
-      head_units=head_units,
-  )
   params = jax.eval_shape(
       functools.partial(roadnet.init_params, model, image_size=image_size),
       jax.random.key(0),
@@ -219,7 +204,7 @@ def classifier_parameters(
       params["head"]
   )
   if (
-      head_input == "decoder"
+      model.head_input == "decoder"
   ):  # its last layer draws the image, which the head never reads
     count += sum(
         roadnet.count_params(layer)
