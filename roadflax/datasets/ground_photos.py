@@ -62,7 +62,14 @@ def frame(
   if rng.random() < 0.5:
     window_image = window_image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
   window_image = window_image.resize(FRAME_HW[::-1], Image.Resampling.BICUBIC)
-  pixels = np.asarray(window_image, np.float32) / 255.0
+  return camera_light(window_image, rng)
+
+
+def camera_light(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+  """`image` under a random exposure, gamma and white balance, as another
+  camera on another day would see it (so brightness and colour alone do not
+  give the class away)."""
+  pixels = np.asarray(image, np.float32) / 255.0
   pixels = pixels ** rng.uniform(0.7, 1.4)  # gamma
   pixels = (
       pixels * rng.uniform(0.6, 1.3) * rng.uniform(0.85, 1.15, size=3)
