@@ -55,8 +55,9 @@ class Photo:
     split: the split every frame of it goes to.
     package: the Debian package that ships it.
     files: its image files, relative to the games folder.
-    box: (left, top, right, bottom): the part of the photograph that is
-      plain surface (no painted lines or edges); None = all of it.
+    boxes: per file, (left, top, right, bottom): the part of the photograph
+      that is plain surface (no painted lines or edges), or None for all of
+      it; empty = all of every file.
   """
 
   group: str
@@ -64,7 +65,7 @@ class Photo:
   split: str
   package: str
   files: tuple[str, ...]
-  box: tuple[int, int, int, int] | None = None
+  boxes: tuple[tuple[int, int, int, int] | None, ...] = ()
 
 
 _RE = "redeclipse/data/"
@@ -78,41 +79,38 @@ PHOTOS = (
           (_RE + "luckystrike/asphalt_01.jpg",)),
     Photo("stk-city-asphalt", "asphalt", "train", "supertuxkart-data",
           (_STK + "textures/city_asphalt_1.jpg",
-           _STK + "textures/city_asphalt_2.jpg"), (0, 275, 1024, 480)),
+           _STK + "textures/city_asphalt_2.jpg"),
+          ((0, 275, 1024, 480), (0, 35, 1024, 480))),
     Photo("torcs-asphalt", "asphalt", "train", "torcs-data",
           (_TORCS + "tr-asphalt.rgb",)),
     Photo("fg-runway-asphalt", "asphalt", "val", "flightgear-data-base",
-          (_FG + "Textures/Runway/pa_no_threshold.png",), (30, 5, 985, 240)),
+          (_FG + "Textures/Runway/pa_no_threshold.png",), ((30, 5, 985, 240),)),
     Photo("stk-tarmac", "asphalt", "test", "supertuxkart-data",
           (_STK + "textures/tarmac.jpg",)),
     Photo("stk-racetrack", "asphalt", "test", "supertuxkart-data",
-          (_STK + "textures/racetrack_asphalt.jpg",), (0, 40, 1024, 470)),
-    # Concrete.
-    Photo("re-trak-concrete1", "concrete", "train", "redeclipse-data",
-          (_RE + "trak/trak4/concrete1a.jpg",
-           _RE + "trak/trak4/concrete1b.jpg")),
-    Photo("re-trak-concrete3", "concrete", "train", "redeclipse-data",
-          (_RE + "trak/trak4/concrete3.jpg",)),
-    Photo("re-trak-concrete6", "concrete", "train", "redeclipse-data",
-          (_RE + "trak/trak4/concrete6.jpg",)),
+          (_STK + "textures/racetrack_asphalt.jpg",), ((0, 40, 1024, 470),)),
+    # Concrete. trak4's concrete1a-3 are versions of one cracked slab and
+    # concrete5a-6 of one scratched slab; FlightGear's runway and tie-down
+    # concrete share a source.
+    Photo("re-trak-cracked-concrete", "concrete", "train", "redeclipse-data",
+          tuple(_RE + f"trak/trak4/concrete{n}.jpg"
+                for n in ("1a", "1b", "2a", "3"))),
     Photo("stk-generic-concrete", "concrete", "train", "supertuxkart-data",
           (_STK + "textures/stktex_generic_concreteA.png",)),
-    Photo("fg-tiedown-concrete", "concrete", "train", "flightgear-data-base",
-          (_FG + "Textures/Runway/pc_tiedown_alt.png",)),
     Photo("stk-plain-concrete", "concrete", "train", "supertuxkart-data",
           (_STK + "textures/concrete_plain.png",
            _STK + "tracks/stk_enterprise/concrete_plain_dark.png")),
-    Photo("re-trak-concrete2", "concrete", "val", "redeclipse-data",
-          (_RE + "trak/trak4/concrete2a.jpg",)),
+    Photo("re-trak-scratched-concrete", "concrete", "val", "redeclipse-data",
+          tuple(_RE + f"trak/trak4/concrete{n}.jpg"
+                for n in ("5a", "5b", "6"))),
     Photo("fg-lsgs-concrete", "concrete", "val", "flightgear-data-base",
           (_FG + "Scenery/Models/Airport/LSGS_Concrete.png",)),
-    Photo("re-trak-concrete5", "concrete", "test", "redeclipse-data",
-          (_RE + "trak/trak4/concrete5a.jpg",
-           _RE + "trak/trak4/concrete5b.jpg")),
     Photo("stk-aggregate-concrete", "concrete", "test", "supertuxkart-data",
           (_STK + "textures/concrete2.png",)),
     Photo("fg-runway-concrete", "concrete", "test", "flightgear-data-base",
-          (_FG + "Textures/Runway/pc_no_threshold.png",), (30, 5, 985, 245)),
+          (_FG + "Textures/Runway/pc_no_threshold.png",
+           _FG + "Textures/Runway/pc_tiedown_alt.png"),
+          ((30, 5, 985, 245), None)),
     Photo("torcs-concrete", "concrete", "test", "torcs-data",
           (_TORCS + "tr-concrete.rgb", _TORCS + "tr-concrete4.rgb")),
     # Gravel.
@@ -132,7 +130,7 @@ PHOTOS = (
 )  # fmt: skip
 
 PACKAGES = tuple(sorted({p.package for p in PHOTOS}))
-# Window heights, as a share of the largest 2:3 window that fits the box.
+# Window heights, as a share of the largest 2:3 window that fits a photo.
 _MIN_SCALE, _MAX_SCALE = 0.3, 1.0
 _PERSPECTIVE_SHARE = 0.7  # frames seen by a forward-looking camera
 _MAX_SPREAD = 1.2  # how much wider the far edge is than the near one
@@ -157,12 +155,13 @@ def check_installed(games_dir: str = GAMES_DIR) -> None:
 
 
 def load_photo(photo: Photo, games_dir: str = GAMES_DIR) -> list[Image.Image]:
-  """The RGB images of one group, cut to its box."""
+  """The RGB images of one group, each cut to its box."""
   images = []
-  for f in photo.files:
+  boxes = photo.boxes or (None,) * len(photo.files)
+  for f, box in zip(photo.files, boxes, strict=True):
     with Image.open(os.path.join(games_dir, f)) as image:
       rgb = image.convert("RGB")
-    images.append(rgb.crop(photo.box) if photo.box else rgb)
+    images.append(rgb.crop(box) if box else rgb)
   return images
 
 
