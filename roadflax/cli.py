@@ -25,7 +25,7 @@ from roadflax import configs, console
 from roadflax.drives.segments import DEFAULT_MIN_SECONDS
 from roadflax.drives.timeline import DEFAULT_EVERY
 from roadflax.export import runtimes
-from roadflax.models import layer_table, roadnet
+from roadflax.models import layer_table, roadnet, test_time
 from roadflax.serve import predict
 from roadflax.serve.model import UNSURE_BELOW
 from roadflax.training import evaluate, sharding, train
@@ -114,6 +114,14 @@ flags.DEFINE_enum(
     list(runtimes.FORMATS),
     "export: the file format.",
 )
+flags.DEFINE_enum(
+    "tta",
+    None,
+    list(test_time.TTAS),
+    "evaluate, a workdir: evaluate and calibrate with this test-time"
+    " augmentation instead of the run's (config.model.tta); run.json then"
+    " records it, and the model predicts and exports with it.",
+)
 flags.DEFINE_string("address", "localhost", "serve: the address to listen on.")
 flags.DEFINE_integer("port", 8501, "serve: the port to listen on.")
 flags.DEFINE_string(
@@ -173,11 +181,17 @@ def run(argv: list[str]) -> None:
   elif mode == "evaluate":
     data_config = config.data if config is not None else None
     if runtimes.is_export(workdir):
+      if FLAGS.tta is not None:
+        raise UserError(
+            "--tta needs a workdir: an export's test-time augmentation is"
+            " fixed when it is written (evaluate the workdir with --tta,"
+            " then export it again)"
+        )
       from roadflax.export import evaluation  # the export's runtime
 
       evaluation.evaluate_export(workdir, data_config)
     else:
-      evaluate.evaluate_workdir(workdir, data_config)
+      evaluate.evaluate_workdir(workdir, data_config, tta=FLAGS.tta)
   elif mode == "predict" and (videos := _videos()):
     _predict_videos(workdir, videos)
   elif mode == "predict":

@@ -155,3 +155,30 @@ def test_missing_or_damaged_tags_read_as_upright(contents):
 )
 def test_files_without_metadata_read_as_upright(data):
   assert exif.orientation(data) == exif.UPRIGHT
+
+
+@pytest.mark.parametrize("file_format", ["JPEG", "PNG"])
+def test_the_day_a_photo_was_taken_comes_from_date_time_original(file_format):
+  tags = picture().getexif()
+  tags[exif.ORIENTATION_TAG] = 6
+  tags.get_ifd(0x8769)[exif.DATE_TAKEN_TAG] = "2021:05:03 10:11:12"
+  buffer = io.BytesIO()
+  picture().save(buffer, file_format, exif=tags.tobytes())
+  data = buffer.getvalue()
+  assert exif.capture_date(data) == "2021-05-03"
+  assert exif.capture_date(data[:40]) == ""  # cut short: no day, no error
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GIF89a" + bytes(30),
+        jpeg_with_app1(
+            b"Exif\x00\x00" + tiff_block("<", [(exif.ORIENTATION_TAG, 3, 6)])
+        ),  # no Exif directory
+        tagged(picture(), "JPEG", 6),
+    ],
+)
+def test_photos_without_a_date_taken_have_no_day(data):
+  assert exif.capture_date(data) == ""

@@ -179,7 +179,7 @@ def test_bad_augment_config(folder, overrides, field):
     [
         (
             dict(cache="ssd"),
-            "data.cache='ssd' is not one of none, memory, disk",
+            "data.cache='ssd' is not one of auto, none, memory, disk",
         ),
         (
             dict(balance="oversample"),
@@ -592,3 +592,15 @@ def test_pipeline_for_tells_splits_apart_by_the_contract(folder, tmp_path):
       TypeError, match="neither a FolderSplit nor a RecordSplit"
   ):
     pipelines.pipeline_for(counted, _config())
+
+
+def test_auto_cache_holds_small_folders_in_memory():
+  from roadflax.data import batching, indexed
+
+  settings = batching.Settings.from_config(_config(cache="auto"))
+  small = batching.AUTO_MEMORY_BYTES // (SIZE * SIZE * 3)
+  assert indexed._held_in_memory(settings, small)
+  assert not indexed._held_in_memory(settings, small + 1)
+  for cache, expected in (("memory", True), ("none", False)):
+    settings = batching.Settings.from_config(_config(cache=cache))
+    assert indexed._held_in_memory(settings, small + 1) == expected

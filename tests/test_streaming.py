@@ -248,7 +248,7 @@ def test_balancing_factors_equalise_the_classes():
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("cache", "ssd", "is not one of none, memory, disk"),
+        ("cache", "ssd", "is not one of auto, none, memory, disk"),
         (
             "balance",
             "oversample",

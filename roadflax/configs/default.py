@@ -72,6 +72,27 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = "folder"  # synthetic | folder | rscd | tfds
   config.data.root = ""  # folder: ROOT/{train,val,test}/CLASS/*.jpg|png
+  # A folder of class folders alone (ROOT/CLASS/..., images at any depth) is
+  # split by group, so that no drive, video, day or photograph is in two
+  # splits (data/groups.py): subfolder (the first folder below the class
+  # folder) | prefix (the file name's match of group_pattern) | day (EXIF
+  # DateTimeOriginal, else a YYYYMMDD in the name) | file (each image alone:
+  # an i.i.d. split, which can leak). Split folders keep their split; their
+  # groups give the test report its per-group accuracy.
+  config.data.group_by = "subfolder"
+  # prefix: its first group is the key ("drive03_000123.jpg" -> "drive03").
+  config.data.group_pattern = r"^(.*?)[-_ .]*\d+\.\w+$"
+  # Each class's share of images in val and test (whole groups; train takes
+  # the rest), and the seed of the order groups are dealt in.
+  config.data.val_fraction = 0.15
+  config.data.test_fraction = 0.2
+  config.data.split_seed = 0
+  # At the start of training, val and test images with a near-duplicate in
+  # train (the same photo cropped, zoomed, re-exposed or mirrored) are
+  # counted into WORKDIR/split.json (data/near_duplicates.py), comparing at
+  # most this many images of each split, evenly spread (about 8 ms of CPU an
+  # image; 0 = no check).
+  config.data.near_duplicate_images = 3000
   # Where roadtex is generated, and the disk cache and TFDS class counts are
   # kept ("" = ~/.cache/roadflax).
   config.data.cache_dir = ""
@@ -95,10 +116,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Normalisation of [0, 1] RGB after contrast (ImageNet statistics).
   config.data.mean = (0.485, 0.456, 0.406)
   config.data.std = (0.229, 0.224, 0.225)
-  # Decoded, resized uint8 images kept after the first pass: "none"; "memory"
-  # (image folders that fit in RAM: N x size x size x 3 bytes); or "disk"
-  # (any size, in cache_dir; reads then stream from it).
-  config.data.cache = "none"
+  # Decoded, resized uint8 images kept after the first pass: "auto" (an image
+  # folder's split in memory when it takes at most 3 GiB, else none); "none";
+  # "memory" (image folders that fit in RAM: N x size x size x 3 bytes); or
+  # "disk" (any size, in cache_dir; reads then stream from it).
+  config.data.cache = "auto"
   # Examples held for shuffling by streamed sources (TFDS, disk cache): still
   # encoded JPEGs (~20 KB each for RSCD), or size x size x 3 bytes from the disk cache.
   config.data.shuffle_buffer = 8192
@@ -108,6 +130,27 @@ def get_config() -> ml_collections.ConfigDict:
       0.8  # random crop of at least this area; 1.0 = off
   )
   config.data.augment.brightness = 0.1  # random brightness delta; 0 = off
+  # The crop's widest width / height: aspect ratios in [1 / a, a].
+  config.data.augment.crop_aspect = 4 / 3
+  # Texture seen from above: no up or down; turned by an angle in [-d, d]
+  # and zoomed in so that no corner is empty. Off (False, 0) by default.
+  config.data.augment.vertical_flip = False
+  config.data.augment.rotate_degrees = 0.0
+  # Light and camera, each off at 0: contrast and saturation factors in
+  # [1 - x, 1 + x]; hue turned by up to this share of the colour wheel
+  # (0.5 = any hue); per-channel white-balance gains in [1 - w, 1 + w]; the
+  # probability of a grey image; gamma exponents log-uniform in
+  # [1 / gamma, gamma] (0 = off, else >= 1).
+  config.data.augment.contrast = 0.0
+  config.data.augment.saturation = 0.0
+  config.data.augment.hue = 0.0
+  config.data.augment.white_balance = 0.0
+  config.data.augment.grayscale = 0.0
+  config.data.augment.gamma = 0.0
+  # Focus: a Gaussian blur of sigma in (0, blur_sigma] pixels for this share
+  # of the images (both > 0 to blur).
+  config.data.augment.blur_probability = 0.0
+  config.data.augment.blur_sigma = 0.0
   # The built-in synthetic road-texture set (data.source = synthetic).
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.train_per_class = 2000
@@ -129,6 +172,10 @@ def get_config() -> ml_collections.ConfigDict:
   # optimiser state, losses and softmax stay float32; a workdir may resume or
   # be evaluated in any of them.
   config.model.dtype = "auto"
+  # Test-time augmentation, in validation, the test report, calibration,
+  # prediction and exports: none | flips (the mean softmax of the image and
+  # its mirror images, 4 passes) | flips_rot90 (and their 90-degree turns, 8).
+  config.model.tta = "none"
 
   # Stages run in this order; each reads its encoder from `init_from`.
   config.stage_order = ("pretrain", "classify")
@@ -167,6 +214,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.health.window_steps = 100
   config.health.collapse_fraction = 0.95
   config.health.activation_growth = 10.0
+
+  # Temperature scaling at the end of each classification stage
+  # (training/calibrate.py) keeps T = 1 where the validation split cannot
+  # justify another: with fewer than `min_images` images (too few to pin T
+  # down), and, for a T < 1 that makes answers more confident, unless every
+  # class has `min_groups_to_sharpen` independent groups (source photographs,
+  # videos, subfolders: frames of one are not independent) and, with
+  # `held_out_folds` > 0, temperatures fitted with whole groups held out
+  # lower those groups' NLL (0 = no such check).
+  config.calibration = ml_collections.ConfigDict()
+  config.calibration.min_images = 100
+  config.calibration.min_groups_to_sharpen = 5
+  config.calibration.held_out_folds = 5
 
   config.eval_batch_size = 64
   config.log_every_steps = (

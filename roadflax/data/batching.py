@@ -39,7 +39,11 @@ from roadflax.data import preprocess
 from roadflax.data.contract import AnySplit
 from roadflax.errors import UserError
 
-CACHE_MODES = ("none", "memory", "disk")
+CACHE_MODES = ("auto", "none", "memory", "disk")
+# "auto" holds an image-folder split in memory when its decoded images take at
+# most this many bytes (20,000 frames at 224 px), and decodes per epoch
+# otherwise: a small folder's epochs are then not bound by JPEG decoding.
+AUTO_MEMORY_BYTES = 3 * 2**30
 BALANCE_MODES = ("none", "class_weights", "resample")
 
 Batch = dict[str, np.ndarray]

@@ -218,12 +218,12 @@ def scan_image_folder(
   if not os.path.exists(root):
     raise UserError(
         f"data root {root} does not exist; set data.root to the "
-        "folder holding train/, val/ and test/"
+        "folder holding the class folders (or train/, val/ and test/)"
     )
   if not os.path.isdir(root):
     raise UserError(
         f"data root {root} is not a folder; set data.root to the "
-        "folder holding train/, val/ and test/"
+        "folder holding the class folders (or train/, val/ and test/)"
     )
   classes = {split: _class_folders(root, split) for split in splits}
   class_names = _common_classes(root, classes)
@@ -237,7 +237,7 @@ def scan_image_folder(
   )
 
 
-def _subfolders(folder: str) -> list[str]:
+def subfolders(folder: str) -> list[str]:
   """Sorted names of the visible subfolders (hidden ones are tool clutter)."""
   with os.scandir(folder) as entries:
     return sorted(
@@ -249,12 +249,12 @@ def _class_folders(root: str, split: str) -> list[str]:
   """The class folder names of one split, checked to exist and be non-empty."""
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
-    present = _subfolders(root)
+    present = subfolders(root)
     raise UserError(
         f"split folder {split_dir} is missing; {root} holds "
         f"{present or 'no folders'} but needs {list(SPLIT_NAMES)}"
     )
-  names = _subfolders(split_dir)
+  names = subfolders(split_dir)
   if not names:
     raise UserError(
         f"split folder {split_dir} has no class folders; put each "
@@ -318,21 +318,27 @@ def _scan_split(split_dir: str, class_names: tuple[str, ...]) -> Split:
     files = _image_files(os.path.join(split_dir, name))
     paths.extend(files)
     labels.extend([label] * len(files))
+  return checked_split(split_dir, paths, labels, len(class_names))
+
+
+def checked_split(
+    folder: str, paths: list[str], labels: list[int], num_classes: int
+) -> Split:
+  """The images of `folder` (`labels[i]` the class of `paths[i]`) that pass
+  `check_image_file`; the others are skipped and named in the log, and if
+  none passes, that is a UserError."""
   reasons = _check_files(paths)
   rejected = [(p, r) for p, r in zip(paths, reasons) if r is not None]
   if len(rejected) == len(paths):
     path, reason = rejected[0]
     raise UserError(
-        f"split folder {split_dir} has no readable image: all "
-        f"{len(paths)} image files fail the check (e.g. {path}: "
-        f"{reason})"
+        f"{folder} has no readable image: all {len(paths)} image files fail"
+        f" the check (e.g. {path}: {reason})"
     )
   if rejected:
-    _log_skipped(split_dir, rejected, len(paths))
+    _log_skipped(folder, rejected, len(paths))
   keep = np.array([r is None for r in reasons])
-  logging.info(
-      "%s: %d images in %d classes", split_dir, keep.sum(), len(class_names)
-  )
+  logging.info("%s: %d images in %d classes", folder, keep.sum(), num_classes)
   return Split(
       paths=tuple(p for p, k in zip(paths, keep) if k),
       labels=np.asarray(labels, np.int32)[keep],
@@ -341,20 +347,13 @@ def _scan_split(split_dir: str, class_names: tuple[str, ...]) -> Split:
 
 
 def _log_skipped(
-    split_dir: str, rejected: list[tuple[str, str]], total: int
+    folder: str, rejected: list[tuple[str, str]], total: int
 ) -> None:
   """Warns about skipped files: how many, and the first few with reasons."""
   shown = "; ".join(f"{p} ({r})" for p, r in rejected[:_LOGGED_SKIPS])
-  more = (
-      f"; and {len(rejected) - _LOGGED_SKIPS} more"
-      if len(rejected) > _LOGGED_SKIPS
-      else ""
-  )
+  more = len(rejected) - _LOGGED_SKIPS
   logging.warning(
       "%s: skipping %d of %d image files that are not readable images: %s%s",
-      split_dir,
-      len(rejected),
-      total,
-      shown,
-      more,
+      *(folder, len(rejected), total, shown),
+      f"; and {more} more" if more > 0 else "",
   )

@@ -41,7 +41,7 @@ class IndexedPipeline(batching.Pipeline):
     """
     super().__init__(split, data_config, **kwargs)
     self._memory_cache = None
-    if self.settings.cache == "memory":
+    if _held_in_memory(self.settings, len(split)):
       self._memory_cache = (
           caches.MemoryCache() if memory_cache is None else memory_cache
       )
@@ -94,3 +94,12 @@ def _balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """len(labels) indices drawn with replacement, every class equally likely."""
   weights = batching.balancing_factors(np.bincount(labels))[labels]
   return rng.choice(len(labels), size=len(labels), p=weights / weights.sum())
+
+
+def _held_in_memory(settings: batching.Settings, num_images: int) -> bool:
+  """Whether a split of `num_images` is decoded once into memory: always with
+  `data.cache = "memory"`, and with "auto" when it is small enough."""
+  if settings.cache == "auto":
+    size = settings.preprocessing.image_size
+    return num_images * size * size * 3 <= batching.AUTO_MEMORY_BYTES
+  return settings.cache == "memory"

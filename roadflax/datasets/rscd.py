@@ -22,12 +22,13 @@ data set.
 """
 
 import dataclasses
-import datetime
 import hashlib
 import os
-import re
 import zipfile
 from typing import Callable, Iterator, Sequence
+
+# The capture day of a frame's name: the rule that groups any folder by day.
+from roadflax.data.groups import capture_day
 
 FRICTIONS = ("dry", "wet", "water")
 WINTER = ("fresh_snow", "melted_snow", "ice")
@@ -55,8 +56,6 @@ PUBLISHED_SIZES = {
     "27class": {"train": 958_941, "validation": 19_860, "test": 49_500},
     "3class": {"train": 76_231 + 77_938 + 63_417, "test": 3 * 2_350},
 }
-
-_TIMESTAMP = re.compile(r"^(\d{8})\d*")
 
 
 @dataclasses.dataclass(
@@ -100,19 +99,6 @@ def class_attributes(label: str) -> tuple[str, str, str]:
     return label, "", ""
   parts = label.split("_")
   return parts[0], parts[1], parts[2] if len(parts) > 2 else ""
-
-
-def capture_day(file_name: str) -> str:
-  """ "YYYY-MM-DD" from a name starting with a YYYYMMDD... timestamp, else ""."""
-  match = _TIMESTAMP.match(file_name)
-  if not match:
-    return ""
-  try:
-    return (
-        datetime.datetime.strptime(match.group(1), "%Y%m%d").date().isoformat()
-    )
-  except ValueError:
-    return ""
 
 
 def label_from_file_name(file_name: str) -> str | None:

@@ -143,6 +143,11 @@ def _confidence(scaling: dict[str, Any] | None) -> str:
         " was never calibrated: `--mode=evaluate` on the workdir calibrates"
         " it; export again after)."
     )
+  if not scaling["fitted"] and "guard_reason" in scaling:
+    return (
+        "Its probabilities are as the network gives them (temperature 1):"
+        f" {scaling['guard_reason']}."
+    )
   if not scaling["fitted"]:
     return (
         "Its probabilities are as the network gives them: all"

@@ -10,7 +10,7 @@ from absl import logging
 
 from roadflax.datasets import sources
 from roadflax.export import runtimes, samples
-from roadflax.results import reports
+from roadflax.results import group_accuracy, reports
 
 
 def evaluate_export(
@@ -33,20 +33,22 @@ def evaluate_export(
       data have other classes.
   """
   export = runtimes.load_export(directory)
-  data = (
-      ml_collections.ConfigDict(export.metadata["data_config"])
-      if data_config is None
-      else data_config
-  )
+  trained_on = ml_collections.ConfigDict(export.metadata["data_config"])
   dataset = sources.load_dataset_for(
-      data, export.class_names, f"the export in {directory}"
+      trained_on if data_config is None else data_config,
+      export.class_names,
+      f"the export in {directory}",
+      trained_on=trained_on,
   )
   split = dataset.splits["test"]
   num_classes = len(export.class_names)
   confusion = np.zeros((num_classes, num_classes), np.int64)
+  truths, predicted = [], []  # in the split's order, for groups
   for pixels, labels in samples.pixel_batches(split, export.preprocessing):
     predictions = np.argmax(export.probabilities(pixels), axis=1)
     confusion += reports.confusion_matrix(labels, predictions, num_classes)
+    truths.append(labels)
+    predicted.append(predictions)
   source = export.metadata["source"]
   report = reports.classification_report(
       confusion,
@@ -58,6 +60,12 @@ def evaluate_export(
           "data_root": dataset.root,
           "export_format": export.format,
           "skipped_files": list(split.skipped),
+          **group_accuracy.report_entry(
+              getattr(split, "groups", None),
+              np.concatenate(truths),
+              np.concatenate(predicted),
+              export.class_names,
+          ),
       },
   )
   json_path, _ = reports.write_report(report, directory)

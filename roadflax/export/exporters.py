@@ -27,6 +27,7 @@ from roadflax.export import cards, converters, parity, runtimes, samples
 from roadflax.export.trained import TrainedClassifier, reference_probabilities
 from roadflax.files import atomic_write_json, atomic_write_text
 from roadflax.files import read_json_if_present
+from roadflax.models import test_time
 from roadflax.runs import workdirs
 
 # Training images the int8 quantisation is calibrated on, at most.
@@ -159,6 +160,12 @@ def _metadata(
       if classifier.calibrated and classifier.calibration["fitted"]
       else "softmax probabilities, one column per class in class_names order"
   )
+  if classifier.tta != "none":
+    meaning += (
+        f"; test-time augmentation {classifier.tta!r}: the softmax averaged"
+        f" over {test_time.view_count(classifier.tta)} mirrored or turned"
+        " views of each image, inside the file"
+    )
   if format_name == "tflite_int8":
     meaning += "; computed in int8 (steps of 1/256) and dequantised to float32"
   trained_on = workdirs.run_config(classifier.workdir, None).data
@@ -186,6 +193,7 @@ def _metadata(
       },
       # The stage's calibration.json (None: not calibrated, temperature 1).
       "temperature_scaling": classifier.calibration,
+      "tta": classifier.tta,
       "training_data": {
           "source": trained_on.source,
           "description": cards.describe_data(trained_on),

@@ -4,10 +4,12 @@ Exports and `roadflax.load` share `TrainedClassifier.pixels_function`: its
 input is what `preprocess.preprocess_image` makes of a file (decoded, turned
 upright, Lanczos-resized to the model's size, contrast applied) as uint8
 [N, S, S, 3]; normalisation, the network and the softmax, scaled by the
-stage's fitted temperature (STAGE/calibration.json), are inside it. So an
-exported file and the JAX model take the same input, give the same
-calibrated probabilities, and every runtime leaves the image handling to one
-place. `explain_function` adds each prediction's Grad-CAM heat map.
+stage's fitted temperature (STAGE/calibration.json), are inside it, and so
+is the test-time augmentation the run evaluated it with (run.json's `tta`,
+`models.test_time`). So an exported file and the JAX model take the same
+input, give the same calibrated probabilities, and every runtime leaves the
+image handling to one place. `explain_function` adds each prediction's
+Grad-CAM heat map.
 """
 
 import dataclasses
@@ -43,6 +45,8 @@ class TrainedClassifier:
   # The stage's calibration.json; None for a stage trained before
   # calibration existed and not evaluated since (temperature 1).
   calibration: dict[str, Any] | None = None
+  # The test-time augmentation it was evaluated and calibrated with.
+  tta: str = "none"
 
   @classmethod
   def load(cls, workdir: str, stage: str | None = None) -> "TrainedClassifier":
@@ -64,6 +68,15 @@ class TrainedClassifier:
           workdirs.CALIBRATION_FILE,
           workdir,
       )
+    elif "guard" not in calibration and calibration["temperature"] < 1:
+      logging.warning(
+          "%s's temperature %.3g sharpens, fitted before the guard that"
+          " bounds such a temperature at 1 without independent evidence;"
+          " --mode=evaluate --workdir=%s refits it",
+          stage_dir,
+          calibration["temperature"],
+          workdir,
+      )
     return cls(
         params=params,
         model=model,
@@ -77,6 +90,7 @@ class TrainedClassifier:
         stage=stage,
         step=step,
         calibration=calibration,
+        tta=workdirs.recorded(run, "tta"),
     )
 
   @property
@@ -120,13 +134,26 @@ class TrainedClassifier:
     """explain(pixels): uint8 [N, S, S, 3] -> (the probabilities of
     `pixels_function`, float32 [N, classes]; the Grad-CAM heat map of each
     image's predicted class, float32 [N, S, S] in 0..1), jit-compiled as one
-    forward and one backward pass (`models.saliency`)."""
+    forward and one backward pass (`models.saliency`); with test-time
+    augmentation, the map is the image's own for the class its views
+    predict."""
 
     def explain(params: Any, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
-      logits, heatmaps = saliency.grad_cam(
-          self.model, params, self._normalised(pixels)
+      images = self._normalised(pixels)
+      if self.tta == "none":
+        logits, heatmaps = saliency.grad_cam(self.model, params, images)
+        return steps.probabilities(logits, self.temperature), heatmaps
+      probabilities = steps.predict_step(
+          params,
+          images,
+          model=self.model,
+          temperature=self.temperature,
+          tta=self.tta,
       )
-      return steps.probabilities(logits, self.temperature), heatmaps
+      _, heatmaps = saliency.grad_cam(
+          self.model, params, images, jnp.argmax(probabilities, axis=-1)
+      )
+      return probabilities, heatmaps
 
     return functools.partial(jax.jit(explain), self.params)
 
@@ -141,6 +168,7 @@ class TrainedClassifier:
           self._normalised(pixels),
           model=model,
           temperature=self.temperature,
+          tta=self.tta,
       )
 
     return probabilities

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from roadflax.models import test_time
 from roadflax.models.roadnet import RoadNet
 
 OBJECTIVES = ("reconstruction", "classification", "joint")
@@ -88,13 +89,16 @@ def objective_outputs(
     *,
     train: bool,
     dropout_rng: jax.Array | None = None,
+    tta: str = "none",
 ) -> dict[str, jax.Array]:
   """Per-example values: `loss`, and `logits` and/or `squared_error`; and
   `latent_rms`, the encoder output's root mean square over the batch.
 
   The reconstruction error is the mean squared error on the normalised image,
   per example (in training the input may be corrupted; the target never is);
-  the cross-entropy is weighted per class when asked to.
+  the cross-entropy is weighted per class when asked to. Out of training, a
+  classifier's logits are those of test-time augmentation `tta`
+  (`test_time`), the reconstruction that of the image itself.
   """
   images = batch["image"]
   rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
@@ -107,6 +111,9 @@ def objective_outputs(
         objective.corruption_amount,
         jax.random.fold_in(dropout_rng, 1),
     )
+  augmented = not train and objective.classifies and tta != "none"
+  if augmented:
+    inputs = test_time.views(inputs, tta)
   apply = functools.partial(
       model.apply, variables, inputs, mutable=["intermediates"]
   )
@@ -116,6 +123,10 @@ def objective_outputs(
     logits, state = apply(train=train, rngs=rngs, method=RoadNet.classify)
   else:
     reconstruction, state = apply(method=RoadNet.reconstruct)
+  if augmented:
+    logits = test_time.average(logits, tta)
+    if objective.reconstructs:
+      reconstruction = test_time.first_view(reconstruction, tta)
 
   outputs = {"latent_rms": state["intermediates"]["encoder"]["rms"][0]}
   loss = jnp.zeros(images.shape[0], jnp.float32)

@@ -24,11 +24,15 @@ from roadflax.models.roadnet import RoadNet
 
 
 def grad_cam(
-    model: RoadNet, params: Any, images: jax.Array
+    model: RoadNet,
+    params: Any,
+    images: jax.Array,
+    classes: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """(logits [N, classes], heat maps float32 [N, H, W] in 0..1) of the
-  predicted class of each normalised image of `images` [N, H, W, 3]; pure,
-  to be jit-compiled by the caller."""
+  predicted class of each normalised image of `images` [N, H, W, 3], or of
+  `classes` [N] when given (the class test-time augmentation predicts);
+  pure, to be jit-compiled by the caller."""
   variables = {"params": params}
   image_hw = images.shape[1:3]
   features = model.apply(variables, images, method=RoadNet.encode)
@@ -38,9 +42,9 @@ def grad_cam(
       ),
       features,
   )
-  predicted = jax.nn.one_hot(
-      jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype
-  )
+  if classes is None:
+    classes = jnp.argmax(logits, axis=-1)
+  predicted = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
   (gradients,) = pullback(predicted)
   weights = jnp.mean(gradients.astype(jnp.float32), axis=(1, 2), keepdims=True)
   cam = jax.nn.relu(jnp.sum(weights * features.astype(jnp.float32), axis=-1))

@@ -14,6 +14,7 @@ import optax
 from clu import metrics
 from flax.training import train_state
 
+from roadflax.models import test_time
 from roadflax.models.roadnet import RoadNet
 from roadflax.models.objectives import Objective, objective_outputs
 
@@ -240,11 +241,15 @@ def eval_step(
     *,
     model: RoadNet,
     objective: Objective,
+    tta: str = "none",
 ) -> tuple[metrics.Collection, jax.Array | None, jax.Array | None]:
   """Metrics of one padded batch (padding masked out) and, when the objective
   classifies, its confusion counts (rows = true class, columns = predicted)
-  and logits (of every row, padding too)."""
-  outputs = objective_outputs(objective, model, params, batch, train=False)
+  and logits (of every row, padding too), with test-time augmentation `tta`
+  (`test_time`: the logits are then the log of the views' mean softmax)."""
+  outputs = objective_outputs(
+      objective, model, params, batch, train=False, tta=tta
+  )
   mask = batch["mask"]
   confusion = None
   if objective.classifies:
@@ -269,13 +274,20 @@ def probabilities(logits: jax.Array, temperature: float = 1.0) -> jax.Array:
 
 
 def predict_step(
-    params: Any, images: jax.Array, *, model: RoadNet, temperature: float = 1.0
+    params: Any,
+    images: jax.Array,
+    *,
+    model: RoadNet,
+    temperature: float = 1.0,
+    tta: str = "none",
 ) -> jax.Array:
-  """Class probabilities, scaled by `temperature`."""
-  return probabilities(
-      model.apply({"params": params}, images, method=RoadNet.classify),
-      temperature,
+  """Class probabilities with test-time augmentation `tta`, scaled by
+  `temperature`: softmax(log(mean over views of softmax) / T), as the
+  temperature was fitted on `eval_step`'s logits."""
+  classify = functools.partial(
+      model.apply, {"params": params}, method=RoadNet.classify
   )
+  return probabilities(test_time.logits(classify, images, tta), temperature)
 
 
 def reconstruct_step(
@@ -304,15 +316,21 @@ def jit_train_step(
   return jax.jit(step, donate_argnums=0)
 
 
-def jit_eval_step(model: RoadNet, objective: Objective) -> Callable[..., Any]:
-  return jax.jit(functools.partial(eval_step, model=model, objective=objective))
+def jit_eval_step(
+    model: RoadNet, objective: Objective, tta: str = "none"
+) -> Callable[..., Any]:
+  return jax.jit(
+      functools.partial(eval_step, model=model, objective=objective, tta=tta)
+  )
 
 
 def jit_predict_step(
-    model: RoadNet, temperature: float = 1.0
+    model: RoadNet, temperature: float = 1.0, tta: str = "none"
 ) -> Callable[..., Any]:
   return jax.jit(
-      functools.partial(predict_step, model=model, temperature=temperature)
+      functools.partial(
+          predict_step, model=model, temperature=temperature, tta=tta
+      )
   )
 
 

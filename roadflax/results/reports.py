@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from roadflax.files import atomic_write_text
+from roadflax.results import group_accuracy
 
 _METRICS = ("precision", "recall", "f1")
 _RESERVED_KEYS = frozenset({
@@ -273,6 +274,8 @@ def format_markdown(report: dict) -> str:
   ]
   if "calibration" in report:
     lines += ["", _calibration_line(report["calibration"])]
+  if "per_group" in report:
+    lines += ["", *group_accuracy.markdown(report["per_group"], _row)]
   return "\n".join(lines) + "\n"
 
 
@@ -280,9 +283,17 @@ def _calibration_line(block: Mapping[str, Any]) -> str:
   """A report's `calibration` (`results.calibration.report_block`) in words."""
   split = block["fitted_on"]
   if not block["fitted"]:
+    # A report written before the guard existed kept 1 for one reason only.
+    why = (
+        f" ({block['guard']}: {block['guard_reason']})"
+        if "guard_reason" in block
+        else (
+            f", as all {split['images']} {split['split']} images are"
+            " classified right"
+        )
+    )
     return (
-        "Calibration: temperature kept at 1, as all"
-        f" {split['images']} {split['split']} images are classified right;"
+        f"Calibration: temperature kept at 1{why};"
         f" expected calibration error ({block['num_bins']} bins)"
         f" {block['ece_before']:.4f}, NLL {block['nll_before']:.4f}"
         " (reliability.png)."

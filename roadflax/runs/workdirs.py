@@ -2,8 +2,13 @@
 
 WORKDIR/run.json      what defines the model: class names, image size,
                       preprocessing, architecture; checked on every run so a
-                      workdir never mixes two models
+                      workdir never mixes two models; and the test-time
+                      augmentation its classifiers were last evaluated,
+                      calibrated and so predict with (`tta`)
 WORKDIR/config.json   the resolved config of the latest run
+WORKDIR/split.json    the groups of the data and the split trained on, with
+                      the near-duplicates found between splits (written once,
+                      by `training.split_record`)
 WORKDIR/STAGE/        TensorBoard events, checkpoints/, summary.json when the
                       stage is complete; for classifiers report.json/.md,
                       reliability.png and calibration.json (the temperature
@@ -17,6 +22,7 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+from absl import logging
 
 import roadflax
 from roadflax.models import objectives, roadnet
@@ -27,6 +33,7 @@ from roadflax.files import read_json_if_present
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.json"
 SUMMARY_FILE = "summary.json"
 CALIBRATION_FILE = "calibration.json"
 # Fields of run.json that must match for a checkpoint to be reused.
@@ -41,7 +48,7 @@ _IDENTITY = (
     "std",
 )
 # What runs written before a key existed hold.
-_EARLIER = {"norm": "none", "head_units": 4096}
+_EARLIER = {"norm": "none", "head_units": 4096, "tta": "none"}
 
 
 def run_info(
@@ -59,6 +66,8 @@ def run_info(
       "dropout_rate": config.model.dropout_rate,
       "norm": config.model.norm,
       "head_units": config.model.head_units,
+      # Not identity: the same parameters may be evaluated with another.
+      "tta": config.model.tta,
   }
 
 
@@ -86,7 +95,18 @@ def prepare(
   info = run_info(config, class_names)
   run_path = os.path.join(workdir, RUN_FILE)
   if os.path.exists(run_path):
-    check_compatible(read_json(run_path), info, workdir)
+    found = read_json(run_path)
+    check_compatible(found, info, workdir)
+    if recorded(found, "tta") != info["tta"]:
+      logging.warning(
+          "model.tta changes from %r to %r: stages already complete keep"
+          " the calibration and report of %r until --mode=evaluate"
+          " --workdir=%s re-evaluates them",
+          recorded(found, "tta"),
+          info["tta"],
+          recorded(found, "tta"),
+          workdir,
+      )
   elif os.path.isdir(workdir) and os.listdir(workdir):
     stages = [
         d
@@ -105,6 +125,14 @@ def prepare(
         config.to_json_best_effort(indent=2) + "\n",
     )
   return info
+
+
+def record_tta(workdir: str, tta: str) -> None:
+  """Records in run.json that the classifiers were evaluated and calibrated
+  with test-time augmentation `tta`, so they predict with it."""
+  run_path = os.path.join(workdir, RUN_FILE)
+  if jax.process_index() == 0:
+    atomic_write_json(run_path, {**read_json(run_path), "tta": tta})
 
 
 def stage_complete(stage_dir: str) -> bool:

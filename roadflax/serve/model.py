@@ -12,7 +12,8 @@ by `ImageOps.exif_transpose`; then all are Lanczos-resized to the model's
 size and given the contrast it was trained with. A workdir predicts with
 JAX; an export with its own runtime (`export.runtimes`), from the same uint8
 pixels. Both give probabilities scaled by the temperature the stage's
-calibration fitted (`training.calibrate`).
+calibration uses (calibration.json's `temperature`: 1 where its guard kept
+it, `training.calibrate`), and `unsure` is read from those.
 """
 
 import dataclasses

@@ -27,7 +27,7 @@ class Classifier:
 
   def __post_init__(self):
     self._predict = steps.jit_predict_step(
-        self.trained.model, self.trained.temperature
+        self.trained.model, self.trained.temperature, self.trained.tta
     )
     self._model = model.Model.of_classifier(self.trained)
 

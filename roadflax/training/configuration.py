@@ -7,14 +7,16 @@ The data fields the pipelines read are checked by the pipelines' own rules
 """
 
 import os
+import re
 from typing import Any
 
 import jax
 import ml_collections
 
-from roadflax.data import batching
+from roadflax.data import batching, groups
 from roadflax.datasets import sources
 from roadflax.models import objectives, optimizers, precision, roadnet
+from roadflax.models import test_time
 from roadflax.training import sharding
 from roadflax.errors import UserError
 
@@ -36,6 +38,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _one_of(config.model.head_input, roadnet.HEAD_INPUTS, "model.head_input")
   _one_of(config.model.norm, roadnet.NORMS, "model.norm")
   _one_of(config.model.dtype, precision.DTYPES, "model.dtype")
+  _one_of(config.model.tta, test_time.TTAS, "model.tta")
   health = config.health
   _require(
       health.window_steps >= 0,
@@ -51,6 +54,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       f"--config.health.activation_growth={health.activation_growth} must"
       " be > 1",
   )
+  _check_calibration(config.calibration)
   _require(
       config.model.head_units >= 1,
       f"--config.model.head_units={config.model.head_units} must be at least 1",
@@ -103,15 +107,59 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
     _require(
         bool(data.root),
         "data.source is 'folder' but no data.root is given: "
-        "add --config.data.root=/path/to/ROOT (with train/, val/, test/"
-        " inside)",
+        "add --config.data.root=/path/to/ROOT (with the class folders, or"
+        " train/, val/ and test/, inside)",
     )
+  _check_grouping(data)
   roadnet.check_image_size(data.image_size, data.image_size)
   batching.Settings.from_config(data)
   _require(
       not (data.cache == "memory" and data.source in ("rscd", "tfds")),
       f"--config.data.cache='memory' would hold all of {data.source} in RAM;"
       " use 'disk'",
+  )
+
+
+def _check_grouping(data: ml_collections.ConfigDict) -> None:
+  """How folders are grouped and split (`data.grouped_folder`)."""
+  _one_of(data.group_by, groups.GROUP_RULES, "data.group_by")
+  if data.group_by == "prefix":
+    try:
+      re.compile(data.group_pattern)
+    except re.error as error:
+      raise UserError(
+          f"--config.data.group_pattern={data.group_pattern!r} is not a"
+          f" regular expression: {error}"
+      ) from None
+  for key in ("val_fraction", "test_fraction"):
+    _require(
+        0 < data[key] < 1,
+        f"--config.data.{key}={data[key]} must be in (0, 1)",
+    )
+  _require(
+      data.val_fraction + data.test_fraction < 1,
+      f"--config.data.val_fraction={data.val_fraction} and test_fraction="
+      f"{data.test_fraction} leave nothing to train on: keep their sum below 1",
+  )
+  _require(
+      data.near_duplicate_images >= 0,
+      f"--config.data.near_duplicate_images={data.near_duplicate_images} must"
+      " be >= 0 (0 = no check)",
+  )
+
+
+def _check_calibration(calibration: ml_collections.ConfigDict) -> None:
+  """The temperature-scaling guard's thresholds (`training.calibrate`)."""
+  for key in ("min_images", "min_groups_to_sharpen"):
+    _require(
+        calibration[key] >= 1,
+        f"--config.calibration.{key}={calibration[key]} must be at least 1",
+    )
+  folds = calibration.held_out_folds
+  _require(
+      folds == 0 or folds >= 2,
+      f"--config.calibration.held_out_folds={folds} must be 0 (no held-out"
+      " check) or at least 2",
   )
 
 

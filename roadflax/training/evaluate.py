@@ -15,13 +15,13 @@ from PIL import Image
 
 from roadflax.data import batching, caches, pipelines
 from roadflax.data.contract import DataSet
-from roadflax.datasets import sources
+from roadflax.errors import UserError
 from roadflax.files import atomic_write
 from roadflax.models import objectives, roadnet
 from roadflax.models import steps
-from roadflax.results import calibration, reports, visuals
+from roadflax.results import calibration, group_accuracy, reports, visuals
 from roadflax.runs import workdirs
-from roadflax.training import calibrate, sharding
+from roadflax.training import calibrate, sharding, split_record
 
 RELIABILITY_FILE = "reliability.png"
 
@@ -75,6 +75,17 @@ def evaluate_split(
   return dataclasses.replace(result, logits=logits[mask], labels=labels[mask])
 
 
+def known_groups(split: Any) -> np.ndarray | None:
+  """The split's group keys, when they say which images belong together;
+  None when it has none or every image is a group of its own (images lying
+  directly in class folders): frames of one photograph would then count as
+  independent, the very evidence a sharpening temperature must not rest on."""
+  keys = getattr(split, "groups", None)
+  if keys is None or len(set(keys)) == len(keys):
+    return None
+  return np.asarray(keys)
+
+
 def write_test_report(
     params: Any,
     model: roadnet.RoadNet,
@@ -87,26 +98,53 @@ def write_test_report(
     mesh: jax.sharding.Mesh,
     writer: Any | None = None,
     memory_cache: caches.MemoryCache | None = None,
+    val_groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
   """Calibrates `params` on the validation split (STAGE/calibration.json:
-  `calibrate`), then evaluates them on the test split into STAGE/report.json,
-  report.md and reliability.png (and TensorBoard, given a `writer`).
+  `calibrate`, guarded by `config.calibration`), then evaluates them on the
+  test split into STAGE/report.json, report.md and reliability.png (and
+  TensorBoard, given a `writer`).
 
   `memory_cache`: the run's decoded splits (`pipelines.pipeline_for`).
+  `val_groups`: int [N], each validation example's group (source photograph,
+  video or subfolder) in the split's order; default: the validation split's
+  own (`known_groups`); None there: unknown, and the calibration does not
+  sharpen (`calibrate.guarded_temperature`).
   """
+  if val_groups is None and "val" in dataset.splits:
+    val_groups = known_groups(dataset.splits["val"])
   evaluate_on = functools.partial(
       _split_logits,
       params,
-      steps.jit_eval_step(model, objectives.Objective("classification")),
+      steps.jit_eval_step(
+          model, objectives.Objective("classification"), config.model.tta
+      ),
       dataset,
       config,
       mesh=mesh,
       memory_cache=memory_cache,
   )
-  val = evaluate_on("val")
-  fitted = calibrate.calibrate_stage(
-      val.logits, val.labels, stage_dir, checkpoint_step=checkpoint_step
-  )
+  if "val" not in dataset.splits:  # A folder tested whole.
+    fitted = _kept_calibration(stage_dir, dataset.root)
+  else:
+    val = evaluate_on("val")
+    if val_groups is not None and jax.process_count() > 1:
+      # Several processes' logits are gathered interleaved, not in the
+      # split's order the groups are given in.
+      logging.warning(
+          "the validation groups cannot be matched to the logits of %d"
+          " processes: the calibration treats them as unknown",
+          jax.process_count(),
+      )
+      val_groups = None
+    fitted = calibrate.calibrate_stage(
+        val.logits,
+        val.labels,
+        stage_dir,
+        checkpoint_step=checkpoint_step,
+        groups=val_groups,
+        guard=calibrate.Guard.from_config(config),
+    )
   result = evaluate_on("test")
   scaled = calibration.report_block(
       result.logits, result.labels, fitted["temperature"]
@@ -117,13 +155,22 @@ def write_test_report(
       checkpoint_step=checkpoint_step,
       extra={
           "stage": stage_name,
+          "tta": config.model.tta,
           "split": "test",
           "data_root": dataset.root,
           "loss": result.metrics["loss"],
           "skipped_files": list(dataset.splits["test"].skipped),
+          **_per_group(dataset.splits["test"], result, dataset.class_names),
           "calibration": {
               "fitted": fitted["fitted"],
-              "fitted_on": {"split": "val", "images": fitted["images"]},
+              "fitted_temperature": fitted["fitted_temperature"],
+              "guard": fitted["guard"],
+              "guard_reason": fitted["guard_reason"],
+              "fitted_on": {
+                  "split": "val",
+                  "images": fitted["images"],
+                  "groups": fitted["groups"],
+              },
               **scaled,
           },
       },
@@ -138,6 +185,58 @@ def write_test_report(
         writer, checkpoint_step, report, result, dataset.class_names, diagram
     )
   return report
+
+
+def _kept_calibration(stage_dir: str, root: str) -> dict[str, Any]:
+  """The stage's calibration.json, for a test folder without a validation
+  split to fit one on: the temperature fitted on the training data's.
+
+  Raises:
+    UserError: the stage has none.
+  """
+  kept = workdirs.read_calibration(stage_dir)
+  if kept is None:
+    raise UserError(
+        f"{root} has no val split to calibrate on, and {stage_dir} has no"
+        f" {workdirs.CALIBRATION_FILE} to keep: evaluate the workdir on its"
+        " own data first"
+    )
+  logging.info(
+      "%s has no val split: keeping the temperature %.4g that %s fitted on"
+      " its training data's",
+      root,
+      kept["temperature"],
+      workdirs.CALIBRATION_FILE,
+  )
+  # What a calibration.json written before the guard existed lacks.
+  return {
+      "fitted_temperature": kept["temperature"] if kept["fitted"] else None,
+      "guard": "none",
+      "guard_reason": "",
+      "groups": None,
+      **kept,
+  }
+
+
+def _per_group(
+    split: Any, result: EvalResult, class_names: tuple[str, ...]
+) -> dict[str, Any]:
+  """The report's accuracy per group of `split` (`group_accuracy`), for a
+  split whose images have groups.
+
+  Several processes gather the logits interleaved, not in the split's order
+  the groups are listed in: then none.
+  """
+  groups = getattr(split, "groups", None)
+  if (
+      groups is None
+      or jax.process_count() > 1
+      or not np.array_equal(result.labels, split.labels)
+  ):
+    return {}
+  return group_accuracy.report_entry(
+      groups, result.labels, np.argmax(result.logits, axis=1), class_names
+  )
 
 
 def _write_report_files(
@@ -216,19 +315,26 @@ def _write_test_summaries(
 
 
 def evaluate_workdir(
-    workdir: str, data_config: ml_collections.ConfigDict | None
+    workdir: str,
+    data_config: ml_collections.ConfigDict | None,
+    tta: str | None = None,
 ) -> None:
   """Refits the calibration and rebuilds the test report of every
   classification stage of `workdir` (`write_test_report`).
 
   The model and its preprocessing come from the checkpoints' metadata; the data
   come from `data_config` when given (another folder), else from the run's own.
+  `tta`: test-time augmentation in place of the run's (`--tta`); since the
+  calibration is refitted with it, run.json then records it, and the
+  classifiers predict with it from then on.
   """
   run = workdirs.load_run(workdir)
   stage_names = workdirs.classifier_stages(workdir)
   config = workdirs.run_config(workdir, data_config)
-  dataset = sources.load_dataset_for(
-      config.data, run["class_names"], f"the model in {workdir}"
+  recorded_tta = workdirs.recorded(run, "tta")
+  config.model.tta = tta or recorded_tta
+  dataset = split_record.evaluation_set(
+      workdir, config, data_config, run["class_names"]
   )
   mesh = sharding.data_mesh()
   memory_cache = (
@@ -249,3 +355,12 @@ def evaluate_workdir(
         memory_cache=memory_cache,
     )
     print(reports.format_markdown(report))
+  if config.model.tta != recorded_tta:
+    workdirs.record_tta(workdir, config.model.tta)
+    logging.info(
+        "%s now records tta=%r (was %r): its classifiers predict, and"
+        " export, with the test-time augmentation they were calibrated with",
+        os.path.join(workdir, workdirs.RUN_FILE),
+        config.model.tta,
+        recorded_tta,
+    )

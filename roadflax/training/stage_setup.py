@@ -128,7 +128,7 @@ def setup_stage(
           stage_config.freeze_encoder,
           stage_config.accumulate_steps,
       ),
-      eval_step=steps.jit_eval_step(model, objective),
+      eval_step=steps.jit_eval_step(model, objective, config.model.tta),
       writer=writer,
       health_check=health.from_config(
           config, stage_name, len(dataset.class_names), objective.classifies

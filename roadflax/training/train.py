@@ -26,7 +26,8 @@ from roadflax.files import atomic_write_json
 from roadflax.models import steps
 from roadflax.runs import workdirs
 from roadflax.training import configuration, evaluate, profiling, reporting
-from roadflax.training import sharding, stage_plan, stage_setup, stage_state
+from roadflax.training import sharding, split_record, stage_plan, stage_setup
+from roadflax.training import stage_state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -44,8 +45,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
       config,
   )
   dataset = sources.load_dataset(config.data)
+  split_record.check_resumed(workdir, dataset)
   run_info = workdirs.prepare(workdir, config, dataset.class_names)
   sources.log_class_counts(dataset)
+  split_record.record_split(workdir, dataset, config.data)
   # With data.cache='memory', each split is decoded once a run.
   memory_cache = caches.MemoryCache()
   for stage_name in config.stage_order:
