@@ -14,6 +14,9 @@ from roadflax.datasets import road_photos
 from roadflax.errors import UserError
 from tests import helpers
 
+# Test accuracy the learning test asks for (chance: 1/3).
+LEARNED = 0.5
+
 
 @pytest.fixture(scope="module")
 def roads(tmp_path_factory):
@@ -115,3 +118,28 @@ def test_ci_installs_every_package():
     ci = f.read()
   for package in road_photos.PACKAGES:
     assert package in ci
+
+
+@pytest.mark.slow
+def test_default_recipe_learns_photographs_it_has_never_seen(tmp_path):
+  """configs/default.py at the smallest input size (67 px) and a shorter
+  schedule to fit CI, tested on photographs no training frame comes from:
+  well above chance (1/3). Measured: 0.633, 0.622, 0.656 and 0.522 on seeds
+  0-3 (this test runs seed 0), 100-150 s each."""
+  from roadflax.configs import default
+  from roadflax.training import train
+
+  root = road_photos.write_folder(
+      str(tmp_path / "roads"),
+      train_per_class=60,
+      val_per_class=15,
+      test_per_class=30,
+  )
+  config = default.get_config()
+  config.data.root = root
+  config.data.image_size = 67
+  config.stages.pretrain.update(epochs=2, min_steps=40)
+  config.stages.classify.update(epochs=10, min_steps=150)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "classify" / "report.json") as f:
+    assert json.load(f)["accuracy"] >= LEARNED
