@@ -4,6 +4,7 @@ command or, skipping a new process's seconds of imports, in this process."""
 import contextlib
 import fcntl
 import io
+import json
 import logging
 import os
 import shutil
@@ -261,3 +262,29 @@ def linked_workdir(workdir: str, folder, stage: str = "classify") -> str:
       os.path.join(folder, stage, "checkpoints"),
   )
   return folder
+
+
+def learning_test_accuracy(
+    write_folder, tmp_path, *, classify_min_steps: int, seed: int = 0
+) -> float:
+  """Test accuracy of configs/default.py on the real-photo folder that
+  `write_folder(root, train_per_class=60, val_per_class=15,
+  test_per_class=30)` writes, at the smallest input size (67 px) and a step
+  floor small enough for CI: what the real-photo learning tests assert on."""
+  from roadflax.training import train
+
+  root = write_folder(
+      str(tmp_path / "photos"),
+      train_per_class=60,
+      val_per_class=15,
+      test_per_class=30,
+  )
+  config = default.get_config()
+  config.seed = seed
+  config.data.root = root
+  config.data.image_size = 67
+  config.stages.pretrain.update(epochs=2, min_steps=40)
+  config.stages.classify.update(epochs=10, min_steps=classify_min_steps)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "classify" / "report.json") as f:
+    return json.load(f)["accuracy"]

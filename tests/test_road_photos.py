@@ -126,20 +126,7 @@ def test_default_recipe_learns_photographs_it_has_never_seen(tmp_path):
   schedule to fit CI, tested on photographs no training frame comes from:
   well above chance (1/3). Measured: 0.633, 0.622, 0.656 and 0.522 on seeds
   0-3 (this test runs seed 0), 100-150 s each."""
-  from roadflax.configs import default
-  from roadflax.training import train
-
-  root = road_photos.write_folder(
-      str(tmp_path / "roads"),
-      train_per_class=60,
-      val_per_class=15,
-      test_per_class=30,
+  accuracy = helpers.learning_test_accuracy(
+      road_photos.write_folder, tmp_path, classify_min_steps=150
   )
-  config = default.get_config()
-  config.data.root = root
-  config.data.image_size = 67
-  config.stages.pretrain.update(epochs=2, min_steps=40)
-  config.stages.classify.update(epochs=10, min_steps=150)
-  train.train_and_evaluate(config, str(tmp_path / "run"))
-  with open(tmp_path / "run" / "classify" / "report.json") as f:
-    assert json.load(f)["accuracy"] >= LEARNED
+  assert accuracy >= LEARNED
