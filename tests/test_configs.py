@@ -95,6 +95,8 @@ def test_the_command_takes_a_shipped_config_by_name():
         ("stages.classify.accumulate_steps", 0, "must be at least 1"),
         ("stages.pretrain.ema_decay", 1.0, r"must be in \[0, 1\)"),
         ("model.dtype", "float64", "is not one of auto, float32"),
+        ("stages.classify.select", "first", "is not one of auto, best, last"),
+        ("stages.classify.select_min_val_images", -1, "must be >= 0"),
     ],
 )
 def test_dtype_accumulation_and_average_settings_are_checked(

@@ -68,15 +68,21 @@ def test_patience_zero_never_stops():
   assert not stage_plan.should_stop_early(stage, plan, 10_000, 0)
 
 
-def test_run_stops_early_and_keeps_the_best_checkpoint(
-    data_root, tmp_path, monkeypatch, capsys
-):
-  # 24 images, batch 4: 6 steps an epoch; validation gets worse every epoch,
-  # so with patience 2 the stage stops after epoch 3 and keeps epoch 1.
+def _train_with_validation_worse_each_epoch(
+    data_root, tmp_path, monkeypatch, **stage_fields
+) -> tuple[dict, int]:
+  """Trains a classifier of 24 images, batch 4 (6 steps an epoch, 10 epochs)
+  whose validation accuracy falls every epoch; its summary and how many
+  evaluations ran."""
   config = helpers.tiny_config(data_root)
   config.stage_order = ("classify",)
   config.stages.classify.update(
-      init_from="", steps=0, epochs=10, min_steps=0, early_stopping_patience=2
+      init_from="",
+      steps=0,
+      epochs=10,
+      min_steps=0,
+      early_stopping_patience=2,
+      **stage_fields,
   )
   original = evaluate.evaluate_split
   evaluations = []
@@ -90,15 +96,61 @@ def test_run_stops_early_and_keeps_the_best_checkpoint(
   monkeypatch.setattr(evaluate, "evaluate_split", worse_each_time)
   train.train_and_evaluate(config, str(tmp_path))
   summary = files.read_json(str(tmp_path / "classify" / workdirs.SUMMARY_FILE))
+  return summary, len(evaluations)
+
+
+def test_run_stops_early_and_keeps_the_best_checkpoint(
+    data_root, tmp_path, monkeypatch, capsys
+):
+  # With patience 2 the stage stops after epoch 3 and keeps epoch 1.
+  summary, evaluations = _train_with_validation_worse_each_epoch(
+      data_root, tmp_path, monkeypatch, select="best"
+  )
   assert (
       summary["steps_trained"],
       summary["best_step"],
       summary["total_steps"],
-  ) == (18, 6, 60)
+      summary["selected"],
+  ) == (18, 6, 60, "best")
   # Three epochs of validation, then the validation split again for the
   # calibration of the best checkpoint, and the test split.
-  assert len(evaluations) == 3 + 2
+  assert evaluations == 3 + 2
   assert "stopped early at step 18 of 60" in capsys.readouterr().out
+
+
+def test_a_small_validation_split_trains_to_the_end_and_hands_on_the_last(
+    data_root, tmp_path, monkeypatch, capsys
+):
+  # auto: the tiny folder's 12 validation images cannot pick a checkpoint,
+  # so patience and the falling validation accuracy change nothing.
+  summary, evaluations = _train_with_validation_worse_each_epoch(
+      data_root, tmp_path, monkeypatch
+  )
+  assert (
+      summary["steps_trained"],
+      summary["best_step"],
+      summary["selected"],
+  ) == (60, 60, "last")
+  assert evaluations == 10 + 2
+  assert "stopped early" not in capsys.readouterr().out
+  report = files.read_json(str(tmp_path / "classify" / "report.json"))
+  assert report["checkpoint_step"] == 60
+
+
+@pytest.mark.parametrize(
+    "select, num_val, expected",
+    [
+        ("auto", 299, False),
+        ("auto", 300, True),
+        ("best", 3, True),
+        ("last", 10_000, False),
+    ],
+)
+def test_checkpoint_selection_trusts_validation_only_when_it_is_large_enough(
+    select, num_val, expected
+):
+  stage = default.stage(select=select, select_min_val_images=300)
+  assert stage_plan.selects_best(stage, num_val) is expected
 
 
 def _check(**overrides):

@@ -17,7 +17,7 @@ from roadflax.data import batching, groups
 from roadflax.datasets import sources
 from roadflax.models import objectives, optimizers, precision, roadnet
 from roadflax.models import test_time
-from roadflax.training import sharding
+from roadflax.training import sharding, stage_plan
 from roadflax.errors import UserError
 
 
@@ -177,7 +177,13 @@ def _check_stage(
       stage.epochs >= 1 or stage.steps >= 1,
       f"--config.{key}: set epochs >= 1 or steps >= 1",
   )
-  for field in ("steps", "min_steps", "early_stopping_patience"):
+  _one_of(stage.select, stage_plan.SELECTIONS, f"{key}.select")
+  for field in (
+      "steps",
+      "min_steps",
+      "early_stopping_patience",
+      "select_min_val_images",
+  ):
     _require(
         stage[field] >= 0, f"--config.{key}.{field}={stage[field]} must be >= 0"
     )

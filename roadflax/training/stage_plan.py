@@ -15,6 +15,8 @@ from typing import Any
 
 from roadflax.data import batching
 
+SELECTIONS = ("auto", "best", "last")
+
 
 @dataclasses.dataclass(frozen=True)
 class StagePlan:
@@ -61,3 +63,14 @@ def should_stop_early(
   if not patience or best_step is None:
     return False
   return step - best_step >= patience * plan.epoch_steps
+
+
+def selects_best(stage_config: Any, num_val_examples: int) -> bool:
+  """Whether the stage hands on its best checkpoint by validation (else its
+  last): `select`, where `auto` trusts a validation split of at least
+  `select_min_val_images` images. On fewer, validation scores of checkpoints
+  differ by less than their noise and early stopping ends on a lucky epoch
+  (on 90 validation frames of unseen photographs it kept step 9 of 300)."""
+  if stage_config.select == "auto":
+    return num_val_examples >= stage_config.select_min_val_images
+  return stage_config.select == "best"

@@ -43,6 +43,8 @@ class Stage:
   eval_step: Callable[..., Any]
   writer: metric_writers.MetricWriter
   health_check: health.HealthCheck
+  # Best checkpoint by validation, else the last (`stage_plan.selects_best`).
+  selects_best: bool
   pictures: reporting.PictureInputs
   started: float  # time.time() when set up
 
@@ -136,6 +138,9 @@ def setup_stage(
       pictures=reporting.PictureInputs(
           model, objective, val_pipeline, config.data
       ),
+      selects_best=stage_plan.selects_best(
+          stage_config, len(dataset.splits["val"])
+      ),
       started=time.time(),
   )
   _log_plan(stage)
@@ -161,6 +166,17 @@ def _log_plan(stage: Stage) -> None:
       stage.metadata["compute_dtype"],
       stage_config.ema_decay,
   )
+  if stage_config.select == "auto" and not stage.selects_best:
+    logging.warning(
+        "stage %r: %d validation images are fewer than select_min_val_images"
+        " %d, too few to tell checkpoints apart: it trains all %d steps and"
+        " hands on its last weights, with no early stopping (select=best to"
+        " keep the best by validation)",
+        stage.name,
+        len(stage.dataset.splits["val"]),
+        stage_config.select_min_val_images,
+        plan.total_steps,
+    )
   if plan.stretched:
     logging.info(
         "stage %r: %d epochs of this train split are %d steps, below min_steps"

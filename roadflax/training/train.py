@@ -240,8 +240,11 @@ def end_epoch(
       step,
       state,
       stage.metadata,
-      best_score=result.metrics[best_metric]
-      * (1 if best_mode == "max" else -1),
+      # Handing on the last weights: the latest epoch ranks highest, so the
+      # "best" checkpoint every later use reads is the last one.
+      best_score=result.metrics[best_metric] * (1 if best_mode == "max" else -1)
+      if stage.selects_best
+      else float(step),
   )
   seconds = time.time() - trained.started
   images = (step - trained.start_step) * stage.global_batch_size
@@ -281,6 +284,7 @@ def finish_stage(
       "epochs": stage.plan.passes,
       "best_step": best_step,
       "best_metric": stage.objective.best_metric[0],
+      "selected": "best" if stage.selects_best else "last",
       "seconds": round(time.time() - stage.started, 1),
       "train_images_per_second": round(
           trained_images / max(sum(e.seconds for e in epochs), 1e-9), 1
