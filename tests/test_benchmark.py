@@ -88,6 +88,7 @@ def test_model_suite_times_jax_against_keras_on_the_same_network(tmp_path):
           "--model_batch_size=2",
           "--model_steps=1",
           f"--workdir={tmp_path}",
+          f"--results_dir={tmp_path / 'results'}",
       ],
       cwd=helpers.ROOT,
       capture_output=True,
@@ -97,7 +98,15 @@ def test_model_suite_times_jax_against_keras_on_the_same_network(tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   with open(tmp_path / "model_benchmark.json") as f:
-    figures = json.load(f)
+    record = json.load(f)
+  with open(tmp_path / "results" / "model_benchmark.json") as f:
+    assert json.load(f) == record
+  assert record["command"].startswith(
+      "python -m roadflax.benchmark --suite=model"
+  )
+  assert record["settings"]["model_batch_size"] == 2
+  assert {"machine", "commit", "date"} <= set(record)
+  figures = record["figures"]
   assert list(figures) == list(model_benchmark.SYSTEMS)
   assert list(figures) == [*JAX_SYSTEMS, "keras float32"]
   for system in figures.values():

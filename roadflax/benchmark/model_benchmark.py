@@ -190,22 +190,39 @@ def _keras_steps(images: np.ndarray, labels: np.ndarray):
   return train, infer, {"parameters": model.count_params()}
 
 
+def speed_ratios(
+    figures: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, float]]:
+  """Each system's train and inference images/s over the reference's."""
+  reference = figures[REFERENCE]
+  return {
+      system: {
+          phase: (
+              f[f"{phase}_images_per_second"]
+              / reference[f"{phase}_images_per_second"]
+          )
+          for phase in PHASES
+      }
+      for system, f in figures.items()
+  }
+
+
 def table(
     figures: dict[str, dict[str, Any]], *, image_size: int, batch_size: int
 ) -> str:
   """Markdown: each system's images/s and its ratio to Keras; then for JAX
   per step its GFLOP per image, TFLOP/s and MFU."""
-  reference = figures[REFERENCE]
+  ratios = speed_ratios(figures)
   lines = [
       "| system | train images/s | vs Keras | inference images/s | vs Keras |",
       "|---|---:|---:|---:|---:|",
   ]
   for system, f in figures.items():
-    train, infer = f["train_images_per_second"], f["infer_images_per_second"]
     lines.append(
-        f"| {system} | {train:.1f} | "
-        f"{train / reference['train_images_per_second']:.2f}x | {infer:.1f} | "
-        f"{infer / reference['infer_images_per_second']:.2f}x |"
+        f"| {system} | {f['train_images_per_second']:.1f} |"
+        f" {ratios[system]['train']:.2f}x |"
+        f" {f['infer_images_per_second']:.1f} |"
+        f" {ratios[system]['infer']:.2f}x |"
     )
   lines += [
       "",

@@ -18,18 +18,16 @@ command, the machine and the commit; a markdown table is written beside it.
 
 import argparse
 import ast
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
 from roadflax.configs import default
 from roadflax.files import atomic_write_json, atomic_write_text
+from roadflax.results import records
 
 # Augmentation for texture at unknown scale, angle and light (the study's
 # candidate; configs/default.py takes what the measurements support).
@@ -178,19 +176,6 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-  try:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=os.path.dirname(__file__),
-    ).stdout.strip()
-  except OSError:
-    return ""
-
-
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument(
@@ -222,15 +207,9 @@ def main(argv: list[str] | None = None) -> None:
   if args.image_size:
     shared["data.image_size"] = args.image_size
   results = {
-      "command": " ".join(
-          ["python -m roadflax.benchmark.recipe_study", *sys.argv[1:]]
+      **records.provenance(
+          " ".join(["python -m roadflax.benchmark.recipe_study", *sys.argv[1:]])
       ),
-      "machine": (
-          f"{platform.processor() or platform.machine()},"
-          f" {os.cpu_count()} cores"
-      ),
-      "commit": _commit(),
-      "date": datetime.date.today().isoformat(),
       "root": args.root,
       "shared_overrides": shared,
       "variants": {},

@@ -46,6 +46,7 @@ from absl import flags, logging
 
 from roadflax.benchmark import model_benchmark
 from roadflax.benchmark import pipeline_benchmark
+from roadflax.results import records
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
@@ -65,6 +66,13 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("model_batch_size", 32, "Batch size of the model suite.")
 flags.DEFINE_integer(
     "model_steps", 10, "Timed steps per repeat in the model suite."
+)
+flags.DEFINE_string(
+    "results_dir",
+    "",
+    "Also write each suite's figures, with the command, machine, commit and"
+    " date, as RESULTS_DIR/{model,pipeline}_benchmark.json (docs/results"
+    " for the figures the docs cite).",
 )
 flags.DEFINE_string(
     "phase",
@@ -204,6 +212,7 @@ def _pipeline_suite(paths: dict[str, str]) -> None:
   _write_results(
       "pipeline_benchmark",
       figures,
+      {},
       pipeline_benchmark.table(figures, FLAGS.image_size, FLAGS.batch_size),
   )
 
@@ -217,6 +226,7 @@ def _model_suite() -> None:
   _write_results(
       "model_benchmark",
       figures,
+      {"vs_reference": model_benchmark.speed_ratios(figures)},
       model_benchmark.table(
           figures,
           image_size=FLAGS.image_size,
@@ -225,9 +235,25 @@ def _model_suite() -> None:
   )
 
 
-def _write_results(name: str, figures: dict[str, Any], table: str) -> None:
-  with open(os.path.join(FLAGS.workdir, f"{name}.json"), "w") as f:
-    json.dump(figures, f, indent=2)
+def _write_results(
+    name: str, figures: dict[str, Any], derived: dict[str, Any], table: str
+) -> None:
+  """WORKDIR/NAME.{json,md} (and RESULTS_DIR/NAME.json): `figures` as
+  measured, `derived` computed from them."""
+  command = " ".join(["python -m roadflax.benchmark", *sys.argv[1:]])
+  settings = {
+      "settings": {
+          key: FLAGS[key].value
+          for key in ("images", "image_size", "batch_size", "model_batch_size")
+      }
+  }
+  for directory in filter(None, (FLAGS.workdir, FLAGS.results_dir)):
+    os.makedirs(directory, exist_ok=True)
+    records.write(
+        os.path.join(directory, f"{name}.json"),
+        {**settings, "figures": figures, **derived},
+        command,
+    )
   with open(os.path.join(FLAGS.workdir, f"{name}.md"), "w") as f:
     f.write(table)
   print(table)
