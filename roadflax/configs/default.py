@@ -3,9 +3,9 @@
 The published network, input size and stages, trained so that they learn a
 hundred photos per class as well as a million frames: each stage runs at
 least `min_steps` steps, warms up for one epoch, decays its learning rate
-along a cosine, clips gradients at norm 1 and stops early on a validation
-plateau; the classifier uses Adam at 3e-4 (README: "What the published
-recipe needs"). `published.py` is the published recipe as it was (constant
+along a cosine, clips gradients at norm 1 and, on a validation split large
+enough to judge by, stops early on a plateau; the classifier uses Adam at
+3e-4 (docs/study/published_recipe.md). `published.py` is the published recipe as it was (constant
 rates, SGD 0.1 for the classifier).
 
 Train on your own image-folder tree:
@@ -14,6 +14,7 @@ Train on your own image-folder tree:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def stage(**overrides) -> ml_collections.ConfigDict:
@@ -67,6 +68,21 @@ def stage(**overrides) -> ml_collections.ConfigDict:
       # 16x16 patches hidden).
       corruption="none",
       corruption_amount=0.0,
+      # Data of the stage's own, its labels ignored (a reconstruction stage
+      # only): the run's labelled train split while `source` is unset; else
+      # any field left unset is the run's `data` field. source folder: every
+      # image under `root`, at any depth, and a frame every
+      # `video_every_seconds` of every video there; tfds or rscd: that set's
+      # train split.
+      data=ml_collections.ConfigDict({
+          "source": config_dict.placeholder(str),
+          "root": config_dict.placeholder(str),
+          "tfds_name": config_dict.placeholder(str),
+          "manual_dir": config_dict.placeholder(str),
+          "variant": config_dict.placeholder(str),
+          "data_dir": config_dict.placeholder(str),
+          "video_every_seconds": 1.0,
+      }),
   )
   unknown = set(overrides) - set(fields)
   if unknown:

@@ -178,6 +178,23 @@ def _check_stage(
       f"--config.{key}: set epochs >= 1 or steps >= 1",
   )
   _one_of(stage.select, stage_plan.SELECTIONS, f"{key}.select")
+  if stage.data.source is not None:
+    _one_of(stage.data.source, tuple(sources.SOURCES), f"{key}.data.source")
+    _require(
+        stage.objective == "reconstruction",
+        f"--config.{key}.data.source={stage.data.source}: data of a stage's"
+        " own has no labels, so its objective must be reconstruction (not"
+        f" {stage.objective})",
+    )
+    _require(
+        stage.data.source != "folder" or bool(stage.data.root),
+        f"--config.{key}.data.source=folder needs"
+        f" --config.{key}.data.root=FOLDER (images or videos, at any depth)",
+    )
+  _require(
+      stage.data.video_every_seconds > 0,
+      f"--config.{key}.data.video_every_seconds must be above 0",
+  )
   for field in (
       "steps",
       "min_steps",

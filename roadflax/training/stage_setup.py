@@ -13,6 +13,7 @@ from absl import logging
 from clu import metric_writers
 
 from roadflax.data import batching, caches, pipelines
+from roadflax.datasets import unlabelled
 from roadflax.models import objectives, optimizers, roadnet, steps
 from roadflax.runs import checkpoints
 from roadflax.training import health, reporting, sharding, stage_plan
@@ -45,6 +46,9 @@ class Stage:
   health_check: health.HealthCheck
   # Best checkpoint by validation, else the last (`stage_plan.selects_best`).
   selects_best: bool
+  # What it trains on: the run's train split or data of its own
+  # (`unlabelled.describe`), for summary.json.
+  trained_on: dict[str, Any]
   pictures: reporting.PictureInputs
   started: float  # time.time() when set up
 
@@ -75,7 +79,14 @@ def setup_stage(
   process_batch_size = sharding.per_process_batch_size(
       stage_config.batch_size, f"stages.{stage_name}.batch_size"
   )
-  plan = stage_plan.plan_stage(stage_config, len(dataset.splits["train"]))
+  own_data = unlabelled.stage_data(config.data, stage_config.data)
+  if own_data is None:
+    train_split = dataset.splits["train"]
+    trained_on = {"split": "train", "images": len(train_split)}
+  else:
+    train_split = unlabelled.load_unlabelled(own_data)
+    trained_on = unlabelled.describe(own_data, train_split)
+  plan = stage_plan.plan_stage(stage_config, len(train_split))
   trainable = objective.trees(config.model.head_input) - (
       {"encoder"} if stage_config.freeze_encoder else set()
   )
@@ -119,7 +130,7 @@ def setup_stage(
       ),
       process_batch_size=process_batch_size,
       train_pipeline=pipelines.pipeline_for(
-          dataset.splits["train"], config.data, memory_cache=memory_cache
+          train_split, config.data, memory_cache=memory_cache
       ),
       val_pipeline=val_pipeline,
       memory_cache=memory_cache,
@@ -138,6 +149,7 @@ def setup_stage(
       pictures=reporting.PictureInputs(
           model, objective, val_pipeline, config.data
       ),
+      trained_on=trained_on,
       selects_best=stage_plan.selects_best(
           stage_config, len(dataset.splits["val"])
       ),
@@ -166,6 +178,12 @@ def _log_plan(stage: Stage) -> None:
       stage.metadata["compute_dtype"],
       stage_config.ema_decay,
   )
+  if stage.trained_on.get("labels") == "ignored":
+    logging.info(
+        "stage %r trains on data of its own, labels ignored: %s",
+        stage.name,
+        stage.trained_on,
+    )
   if stage_config.select == "auto" and not stage.selects_best:
     logging.warning(
         "stage %r: %d validation images are fewer than select_min_val_images"

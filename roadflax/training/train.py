@@ -285,6 +285,7 @@ def finish_stage(
       "best_step": best_step,
       "best_metric": stage.objective.best_metric[0],
       "selected": "best" if stage.selects_best else "last",
+      "trained_on": stage.trained_on,
       "seconds": round(time.time() - stage.started, 1),
       "train_images_per_second": round(
           trained_images / max(sum(e.seconds for e in epochs), 1e-9), 1
