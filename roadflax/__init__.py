@@ -8,7 +8,7 @@
 `import roadflax` alone stays light: JAX and TensorFlow load with `load`.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def load(

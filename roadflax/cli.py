@@ -315,4 +315,9 @@ def execute(argv: list[str]) -> None:
 
 def main() -> None:
   """The `roadflax` console command."""
+  if sys.argv[1:] == ["--version"]:
+    from roadflax import __version__
+
+    print(f"roadflax {__version__}")
+    return
   app.run(execute, flags_parser=parse_flags)

@@ -82,7 +82,7 @@ def test_default_recipe_learns_real_photos(tmp_path):
   step floor to fit CI, learns the real photos well above chance (1/3):
   0.67-0.77 over seeds 0-3. At this size and budget grass and gravel stay
   hard to tell apart (two of three classes are learned); at the default
-  224 px the README measures 95%+."""
+  224 px the own-images command measures 95%+ (docs/study/measured.md)."""
   accuracy = helpers.learning_test_accuracy(
       ground_photos.write_folder, tmp_path, classify_min_steps=100
   )

@@ -20,6 +20,10 @@ from roadflax.results import record, records
         (3 * 2**30, "gib", "3.0 GiB"),
         ("0.27-0.45", "percent", "0.27-0.45"),
         (1.49, "plain", "1.49"),
+        (1.4922365540507752, "plain", "1.492"),
+        (68300.0, "plain", "68,300"),
+        (392, "plain", "392"),
+        (5.791e9, "giga", "5.79"),
     ],
 )
 def test_figures_are_printed_in_their_style(value, style, expected):

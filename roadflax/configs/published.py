@@ -2,7 +2,7 @@
 clipping, no step floor; pre-training with Adam 1e-3, the classifier with
 plain SGD at 0.1 (published: 86% on RSCD's three dry classes).
 
-On small data sets it fails (README: "What the published recipe needs");
+On small data sets it fails (docs/study/published_recipe.md);
 `default.py` is the same method made to learn them.
 On the demo data: --config=configs/published.py:synthetic."""
 

@@ -18,7 +18,16 @@ from typing import Any
 from roadflax.files import atomic_write_json
 
 # Formats for `formatted`: how a figure reads in prose and tables.
-STYLES = ("plain", "percent", "int", "seconds", "minutes", "ratio", "gib")
+STYLES = (
+    "plain",
+    "percent",
+    "int",
+    "seconds",
+    "minutes",
+    "ratio",
+    "gib",
+    "giga",
+)
 
 
 def provenance(command: str) -> dict[str, str]:
@@ -68,11 +77,16 @@ def lookup(record: dict[str, Any], key: str) -> Any:
 def formatted(value: Any, style: str = "plain", digits: int = 1) -> str:
   """`value` as the docs print it: percent (a share: 0.96 -> 96.0%), int
   (thousands separated), seconds (458 s), minutes (458 -> 7 min 38 s), ratio
-  (0.53x), gib (2.8 GiB from bytes), or plain (as written)."""
+  (0.53x), gib (2.8 GiB from bytes), giga (5.79 from 5.79e9), or plain (as
+  written; a float to four significant digits)."""
   if style not in STYLES:
     raise ValueError(f"style {style!r} is not one of {', '.join(STYLES)}")
-  if style == "plain" or isinstance(value, str):
+  if isinstance(value, str) or (
+      style == "plain" and not isinstance(value, float)
+  ):
     return str(value)
+  if style == "plain":  # four significant digits, no exponent below 10,000
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
   if style == "percent":
     return f"{100 * value:.{digits}f}%"
   if style == "int":
@@ -84,6 +98,8 @@ def formatted(value: Any, style: str = "plain", digits: int = 1) -> str:
     return f"{minutes} min {seconds} s"
   if style == "ratio":
     return f"{value:.2f}x"
+  if style == "giga":
+    return f"{value / 1e9:.2f}"
   return f"{value / 2**30:.{digits}f} GiB"
 
 
