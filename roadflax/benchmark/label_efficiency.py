@@ -1,0 +1,244 @@
+"""How many labels pre-training saves: the classifier trained on 5, 10, 25
+or 100 labelled frames per class, from scratch and from encoders pre-trained
+on a pool of unlabelled images or videos, tested on photographs it never saw.
+
+  python -m roadflax.benchmark.label_efficiency --root=/tmp/roads \\
+      --pool=/data/dashcam --labels=5,10,25,100 --seeds=0,1,2 \\
+      --image_size=67 --output=docs/results/label_efficiency.json
+
+For each seed, each pre-training (`PRETRAININGS`: the published
+reconstruction, denoising, masked reconstruction) trains once on `--pool`
+(`stages.pretrain.data`, labels ignored). For each label count, the
+labelled frames are drawn from `--root`'s train split by group (the groups
+of that class taken in turn, one frame each, so a few labels still span
+several photographs; never a validation or test group), written as a tree
+of links beside the full validation and test splits, and the classifier
+stage trains on it from scratch and from each pre-trained encoder, with the
+same steps. The output JSON holds every run's test accuracy and time and
+each cell's mean and spread over seeds, with the command, machine, commit
+and date (`records`); a markdown table is written beside it.
+"""
+
+import argparse
+import collections
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from roadflax.benchmark import recipe_study
+from roadflax.configs import default
+from roadflax.files import atomic_write_text, read_json
+from roadflax.results import records
+
+# Pre-training objectives compared with training from scratch.
+PRETRAININGS = {
+    "reconstruction": {},
+    "denoising": {
+        "stages.pretrain.corruption": "noise",
+        "stages.pretrain.corruption_amount": 0.5,
+    },
+    "masked": {
+        "stages.pretrain.corruption": "mask",
+        "stages.pretrain.corruption_amount": 0.5,
+    },
+}
+SCRATCH = "scratch"
+
+
+def labelled_subset(
+    paths: list[str],
+    labels: np.ndarray,
+    groups: list[str],
+    class_names: list[str],
+    per_class: int,
+    seed: int,
+) -> dict[str, list[str]]:
+  """`per_class` frames of each class, drawn from its groups in turn (a
+  shuffled order of groups, a random frame of each; round after round)."""
+  rng = np.random.default_rng(seed)
+  chosen = {}
+  for label, name in enumerate(class_names):
+    by_group = collections.defaultdict(list)
+    for path, path_label, group in zip(paths, labels, groups):
+      if path_label == label:
+        by_group[group].append(path)
+    pools = [list(rng.permutation(by_group[g])) for g in sorted(by_group)]
+    pools = [pools[i] for i in rng.permutation(len(pools))]
+    picked = []
+    while len(picked) < per_class and any(pools):
+      for pool in pools:
+        if pool and len(picked) < per_class:
+          picked.append(str(pool.pop()))
+    if len(picked) < per_class:
+      raise ValueError(
+          f"class {name} has {len(picked)} training frames, fewer than"
+          f" {per_class}"
+      )
+    chosen[name] = picked
+  return chosen
+
+
+def write_subset_tree(
+    folder: str, chosen: dict[str, list[str]], dataset: Any
+) -> str:
+  """folder/{train,val,test}/CLASS/ of links: the chosen training frames
+  and the whole validation and test splits."""
+  splits = {"train": chosen}
+  for split in ("val", "test"):
+    images = dataset.splits[split]
+    splits[split] = {
+        name: [
+            path
+            for path, path_label in zip(images.paths, images.labels)
+            if path_label == label
+        ]
+        for label, name in enumerate(dataset.class_names)
+    }
+  for split, by_class in splits.items():
+    for name, files in by_class.items():
+      target = os.path.join(folder, split, name)
+      os.makedirs(target, exist_ok=True)
+      for index, path in enumerate(files):
+        link = os.path.join(target, f"{index:05d}_{os.path.basename(path)}")
+        if not os.path.lexists(link):
+          os.symlink(os.path.abspath(path), link)
+  return folder
+
+
+def _config(args: argparse.Namespace, seed: int) -> Any:
+  config = default.get_config()
+  config.seed = seed
+  config.data.image_size = args.image_size
+  config.data.cache_dir = os.path.join(args.workdir, "cache")
+  config.model.head_units = args.head_units
+  for stage, steps in (
+      ("pretrain", args.pretrain_steps),
+      ("classify", args.classify_steps),
+  ):
+    config.stages[stage].update(steps=steps, batch_size=args.batch_size)
+  return config
+
+
+def pretrain(args: argparse.Namespace, name: str, seed: int) -> str:
+  """The stage directory of pre-training `name` on the pool (trained once)."""
+  from roadflax.training import train  # JAX and TF load only when training
+
+  config = _config(args, seed)
+  config.data.root = args.root  # its validation split scores reconstruction
+  config.stage_order = ("pretrain",)
+  config.stages.pretrain.data.update(source="folder", root=args.pool)
+  recipe_study.apply(config, PRETRAININGS[name])
+  workdir = os.path.join(args.workdir, f"seed{seed}", f"pretrain_{name}")
+  train.train_and_evaluate(config, workdir)
+  return os.path.join(workdir, "pretrain")
+
+
+def classify(
+    args: argparse.Namespace, root: str, encoder: str, seed: int, workdir: str
+) -> dict[str, Any]:
+  """Test accuracy and seconds of the classifier on `root`, from `encoder`
+  (a pre-training stage directory, or "" for from scratch)."""
+  from roadflax.training import train
+
+  config = _config(args, seed)
+  config.data.root = root
+  config.stage_order = ("classify",)
+  config.stages.classify.init_from = encoder
+  start = time.perf_counter()
+  train.train_and_evaluate(config, workdir)
+  report = read_json(os.path.join(workdir, "classify", "report.json"))
+  return {
+      "accuracy": report["accuracy"],
+      "seconds": round(time.perf_counter() - start, 1),
+  }
+
+
+def markdown(results: dict[str, Any]) -> str:
+  starts = [SCRATCH, *results["pretrainings"]]
+  lines = [
+      "| labels per class | " + " | ".join(starts) + " |",
+      "|---:|" + "---:|" * len(starts),
+  ]
+  for count, cells in results["cells"].items():
+    row = []
+    for start in starts:
+      accuracy = cells[start]["summary"]["accuracy"]
+      row.append(f"{100 * accuracy['mean']:.1f}% ± {100 * accuracy['std']:.1f}")
+    lines.append(f"| {count} | " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--root", required=True, help="labelled image folder")
+  parser.add_argument("--pool", required=True, help="unlabelled images/videos")
+  parser.add_argument("--labels", default="5,10,25,100")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument(
+      "--pretrainings",
+      default=",".join(PRETRAININGS),
+      help="names in PRETRAININGS",
+  )
+  parser.add_argument("--image_size", type=int, default=67)
+  parser.add_argument("--head_units", type=int, default=4096)
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--pretrain_steps", type=int, default=300)
+  parser.add_argument("--classify_steps", type=int, default=300)
+  parser.add_argument("--workdir", default="/tmp/label_efficiency")
+  parser.add_argument("--output", required=True, help="results JSON")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+  from roadflax.datasets import sources
+
+  args = _arguments(argv)
+  pretrainings = args.pretrainings.split(",")
+  labelled = default.get_config().data
+  labelled.root = args.root
+  dataset = sources.load_dataset(labelled)
+  train_split = dataset.splits["train"]
+  command = " ".join(
+      ["python -m roadflax.benchmark.label_efficiency", *sys.argv[1:]]
+  )
+  results = {
+      "settings": {k: v for k, v in vars(args).items() if k != "output"},
+      "pretrainings": pretrainings,
+      "cells": {},
+  }
+  runs = collections.defaultdict(list)
+  for seed in (int(s) for s in args.seeds.split(",")):
+    encoders = {SCRATCH: ""}
+    encoders.update({name: pretrain(args, name, seed) for name in pretrainings})
+    for count in (int(n) for n in args.labels.split(",")):
+      chosen = labelled_subset(
+          list(train_split.paths),
+          train_split.labels,
+          list(train_split.groups),
+          list(dataset.class_names),
+          count,
+          seed,
+      )
+      base = os.path.join(args.workdir, f"seed{seed}", f"labels{count}")
+      root = write_subset_tree(os.path.join(base, "data"), chosen, dataset)
+      for start, encoder in encoders.items():
+        run = classify(
+            args, root, encoder, seed, os.path.join(base, f"from_{start}")
+        )
+        runs[(count, start)].append({"seed": seed, **run})
+        print(f"{count} labels, {start}, seed {seed}: {run}", flush=True)
+  for (count, start), cell in runs.items():
+    results["cells"].setdefault(str(count), {})[start] = {
+        "runs": cell,
+        "summary": recipe_study.summary(cell),
+    }
+  records.write(args.output, results, command)
+  atomic_write_text(os.path.splitext(args.output)[0] + ".md", markdown(results))
+  print(markdown(results))
+
+
+if __name__ == "__main__":
+  main()

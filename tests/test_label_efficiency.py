@@ -1,0 +1,92 @@
+"""The label-efficiency benchmark: few labels drawn across groups, and one
+small run end to end (from scratch and from a pre-training on a pool)."""
+
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from roadflax.benchmark import label_efficiency
+
+
+def _frames(groups_per_class: int, frames_per_group: int):
+  paths, labels, groups = [], [], []
+  for label in range(2):
+    for group in range(groups_per_class):
+      for frame in range(frames_per_group):
+        paths.append(f"c{label}/g{group}/{frame}.jpg")
+        labels.append(label)
+        groups.append(f"c{label}/g{group}")
+  return paths, np.array(labels), groups
+
+
+def test_few_labels_are_drawn_across_the_groups_of_each_class():
+  paths, labels, groups = _frames(groups_per_class=3, frames_per_group=10)
+  chosen = label_efficiency.labelled_subset(
+      paths, labels, groups, ["a", "b"], per_class=4, seed=0
+  )
+  for label, name in enumerate(["a", "b"]):
+    assert len(chosen[name]) == 4
+    assert all(p.startswith(f"c{label}/") for p in chosen[name])
+    assert len({p.split("/")[1] for p in chosen[name]}) == 3  # every group
+  again = label_efficiency.labelled_subset(
+      paths, labels, groups, ["a", "b"], per_class=4, seed=0
+  )
+  other = label_efficiency.labelled_subset(
+      paths, labels, groups, ["a", "b"], per_class=4, seed=1
+  )
+  assert again == chosen and other != chosen
+
+
+def test_more_labels_than_frames_is_refused():
+  paths, labels, groups = _frames(groups_per_class=1, frames_per_group=3)
+  with pytest.raises(ValueError, match="fewer than 5"):
+    label_efficiency.labelled_subset(
+        paths, labels, groups, ["a", "b"], per_class=5, seed=0
+    )
+
+
+@pytest.mark.slow
+def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
+  pool = tmp_path / "pool"
+  pool.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(8):
+    pixels = rng.integers(0, 255, (48, 72, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(pool / f"{i}.jpg")
+  output = tmp_path / "labels.json"
+  label_efficiency.main([
+      f"--root={data_root}",
+      f"--pool={pool}",
+      "--labels=2",
+      "--seeds=0",
+      "--pretrainings=masked",
+      "--head_units=16",
+      "--batch_size=4",
+      "--pretrain_steps=2",
+      "--classify_steps=2",
+      f"--workdir={tmp_path / 'work'}",
+      f"--output={output}",
+  ])
+  results = json.loads(output.read_text())
+  assert {"command", "machine", "commit", "date"} <= set(results)
+  cell = results["cells"]["2"]
+  assert set(cell) == {"scratch", "masked"}
+  for start in cell.values():
+    assert 0 <= start["summary"]["accuracy"]["mean"] <= 1
+  tree = tmp_path / "work" / "seed0" / "labels2" / "data"
+  assert len(os.listdir(tree / "train" / "asphalt")) == 2
+  summary = json.loads(
+      (
+          tmp_path
+          / "work"
+          / "seed0"
+          / "pretrain_masked"
+          / "pretrain"
+          / "summary.json"
+      ).read_text()
+  )
+  assert summary["trained_on"]["images"] == 8
+  assert "| 2 |" in (tmp_path / "labels.md").read_text()
