@@ -65,6 +65,7 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
       "--pretrainings=masked",
       "--head_units=16",
       "--batch_size=4",
+      "--val_per_class=2",
       "--pretrain_steps=2",
       "--classify_steps=2",
       f"--workdir={tmp_path / 'work'}",
@@ -78,6 +79,7 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
     assert 0 <= start["summary"]["accuracy"]["mean"] <= 1
   tree = tmp_path / "work" / "seed0" / "labels2" / "data"
   assert len(os.listdir(tree / "train" / "asphalt")) == 2
+  assert len(os.listdir(tree / "val" / "asphalt")) == 2
   summary = json.loads(
       (
           tmp_path

@@ -82,10 +82,16 @@ def labelled_subset(
 
 
 def write_subset_tree(
-    folder: str, chosen: dict[str, list[str]], dataset: Any
+    folder: str,
+    chosen: dict[str, list[str]],
+    dataset: Any,
+    val_per_class: int = 0,
 ) -> str:
-  """folder/{train,val,test}/CLASS/ of links: the chosen training frames
-  and the whole validation and test splits."""
+  """folder/{train,val,test}/CLASS/ of links: the chosen training frames,
+  the whole test split and the validation split (or its first
+  `val_per_class` frames of each class: below `select_min_val_images` it
+  picks no checkpoint, and a few labels are one batch, so it is evaluated
+  after every step)."""
   splits = {"train": chosen}
   for split in ("val", "test"):
     images = dataset.splits[split]
@@ -96,6 +102,10 @@ def write_subset_tree(
             if path_label == label
         ]
         for label, name in enumerate(dataset.class_names)
+    }
+  if val_per_class:
+    splits["val"] = {
+        name: files[:val_per_class] for name, files in splits["val"].items()
     }
   for split, by_class in splits.items():
     for name, files in by_class.items():
@@ -114,11 +124,12 @@ def _config(args: argparse.Namespace, seed: int) -> Any:
   config.data.image_size = args.image_size
   config.data.cache_dir = os.path.join(args.workdir, "cache")
   config.model.head_units = args.head_units
-  for stage, steps in (
-      ("pretrain", args.pretrain_steps),
-      ("classify", args.classify_steps),
-  ):
-    config.stages[stage].update(steps=steps, batch_size=args.batch_size)
+  config.stages.pretrain.update(
+      steps=args.pretrain_steps, batch_size=args.batch_size
+  )
+  config.stages.classify.update(
+      steps=args.classify_steps, batch_size=args.batch_size
+  )
   return config
 
 
@@ -185,6 +196,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--image_size", type=int, default=67)
   parser.add_argument("--head_units", type=int, default=4096)
   parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument(
+      "--val_per_class", type=int, default=0, help="0 = the whole split"
+  )
   parser.add_argument("--pretrain_steps", type=int, default=300)
   parser.add_argument("--classify_steps", type=int, default=300)
   parser.add_argument("--workdir", default="/tmp/label_efficiency")
@@ -223,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
           seed,
       )
       base = os.path.join(args.workdir, f"seed{seed}", f"labels{count}")
-      root = write_subset_tree(os.path.join(base, "data"), chosen, dataset)
+      root = write_subset_tree(
+          os.path.join(base, "data"), chosen, dataset, args.val_per_class
+      )
       for start, encoder in encoders.items():
         run = classify(
             args, root, encoder, seed, os.path.join(base, f"from_{start}")
