@@ -18,6 +18,7 @@ from absl import logging
 import ml_collections
 from PIL import Image
 
+from roadflax import files
 from roadflax.data import image_folder
 from roadflax.data.contract import AnySplit
 from roadflax.datasets import sources
@@ -49,9 +50,7 @@ def load_unlabelled(data: ml_collections.ConfigDict) -> AnySplit:
         " --config.stages.NAME.data.root to a folder of images or videos"
     )
   images, videos = _files(data.root)
-  cache = os.path.join(
-      data.cache_dir or os.path.expanduser("~/.cache/roadflax"), "frames"
-  )
+  cache = os.path.join(data.cache_dir or files.default_cache_dir(), "frames")
   unreadable = []
   for video in videos:
     try:
