@@ -3,12 +3,15 @@ small run end to end (from scratch and from a pre-training on a pool)."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
 import pytest
 
 from roadflax.benchmark import label_efficiency
+from tests import helpers
 
 
 def _frames(groups_per_class: int, frames_per_group: int):
@@ -62,7 +65,7 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
       f"--pool={pool}",
       "--labels=2",
       "--seeds=0",
-      "--pretrainings=masked",
+      "--pretrainings=contrastive",
       "--head_units=16",
       "--batch_size=4",
       "--val_per_class=2",
@@ -74,9 +77,12 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
   results = json.loads(output.read_text())
   assert {"command", "machine", "commit", "date"} <= set(results)
   cell = results["cells"]["2"]
-  assert set(cell) == {"scratch", "masked"}
+  assert set(cell) == {"scratch", "contrastive"}
   for start in cell.values():
     assert 0 <= start["summary"]["accuracy"]["mean"] <= 1
+    assert 0 <= start["summary"]["probe_accuracy"]["mean"] <= 1
+  assert "Linear probe" in (tmp_path / "labels.md").read_text()
+  assert (tmp_path / "labels.png").read_bytes()[:4] == b"\x89PNG"
   tree = tmp_path / "work" / "seed0" / "labels2" / "data"
   assert len(os.listdir(tree / "train" / "asphalt")) == 2
   assert len(os.listdir(tree / "val" / "asphalt")) == 2
@@ -85,10 +91,54 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
           tmp_path
           / "work"
           / "seed0"
-          / "pretrain_masked"
+          / "pretrain_contrastive"
           / "pretrain"
           / "summary.json"
       ).read_text()
   )
   assert summary["trained_on"]["images"] == 8
   assert "| 2 |" in (tmp_path / "labels.md").read_text()
+
+
+def test_the_benchmark_suite_labels_runs_it_with_its_flags(tmp_path):
+  # In a process of its own (the suite's flags are absl's), with
+  # label_efficiency.main replaced by one that records its arguments.
+  program = """
+import json, os, sys
+from absl import app
+from roadflax.benchmark import label_efficiency, suites
+
+def fake_main(argv):
+  output = next(a for a in argv if a.startswith("--output="))[9:]
+  for extension in (".json", ".md", ".png"):
+    with open(os.path.splitext(output)[0] + extension, "w") as f:
+      f.write(json.dumps(argv) if extension == ".json" else extension)
+
+label_efficiency.main = fake_main
+app.run(suites.main, argv=["benchmark", *sys.argv[1:]])
+"""
+  subprocess.run(
+      [
+          sys.executable,
+          "-c",
+          program,
+          "--suite=labels",
+          "--labels_root=/data/roads",
+          "--labels=10",
+          "--labels_pretrainings=contrastive",
+          f"--workdir={tmp_path}",
+          f"--results_dir={tmp_path / 'results'}",
+      ],
+      cwd=helpers.ROOT,
+      check=True,
+      timeout=300,
+  )
+  argv = json.loads(
+      (tmp_path / "results" / "label_efficiency.json").read_text()
+  )
+  assert "--root=/data/roads" in argv and "--labels=10" in argv
+  assert "--pretrainings=contrastive" in argv and "--image_size=67" in argv
+  for extension in (".md", ".png"):
+    assert (
+        tmp_path / "results" / f"label_efficiency{extension}"
+    ).read_text() == extension

@@ -53,6 +53,7 @@ def _changed(before, after):
         ("reconstruction", {"encoder": True, "decoder": True, "head": False}),
         ("classification", {"encoder": True, "decoder": False, "head": True}),
         ("joint", {"encoder": True, "decoder": True, "head": True}),
+        ("contrastive", {"encoder": True, "decoder": False, "head": True}),
     ],
 )
 def test_each_objective_trains_exactly_its_trees(name, expected):
@@ -379,3 +380,41 @@ def test_the_weight_average_follows_its_formula():
   evaluated = state.eval_params
   assert evaluated["head"] is state.ema_params["head"]
   assert evaluated["decoder"] is state.params["decoder"]
+
+
+def test_contrastive_loss_is_low_when_views_pair_up_and_high_when_not():
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(8, 16))
+  paired = jnp.asarray(
+      np.concatenate([base, base + 0.01 * rng.normal(size=base.shape)])
+  )
+  shuffled = jnp.asarray(np.concatenate([base, rng.normal(size=base.shape)]))
+  low, found = objectives.contrastive_loss(paired, temperature=0.1)
+  high, missed = objectives.contrastive_loss(shuffled, temperature=0.1)
+  assert bool(jnp.all(found))
+  assert float(jnp.mean(low)) < 0.1 < float(jnp.mean(high))
+  assert float(jnp.mean(missed)) < 0.5
+  # Chance: every other row equally near.
+  same = jnp.ones((8, 4))
+  chance, _ = objectives.contrastive_loss(same, temperature=0.1)
+  np.testing.assert_allclose(chance, np.log(7), rtol=1e-5)
+
+
+def test_contrastive_training_pulls_the_views_of_an_image_together():
+  stage = default.stage(
+      objective="contrastive", optimizer="adam", learning_rate=1e-4
+  )
+  objective = objectives.objective_from_config(stage)
+  model, state = _state(stage, objective)
+  batch = _batch(n=8)
+  evaluate = steps.jit_eval_step(model, objective)
+  before = evaluate(state.params, batch)[0].compute()
+  step = steps.jit_train_step(model, objective, seed=0, freeze_encoder=False)
+  for _ in range(15):
+    state, _ = step(state, batch)
+  after = evaluate(state.params, batch)[0].compute()
+  assert float(after["loss"]) < float(before["loss"])
+  assert 0.0 <= float(after["pair_accuracy"]) <= 1.0
+  # Evaluation's views are fixed: the same parameters score the same.
+  again = evaluate(state.params, batch)[0].compute()
+  assert float(again["loss"]) == float(after["loss"])

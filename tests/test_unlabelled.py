@@ -4,6 +4,7 @@ it, and the one-line errors of bad input."""
 
 import os
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -12,6 +13,7 @@ from roadflax import files
 from roadflax.configs import default
 from roadflax.datasets import drives, unlabelled
 from roadflax.errors import UserError
+from roadflax.models import roadnet
 from roadflax.runs import workdirs
 from roadflax.training import configuration, train
 from tests import helpers
@@ -112,7 +114,7 @@ def test_a_missing_or_empty_folder_is_one_line(tmp_path):
     [
         (
             {"stages.classify.data.source": "folder"},
-            "objective must be reconstruction",
+            "objective must be reconstruction or contrastive",
         ),
         ({"stages.pretrain.data.source": "folder"}, "needs --config"),
         ({"stages.pretrain.data.source": "videos"}, "is not one of"),
@@ -154,3 +156,34 @@ def test_pretraining_reads_its_own_folder_and_the_workdir_records_it(
   }
   assert classify["trained_on"] == {"split": "train", "images": 3 * 8}
   assert 0 <= classify["test_accuracy"] <= 1
+
+
+def test_contrastive_pretraining_on_a_folder_hands_on_encoder_and_head(
+    data_root, tmp_path
+):
+  pool = tmp_path / "pool"
+  _images(str(pool / "a"), 6)
+  config = helpers.tiny_config(data_root)
+  config.data.cache_dir = str(tmp_path / "cache")
+  config.stages.pretrain.update(objective="contrastive")
+  config.stages.pretrain.data.update(source="folder", root=str(pool))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  pretrain = files.read_json(
+      os.path.join(workdir, "pretrain", workdirs.SUMMARY_FILE)
+  )
+  assert pretrain["trained_on"]["images"] == 6
+  _, pretrained = helpers.final_params(os.path.join(workdir, "pretrain"))
+  classified, model, _ = workdirs.load_best_params(
+      os.path.join(workdir, "classify"), workdirs.load_run(workdir)
+  )
+  fresh = roadnet.init_params(model, jax.random.key(123), 67)
+
+  def distance(a, b):
+    return float(
+        np.abs(a["head"]["fc1"]["kernel"] - b["head"]["fc1"]["kernel"]).mean()
+    )
+
+  # The classifier started from the pre-trained projection (fc1), not from
+  # a fresh draw, and trained on from it.
+  assert 0 < distance(classified, pretrained) < distance(fresh, pretrained) / 10

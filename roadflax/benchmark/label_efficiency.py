@@ -5,18 +5,26 @@ on a pool of unlabelled images or videos, tested on photographs it never saw.
   python -m roadflax.benchmark.label_efficiency --root=/tmp/roads \\
       --pool=/data/dashcam --labels=5,10,25,100 --seeds=0,1,2 \\
       --image_size=67 --output=docs/results/label_efficiency.json
+  python -m roadflax.benchmark --suite=labels ...   # the same, as a suite
+
+`--root=roadtex` generates the built-in set instead; without `--pool` the
+pool is every frame of the root's train split, its labels ignored.
 
 For each seed, each pre-training (`PRETRAININGS`: the published
-reconstruction, denoising, masked reconstruction) trains once on `--pool`
-(`stages.pretrain.data`, labels ignored). For each label count, the
+reconstruction, denoising, masked reconstruction, and a contrastive
+objective, SimCLR's) trains once on the pool (`stages.pretrain.data`,
+labels ignored). For each label count, the
 labelled frames are drawn from `--root`'s train split by group (the groups
 of that class taken in turn, one frame each, so a few labels still span
 several photographs; never a validation or test group), written as a tree
 of links beside the full validation and test splits, and the classifier
 stage trains on it from scratch and from each pre-trained encoder, with the
-same steps. The output JSON holds every run's test accuracy and time and
-each cell's mean and spread over seeds, with the command, machine, commit
-and date (`records`); a markdown table is written beside it.
+same steps. Each start's frozen encoder is also scored by a linear probe
+(`training.linear_probe`) on the same labels (scratch: the random encoder
+the classifier starts from). The output JSON holds every run's test and
+probe accuracy and time and each cell's mean and spread over seeds, with the
+command, machine, commit and date (`records`); a markdown table and a plot
+are written beside it.
 """
 
 import argparse
@@ -44,6 +52,13 @@ PRETRAININGS = {
         "stages.pretrain.corruption": "mask",
         "stages.pretrain.corruption_amount": 0.5,
     },
+    "contrastive": {"stages.pretrain.objective": "contrastive"},
+}
+ROADTEX = "roadtex"
+ROADTEX_PER_SPLIT = {  # frames per class of the generated set
+    "train_per_class": 300,
+    "val_per_class": 30,
+    "test_per_class": 100,
 }
 SCRATCH = "scratch"
 
@@ -125,7 +140,8 @@ def _config(args: argparse.Namespace, seed: int) -> Any:
   config.data.cache_dir = os.path.join(args.workdir, "cache")
   config.model.head_units = args.head_units
   config.stages.pretrain.update(
-      steps=args.pretrain_steps, batch_size=args.batch_size
+      steps=args.pretrain_steps,
+      batch_size=args.pretrain_batch_size or args.batch_size,
   )
   config.stages.classify.update(
       steps=args.classify_steps, batch_size=args.batch_size
@@ -138,7 +154,7 @@ def pretrain(args: argparse.Namespace, name: str, seed: int) -> str:
   from roadflax.training import train  # JAX and TF load only when training
 
   config = _config(args, seed)
-  config.data.root = args.root  # its validation split scores reconstruction
+  config.data.root = args.root  # its validation split scores the objective
   config.stage_order = ("pretrain",)
   config.stages.pretrain.data.update(source="folder", root=args.pool)
   recipe_study.apply(config, PRETRAININGS[name])
@@ -147,11 +163,37 @@ def pretrain(args: argparse.Namespace, name: str, seed: int) -> str:
   return os.path.join(workdir, "pretrain")
 
 
+def probe(
+    args: argparse.Namespace, root: str, encoder: str, seed: int
+) -> float:
+  """The linear probe's test accuracy on `root` of `encoder` (a stage
+  directory), or of the random encoder a classifier of `seed` starts from."""
+  import jax
+
+  from roadflax.datasets import sources
+  from roadflax.models import roadnet
+  from roadflax.runs import workdirs
+  from roadflax.training import linear_probe
+
+  config = _config(args, seed)
+  config.data.root = root
+  dataset = sources.load_dataset(config.data)
+  if encoder:
+    params, model, _ = workdirs.load_best_params(
+        encoder, workdirs.load_run(os.path.dirname(encoder))
+    )
+  else:
+    model = roadnet.create_model(config.model, len(dataset.class_names))
+    params = roadnet.init_params(model, jax.random.key(seed), args.image_size)
+  return linear_probe.probe_accuracy(model, params, dataset, config.data)
+
+
 def classify(
     args: argparse.Namespace, root: str, encoder: str, seed: int, workdir: str
 ) -> dict[str, Any]:
   """Test accuracy and seconds of the classifier on `root`, from `encoder`
-  (a pre-training stage directory, or "" for from scratch)."""
+  (a pre-training stage directory, or "" for from scratch), and the linear
+  probe's accuracy of that encoder."""
   from roadflax.training import train
 
   config = _config(args, seed)
@@ -164,28 +206,90 @@ def classify(
   return {
       "accuracy": report["accuracy"],
       "seconds": round(time.perf_counter() - start, 1),
+      "probe_accuracy": probe(args, root, encoder, seed),
   }
 
 
+def _cell(results: dict[str, Any], count: str, start: str, key: str) -> str:
+  figure = results["cells"][count][start]["summary"][key]
+  return f"{100 * figure['mean']:.1f}% ± {100 * figure['std']:.1f}"
+
+
 def markdown(results: dict[str, Any]) -> str:
+  """Fine-tuned test accuracy per label count and start, then the linear
+  probe's (mean ± std over seeds)."""
   starts = [SCRATCH, *results["pretrainings"]]
   lines = [
       "| labels per class | " + " | ".join(starts) + " |",
       "|---:|" + "---:|" * len(starts),
   ]
-  for count, cells in results["cells"].items():
-    row = []
-    for start in starts:
-      accuracy = cells[start]["summary"]["accuracy"]
-      row.append(f"{100 * accuracy['mean']:.1f}% ± {100 * accuracy['std']:.1f}")
+  for count in results["cells"]:
+    row = [_cell(results, count, start, "accuracy") for start in starts]
     lines.append(f"| {count} | " + " | ".join(row) + " |")
+  if all(
+      "probe_accuracy" in cell["summary"]
+      for cells in results["cells"].values()
+      for cell in cells.values()
+  ):
+    lines += ["", "Linear probe of each frozen encoder:", ""] + lines[:2]
+    for count in results["cells"]:
+      row = [_cell(results, count, start, "probe_accuracy") for start in starts]
+      lines.append(f"| {count} | " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+  """Test accuracy against labels per class, a line per start (mean, and
+  the spread over seeds as a band); the linear probes dashed."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  counts = [int(c) for c in results["cells"]]
+  figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+  for index, start in enumerate([SCRATCH, *results["pretrainings"]]):
+    colour = f"C{index}"
+    for key, style, label in (
+        ("accuracy", "-", start),
+        ("probe_accuracy", "--", f"{start}, linear probe"),
+    ):
+      cells = [
+          results["cells"][str(c)][start]["summary"].get(key) for c in counts
+      ]
+      if any(cell is None for cell in cells):
+        continue
+      mean = np.array([100 * cell["mean"] for cell in cells])
+      std = np.array([100 * cell["std"] for cell in cells])
+      axes.plot(counts, mean, style, color=colour, marker="o", label=label)
+      if style == "-":
+        axes.fill_between(
+            counts, mean - std, mean + std, color=colour, alpha=0.15
+        )
+  axes.set_xscale("log")
+  axes.set_xticks(counts, [str(c) for c in counts])
+  axes.set_xlabel("labelled frames per class")
+  axes.set_ylabel("test accuracy (%)")
+  axes.set_title(os.path.basename(results["settings"]["root"].rstrip("/")))
+  axes.legend(fontsize=7)
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path)
+  plt.close(figure)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--root", required=True, help="labelled image folder")
-  parser.add_argument("--pool", required=True, help="unlabelled images/videos")
+  parser.add_argument(
+      "--root",
+      required=True,
+      help=f"labelled image folder, or {ROADTEX} (generated)",
+  )
+  parser.add_argument(
+      "--pool",
+      default="",
+      help="unlabelled images/videos (default: the root's train split)",
+  )
   parser.add_argument("--labels", default="5,10,25,100")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument(
@@ -197,6 +301,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--head_units", type=int, default=4096)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument(
+      "--pretrain_batch_size",
+      type=int,
+      default=0,
+      help="0 = --batch_size (a contrastive objective wants more negatives)",
+  )
+  parser.add_argument(
       "--val_per_class", type=int, default=0, help="0 = the whole split"
   )
   parser.add_argument("--pretrain_steps", type=int, default=300)
@@ -206,18 +316,38 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def _resolve_data(args: argparse.Namespace) -> None:
+  """`--root=roadtex` generated into the workdir; the default pool."""
+  if args.root == ROADTEX:
+    from roadflax.datasets import roadtex
+
+    args.root = roadtex.ensure_generated(
+        **ROADTEX_PER_SPLIT, cache_dir=os.path.join(args.workdir, "cache")
+    )
+  if not args.pool:
+    args.pool = os.path.join(args.root, "train")
+
+
 def main(argv: list[str] | None = None) -> None:
   from roadflax.datasets import sources
 
   args = _arguments(argv)
+  _resolve_data(args)
   pretrainings = args.pretrainings.split(",")
+  unknown = set(pretrainings) - set(PRETRAININGS)
+  if unknown:
+    raise SystemExit(
+        f"unknown pretrainings {sorted(unknown)}: choose from"
+        f" {list(PRETRAININGS)}"
+    )
   labelled = default.get_config().data
   labelled.root = args.root
   dataset = sources.load_dataset(labelled)
   train_split = dataset.splits["train"]
-  command = " ".join(
-      ["python -m roadflax.benchmark.label_efficiency", *sys.argv[1:]]
-  )
+  command = " ".join([
+      "python -m roadflax.benchmark.label_efficiency",
+      *(sys.argv[1:] if argv is None else argv),
+  ])
   results = {
       "settings": {k: v for k, v in vars(args).items() if k != "output"},
       "pretrainings": pretrainings,
@@ -252,7 +382,9 @@ def main(argv: list[str] | None = None) -> None:
         "summary": recipe_study.summary(cell),
     }
   records.write(args.output, results, command)
-  atomic_write_text(os.path.splitext(args.output)[0] + ".md", markdown(results))
+  stem = os.path.splitext(args.output)[0]
+  atomic_write_text(stem + ".md", markdown(results))
+  plot(results, stem + ".png")
   print(markdown(results))
 
 

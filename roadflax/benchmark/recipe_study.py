@@ -85,6 +85,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "published_no_early_stop": {**PUBLISHED_AUGMENT, **_NO_EARLY_STOP},
     "surface_no_early_stop": {**SURFACE_AUGMENT, **_NO_EARLY_STOP},
     "surface_tta_flips": {**SURFACE_AUGMENT, "model.tta": "flips"},
+    "label_smoothing": {
+        **PUBLISHED_AUGMENT,
+        "stages.classify.label_smoothing": 0.1,
+    },
+    "weight_decay": {
+        **PUBLISHED_AUGMENT,
+        "stages.classify.optimizer": "adamw",
+        "stages.classify.weight_decay": 0.05,
+    },
+    # Not the published network: GroupNorm after every convolution.
+    "group_norm": {**PUBLISHED_AUGMENT, "model.norm": "group"},
     "classify_adam_1e-3": {
         **PUBLISHED_AUGMENT,
         "stages.classify.learning_rate": 1e-3,
@@ -140,7 +151,8 @@ def run_one(config, workdir: str) -> dict[str, Any]:
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
   """Mean and spread (sample std, min, max) of each figure over seeds."""
   out = {}
-  for key in ("accuracy", "ece_before", "ece_after", "seconds"):
+  keys = sorted({key for run in runs for key in run if key != "seed"})
+  for key in keys:
     values = [r[key] for r in runs if r.get(key) is not None]
     if values:
       out[key] = {

@@ -3,6 +3,9 @@ a ratio against a reference measured in the same run on the same machine.
 
   python -m roadflax.benchmark --images=50000 --workdir=/tmp/roadflax_bench
   python -m roadflax.benchmark --suite=model   # the model suite alone (minutes)
+  python -m roadflax.benchmark --suite=labels --labels_root=/tmp/roads
+      # accuracy with few labels, from scratch and pre-trained
+      # (`label_efficiency`; hours on a CPU)
 
 Suite `model` (`model_benchmark`): training and inference images/s of the
 classifier's jitted JAX steps, in float32 and in bfloat16 on whatever device
@@ -61,7 +64,10 @@ flags.DEFINE_integer(
     "processes", os.cpu_count() or 1, "Processes generating frames."
 )
 flags.DEFINE_enum(
-    "suite", "all", ["all", "pipeline", "model"], "What to measure."
+    "suite",
+    "all",
+    ["all", "pipeline", "model", "labels"],
+    "What to measure (all: pipeline and model; labels takes hours on a CPU).",
 )
 flags.DEFINE_integer("model_batch_size", 32, "Batch size of the model suite.")
 flags.DEFINE_integer(
@@ -74,6 +80,24 @@ flags.DEFINE_string(
     " date, as RESULTS_DIR/{model,pipeline}_benchmark.json (docs/results"
     " for the figures the docs cite).",
 )
+flags.DEFINE_string(
+    "labels_root",
+    "roadtex",
+    "Suite labels: the labelled folder (split by group), or roadtex.",
+)
+flags.DEFINE_string(
+    "labels_pool",
+    "",
+    "Suite labels: unlabelled images/videos ('' = the root's train split).",
+)
+flags.DEFINE_string("labels", "5,10,25,100", "Suite labels: labels per class.")
+flags.DEFINE_string("labels_seeds", "0,1,2", "Suite labels: seeds.")
+flags.DEFINE_string(
+    "labels_pretrainings",
+    "reconstruction,denoising,masked,contrastive",
+    "Suite labels: pre-training objectives compared with from scratch.",
+)
+flags.DEFINE_integer("labels_image_size", 67, "Suite labels: input size.")
 flags.DEFINE_string(
     "phase",
     "",
@@ -235,6 +259,31 @@ def _model_suite() -> None:
   )
 
 
+def _labels_suite() -> None:
+  """`label_efficiency` with the suite's flags, into WORKDIR (and
+  RESULTS_DIR)/label_efficiency.{json,md,png}."""
+  from roadflax.benchmark import label_efficiency
+
+  output = os.path.join(FLAGS.workdir, "label_efficiency.json")
+  label_efficiency.main([
+      f"--root={FLAGS.labels_root}",
+      f"--pool={FLAGS.labels_pool}",
+      f"--labels={FLAGS.labels}",
+      f"--seeds={FLAGS.labels_seeds}",
+      f"--pretrainings={FLAGS.labels_pretrainings}",
+      f"--image_size={FLAGS.labels_image_size}",
+      f"--workdir={os.path.join(FLAGS.workdir, 'labels')}",
+      f"--output={output}",
+  ])
+  if FLAGS.results_dir:
+    os.makedirs(FLAGS.results_dir, exist_ok=True)
+    for extension in (".json", ".md", ".png"):
+      shutil.copy(
+          os.path.splitext(output)[0] + extension,
+          os.path.join(FLAGS.results_dir, "label_efficiency" + extension),
+      )
+
+
 def _write_results(
     name: str, figures: dict[str, Any], derived: dict[str, Any], table: str
 ) -> None:
@@ -283,3 +332,5 @@ def main(argv: list[str]) -> None:
     _model_suite()
   if FLAGS.suite in ("all", "pipeline"):
     _pipeline_suite(paths)
+  if FLAGS.suite == "labels":
+    _labels_suite()

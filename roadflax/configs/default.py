@@ -20,7 +20,7 @@ from ml_collections import config_dict
 def stage(**overrides) -> ml_collections.ConfigDict:
   """One training stage with every field present, so any can be overridden."""
   fields = dict(
-      objective="classification",  # reconstruction | classification | joint
+      objective="classification",  # reconstruction | classification | joint | contrastive
       optimizer="sgd",  # sgd | momentum | adam | adamw
       learning_rate=0.1,
       momentum=0.9,  # used by `momentum` only
@@ -68,12 +68,16 @@ def stage(**overrides) -> ml_collections.ConfigDict:
       # 16x16 patches hidden).
       corruption="none",
       corruption_amount=0.0,
-      # Data of the stage's own, its labels ignored (a reconstruction stage
-      # only): the run's labelled train split while `source` is unset; else
-      # any field left unset is the run's `data` field. source folder: every
-      # image under `root`, at any depth, and a frame every
-      # `video_every_seconds` of every video there; tfds or rscd: that set's
-      # train split.
+      # `contrastive` (SimCLR's NT-Xent between two random views of each
+      # image, models/views.py; the head's fc1 and fc2 its projection): the
+      # temperature of its cosine similarities.
+      contrastive_temperature=0.1,
+      # Data of the stage's own, its labels ignored (a reconstruction or
+      # contrastive stage only): the run's labelled train split while
+      # `source` is unset; else any field left unset is the run's `data`
+      # field. source folder: every image under `root`, at any depth, and a
+      # frame every `video_every_seconds` of every video there; tfds or
+      # rscd: that set's train split.
       data=ml_collections.ConfigDict({
           "source": config_dict.placeholder(str),
           "root": config_dict.placeholder(str),

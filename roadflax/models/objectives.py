@@ -1,4 +1,5 @@
-"""What a stage minimises: reconstruction, classification, or both.
+"""What a stage minimises: reconstruction, classification, both, or a
+contrastive loss between two views of each image.
 
 An `Objective` is a small static description (hashable, so it can be a static
 argument of a jitted step) and `objective_outputs` turns (params, batch) into
@@ -13,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from roadflax.models import test_time
+from roadflax.models import test_time, views
 from roadflax.models.roadnet import RoadNet
 
-OBJECTIVES = ("reconstruction", "classification", "joint")
+OBJECTIVES = ("reconstruction", "classification", "joint", "contrastive")
 CORRUPTIONS = ("none", "noise", "mask")
 MASK_PATCH = 16  # pixels on a side of each patch `mask` hides
 
@@ -30,6 +31,7 @@ class Objective:
   class_weights: tuple[float, ...] | None = None
   corruption: str = "none"
   corruption_amount: float = 0.0
+  contrastive_temperature: float = 0.1
 
   @property
   def classifies(self) -> bool:
@@ -45,11 +47,15 @@ class Objective:
     return ("accuracy", "max") if self.classifies else ("loss", "min")
 
   def trees(self, head_input: str) -> frozenset[str]:
-    """The parameter trees this objective reads (and so can train)."""
+    """The parameter trees this objective reads (and so can train).
+
+    A contrastive objective trains the head's fc1 and fc2 as its projection;
+    a classifier that starts from it starts from them too (with new logits).
+    """
     trees = {"encoder"}
     if self.reconstructs or head_input == "decoder":
       trees.add("decoder")
-    if self.classifies:
+    if self.classifies or self.name == "contrastive":
       trees.add("head")
     return frozenset(trees)
 
@@ -61,6 +67,7 @@ def objective_from_config(stage_config: Any) -> Objective:
       reconstruction_weight=float(stage_config.reconstruction_weight),
       corruption=stage_config.corruption,
       corruption_amount=float(stage_config.corruption_amount),
+      contrastive_temperature=float(stage_config.contrastive_temperature),
   )
 
 
@@ -81,6 +88,45 @@ def corrupt(
   return images
 
 
+def contrastive_loss(
+    embeddings: jax.Array, temperature: float
+) -> tuple[jax.Array, jax.Array]:
+  """SimCLR's NT-Xent over 2n embeddings, rows i and i + n two views of one
+  image: per row, the cross-entropy of finding its partner among the other
+  2n - 1 by cosine similarity / `temperature`, and whether it is the nearest."""
+  z = embeddings / jnp.linalg.norm(embeddings, axis=-1, keepdims=True).clip(
+      1e-6
+  )
+  rows = z.shape[0]
+  similarity = jnp.where(
+      jnp.eye(rows, dtype=bool), -jnp.inf, z @ z.T / temperature
+  )
+  partner = (jnp.arange(rows) + rows // 2) % rows
+  log_p = jax.nn.log_softmax(similarity, axis=-1)
+  loss = -jnp.take_along_axis(log_p, partner[:, None], axis=-1)[:, 0]
+  return loss, jnp.argmax(similarity, axis=-1) == partner
+
+
+def _contrastive_outputs(
+    objective: Objective, model: RoadNet, params: Any, images: jax.Array,
+    rng: jax.Array,
+) -> dict[str, jax.Array]:  # fmt: skip
+  first, second = views.two_views(images, rng)
+  embeddings, state = model.apply(
+      {"params": params},
+      jnp.concatenate([first, second]),
+      method=RoadNet.embed,
+      mutable=["intermediates"],
+  )
+  loss, found = contrastive_loss(embeddings, objective.contrastive_temperature)
+  n = images.shape[0]
+  return {
+      "latent_rms": state["intermediates"]["encoder"]["rms"][0],
+      "loss": (loss[:n] + loss[n:]) / 2,
+      "pair_accuracy": (found[:n].astype(jnp.float32) + found[n:]) / 2,
+  }
+
+
 def objective_outputs(
     objective: Objective,
     model: RoadNet,
@@ -91,8 +137,10 @@ def objective_outputs(
     dropout_rng: jax.Array | None = None,
     tta: str = "none",
 ) -> dict[str, jax.Array]:
-  """Per-example values: `loss`, and `logits` and/or `squared_error`; and
-  `latent_rms`, the encoder output's root mean square over the batch.
+  """Per-example values: `loss`, and `logits` and/or `squared_error` (or
+  for `contrastive`, `pair_accuracy`: the share of the image's two views
+  whose nearest embedding is the other); and `latent_rms`, the encoder
+  output's root mean square over the batch.
 
   The reconstruction error is the mean squared error on the normalised image,
   per example (in training the input may be corrupted; the target never is);
@@ -101,6 +149,12 @@ def objective_outputs(
   (`test_time`), the reconstruction that of the image itself.
   """
   images = batch["image"]
+  if objective.name == "contrastive":
+    # Out of training the views are fixed, so validation losses compare.
+    rng = jax.random.key(0) if dropout_rng is None else dropout_rng
+    return _contrastive_outputs(
+        objective, model, params, images, jax.random.fold_in(rng, 2)
+    )
   rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
   variables = {"params": params}
   inputs = images

@@ -195,12 +195,21 @@ class Head(nn.Module):
   units: int = 4096  # of fc1 and fc2
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, *, train: bool, embed: bool = False
+  ) -> jax.Array:
+    """Logits; with `embed`, fc2's output before its ReLU (float32), the
+    embedding a contrastive objective compares (fc1 and fc2 its projection)."""
+    dropout = functools.partial(
+        nn.Dropout, self.dropout_rate, deterministic=not train
+    )
     x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
     x = x.reshape((x.shape[0], -1))
-    for name in ("fc1", "fc2"):
-      x = nn.relu(_Dense(self.units, dtype=self.dtype, name=name)(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = dropout()(nn.relu(_Dense(self.units, dtype=self.dtype, name="fc1")(x)))
+    x = _Dense(self.units, dtype=self.dtype, name="fc2")(x)
+    if embed:
+      return x.astype(jnp.float32)
+    x = dropout()(nn.relu(x))
     logits = _Dense(self.num_classes, dtype=self.dtype, name="logits")(x)
     return logits.astype(jnp.float32)
 
@@ -267,6 +276,13 @@ class RoadNet(nn.Module):
   ) -> jax.Array:
     """The logits of `encode`'s output for images of size `image_hw`."""
     return self.head(self._head_features(latent, image_hw), train=train)
+
+  def embed(self, images: jax.Array) -> jax.Array:
+    """The head's fc2 output before its ReLU, [N, head_units], float32."""
+    latent = self.encode(images)
+    return self.head(
+        self._head_features(latent, images.shape[1:3]), train=False, embed=True
+    )
 
   def reconstruct(self, images: jax.Array) -> jax.Array:
     return self.decoder(self.encoder(images), images.shape[1:3])

@@ -62,6 +62,12 @@ class JointMetrics(metrics.Collection):
   mse: metrics.Average.from_output("squared_error")
 
 
+@flax.struct.dataclass
+class ContrastiveMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  pair_accuracy: metrics.Average.from_output("pair_accuracy")
+
+
 def _with_health_values(
     collection: type[metrics.Collection],
 ) -> type[metrics.Collection]:
@@ -88,6 +94,7 @@ def _with_health_values(
 ReconstructionTrainMetrics = _with_health_values(ReconstructionMetrics)
 ClassificationTrainMetrics = _with_health_values(ClassificationMetrics)
 JointTrainMetrics = _with_health_values(JointMetrics)
+ContrastiveTrainMetrics = _with_health_values(ContrastiveMetrics)
 
 
 def metrics_class(
@@ -98,11 +105,13 @@ def metrics_class(
         "reconstruction": ReconstructionTrainMetrics,
         "classification": ClassificationTrainMetrics,
         "joint": JointTrainMetrics,
+        "contrastive": ContrastiveTrainMetrics,
     }[objective.name]
   return {
       "reconstruction": ReconstructionMetrics,
       "classification": ClassificationMetrics,
       "joint": JointMetrics,
+      "contrastive": ContrastiveMetrics,
   }[objective.name]
 
 
@@ -124,6 +133,7 @@ def _gather_metrics(
       loss=outputs["loss"],
       logits=logits,
       squared_error=outputs.get("squared_error"),
+      pair_accuracy=outputs.get("pair_accuracy"),
       labels=batch["label"],
       mask=mask,
       latent_rms=outputs["latent_rms"],

@@ -181,10 +181,10 @@ def _check_stage(
   if stage.data.source is not None:
     _one_of(stage.data.source, tuple(sources.SOURCES), f"{key}.data.source")
     _require(
-        stage.objective == "reconstruction",
+        stage.objective in ("reconstruction", "contrastive"),
         f"--config.{key}.data.source={stage.data.source}: data of a stage's"
-        " own has no labels, so its objective must be reconstruction (not"
-        f" {stage.objective})",
+        " own has no labels, so its objective must be reconstruction or"
+        f" contrastive (not {stage.objective})",
     )
     _require(
         stage.data.source != "folder" or bool(stage.data.root),
