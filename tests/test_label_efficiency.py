@@ -66,6 +66,7 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
       "--labels=2",
       "--seeds=0",
       "--pretrainings=contrastive",
+      "--pseudo_label_threshold=0.3",
       "--head_units=16",
       "--batch_size=4",
       "--val_per_class=2",
@@ -77,10 +78,13 @@ def test_a_small_benchmark_runs_end_to_end(data_root, tmp_path):
   results = json.loads(output.read_text())
   assert {"command", "machine", "commit", "date"} <= set(results)
   cell = results["cells"]["2"]
-  assert set(cell) == {"scratch", "contrastive"}
-  for start in cell.values():
+  assert set(cell) == {"scratch", "contrastive", "scratch+pseudo_labels"}
+  for name, start in cell.items():
     assert 0 <= start["summary"]["accuracy"]["mean"] <= 1
-    assert 0 <= start["summary"]["probe_accuracy"]["mean"] <= 1
+    if name != "scratch+pseudo_labels":
+      assert 0 <= start["summary"]["probe_accuracy"]["mean"] <= 1
+  # Every one of the 8 pool images has a top probability above 0.3.
+  assert cell["scratch+pseudo_labels"]["runs"][0]["pseudo_labelled"] == 8
   assert "Linear probe" in (tmp_path / "labels.md").read_text()
   assert (tmp_path / "labels.png").read_bytes()[:4] == b"\x89PNG"
   tree = tmp_path / "work" / "seed0" / "labels2" / "data"

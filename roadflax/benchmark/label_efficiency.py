@@ -61,6 +61,9 @@ ROADTEX_PER_SPLIT = {  # frames per class of the generated set
     "test_per_class": 100,
 }
 SCRATCH = "scratch"
+# Semi-supervised: the from-scratch classifier labels the pool, and a
+# classifier trained from it on the labels plus its confident answers.
+PSEUDO_LABELS = "scratch+pseudo_labels"
 
 
 def labelled_subset(
@@ -189,25 +192,42 @@ def probe(
 
 
 def classify(
-    args: argparse.Namespace, root: str, encoder: str, seed: int, workdir: str
+    args: argparse.Namespace,
+    root: str,
+    encoder: str,
+    seed: int,
+    workdir: str,
+    teacher: str = "",
 ) -> dict[str, Any]:
   """Test accuracy and seconds of the classifier on `root`, from `encoder`
   (a pre-training stage directory, or "" for from scratch), and the linear
-  probe's accuracy of that encoder."""
+  probe's accuracy of that encoder; or with `teacher` (a classification
+  stage directory), of the classifier fine-tuned from it on the labels and
+  its pseudo-labels of the pool."""
   from roadflax.training import train
 
   config = _config(args, seed)
   config.data.root = root
   config.stage_order = ("classify",)
-  config.stages.classify.init_from = encoder
+  config.stages.classify.init_from = teacher or encoder
+  if teacher:
+    config.stages.classify.pseudo_label_threshold = args.pseudo_label_threshold
+    config.stages.classify.data.update(source="folder", root=args.pool)
   start = time.perf_counter()
   train.train_and_evaluate(config, workdir)
   report = read_json(os.path.join(workdir, "classify", "report.json"))
-  return {
+  run = {
       "accuracy": report["accuracy"],
       "seconds": round(time.perf_counter() - start, 1),
-      "probe_accuracy": probe(args, root, encoder, seed),
   }
+  if teacher:
+    summary = read_json(os.path.join(workdir, "classify", "summary.json"))
+    run["pseudo_labelled"] = sum(
+        summary["trained_on"]["pseudo_labelled"].values()
+    )
+  else:
+    run["probe_accuracy"] = probe(args, root, encoder, seed)
+  return run
 
 
 def _cell(results: dict[str, Any], count: str, start: str, key: str) -> str:
@@ -226,14 +246,21 @@ def markdown(results: dict[str, Any]) -> str:
   for count in results["cells"]:
     row = [_cell(results, count, start, "accuracy") for start in starts]
     lines.append(f"| {count} | " + " | ".join(row) + " |")
+  probed = [s for s in starts if s != PSEUDO_LABELS]
   if all(
-      "probe_accuracy" in cell["summary"]
+      "probe_accuracy" in cells[start]["summary"]
       for cells in results["cells"].values()
-      for cell in cells.values()
+      for start in probed
   ):
-    lines += ["", "Linear probe of each frozen encoder:", ""] + lines[:2]
+    lines += [
+        "",
+        "Linear probe of each frozen encoder:",
+        "",
+        "| labels per class | " + " | ".join(probed) + " |",
+        "|---:|" + "---:|" * len(probed),
+    ]
     for count in results["cells"]:
-      row = [_cell(results, count, start, "probe_accuracy") for start in starts]
+      row = [_cell(results, count, start, "probe_accuracy") for start in probed]
       lines.append(f"| {count} | " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
 
@@ -309,6 +336,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument(
       "--val_per_class", type=int, default=0, help="0 = the whole split"
   )
+  parser.add_argument(
+      "--pseudo_label_threshold",
+      type=float,
+      default=0.0,
+      help=f"> 0: also {PSEUDO_LABELS} (semi-supervised) at this threshold",
+  )
   parser.add_argument("--pretrain_steps", type=int, default=300)
   parser.add_argument("--classify_steps", type=int, default=300)
   parser.add_argument("--workdir", default="/tmp/label_efficiency")
@@ -333,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
 
   args = _arguments(argv)
   _resolve_data(args)
-  pretrainings = args.pretrainings.split(",")
+  pretrainings = [name for name in args.pretrainings.split(",") if name]
   unknown = set(pretrainings) - set(PRETRAININGS)
   if unknown:
     raise SystemExit(
@@ -350,7 +383,10 @@ def main(argv: list[str] | None = None) -> None:
   ])
   results = {
       "settings": {k: v for k, v in vars(args).items() if k != "output"},
-      "pretrainings": pretrainings,
+      "pretrainings": (
+          pretrainings
+          + ([PSEUDO_LABELS] if args.pseudo_label_threshold else [])
+      ),
       "cells": {},
   }
   runs = collections.defaultdict(list)
@@ -376,6 +412,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         runs[(count, start)].append({"seed": seed, **run})
         print(f"{count} labels, {start}, seed {seed}: {run}", flush=True)
+      if args.pseudo_label_threshold:
+        teacher = os.path.join(base, f"from_{SCRATCH}", "classify")
+        run = classify(
+            args,
+            root,
+            "",
+            seed,
+            os.path.join(base, "from_pseudo_labels"),
+            teacher=teacher,
+        )
+        runs[(count, PSEUDO_LABELS)].append({"seed": seed, **run})
+        print(
+            f"{count} labels, {PSEUDO_LABELS}, seed {seed}: {run}", flush=True
+        )
   for (count, start), cell in runs.items():
     results["cells"].setdefault(str(count), {})[start] = {
         "runs": cell,

@@ -98,6 +98,11 @@ flags.DEFINE_string(
     "Suite labels: pre-training objectives compared with from scratch.",
 )
 flags.DEFINE_integer("labels_image_size", 67, "Suite labels: input size.")
+flags.DEFINE_float(
+    "labels_pseudo_label_threshold",
+    0.9,
+    "Suite labels: semi-supervised fine-tuning at this threshold (0 = off).",
+)
 flags.DEFINE_string(
     "phase",
     "",
@@ -272,6 +277,7 @@ def _labels_suite() -> None:
       f"--seeds={FLAGS.labels_seeds}",
       f"--pretrainings={FLAGS.labels_pretrainings}",
       f"--image_size={FLAGS.labels_image_size}",
+      f"--pseudo_label_threshold={FLAGS.labels_pseudo_label_threshold}",
       f"--workdir={os.path.join(FLAGS.workdir, 'labels')}",
       f"--output={output}",
   ])

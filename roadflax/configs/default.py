@@ -72,8 +72,13 @@ def stage(**overrides) -> ml_collections.ConfigDict:
       # image, models/views.py; the head's fc1 and fc2 its projection): the
       # temperature of its cosine similarities.
       contrastive_temperature=0.1,
+      # > 0, a classification stage with data of its own (the unlabelled
+      # pool) and `init_from` a classifier: semi-supervised fine-tuning on
+      # the labelled train split plus the pool images that classifier gives
+      # a class with at least this probability (training/pseudo_labels.py).
+      pseudo_label_threshold=0.0,
       # Data of the stage's own, its labels ignored (a reconstruction or
-      # contrastive stage only): the run's labelled train split while
+      # contrastive stage; a classification stage's pool of pseudo-labels): the run's labelled train split while
       # `source` is unset; else any field left unset is the run's `data`
       # field. source folder: every image under `root`, at any depth, and a
       # frame every `video_every_seconds` of every video there; tfds or

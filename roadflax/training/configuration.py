@@ -181,15 +181,32 @@ def _check_stage(
   if stage.data.source is not None:
     _one_of(stage.data.source, tuple(sources.SOURCES), f"{key}.data.source")
     _require(
-        stage.objective in ("reconstruction", "contrastive"),
+        stage.objective in ("reconstruction", "contrastive")
+        or stage.pseudo_label_threshold > 0,
         f"--config.{key}.data.source={stage.data.source}: data of a stage's"
         " own has no labels, so its objective must be reconstruction or"
-        f" contrastive (not {stage.objective})",
+        f" contrastive (not {stage.objective}), or set"
+        f" --config.{key}.pseudo_label_threshold to label it by a classifier",
     )
     _require(
         stage.data.source != "folder" or bool(stage.data.root),
         f"--config.{key}.data.source=folder needs"
         f" --config.{key}.data.root=FOLDER (images or videos, at any depth)",
+    )
+  if stage.pseudo_label_threshold:
+    _require(
+        0 < stage.pseudo_label_threshold <= 1,
+        f"--config.{key}.pseudo_label_threshold must be in (0, 1] (a"
+        " probability; 0 = off)",
+    )
+    _require(
+        stage.objective == "classification"
+        and stage.data.source is not None
+        and bool(stage.init_from),
+        f"--config.{key}.pseudo_label_threshold: pseudo-labels need a"
+        " classification stage with data of its own (the unlabelled pool,"
+        f" --config.{key}.data.source=folder) and --config.{key}.init_from"
+        " naming the classifier that labels it",
     )
   _require(
       stage.data.video_every_seconds > 0,

@@ -16,8 +16,8 @@ from roadflax.data import batching, caches, pipelines
 from roadflax.datasets import unlabelled
 from roadflax.models import objectives, optimizers, roadnet, steps
 from roadflax.runs import checkpoints
-from roadflax.training import health, reporting, sharding, stage_plan
-from roadflax.training import stage_state
+from roadflax.training import health, pseudo_labels, reporting, sharding
+from roadflax.training import stage_plan, stage_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,15 @@ def setup_stage(
   if own_data is None:
     train_split = dataset.splits["train"]
     trained_on = {"split": "train", "images": len(train_split)}
+  elif stage_config.pseudo_label_threshold:
+    train_split, trained_on = pseudo_labels.training_split(
+        config,
+        workdir,
+        stage_name,
+        dataset,
+        unlabelled.load_unlabelled(own_data),
+        run_info,
+    )
   else:
     train_split = unlabelled.load_unlabelled(own_data)
     trained_on = unlabelled.describe(own_data, train_split)
