@@ -35,6 +35,9 @@ def test_shipped_config_passes_the_checks(name):
   config = _load(name)
   config.data.root = config.data.root or "/data/roads"
   config.data.manual_dir = config.data.manual_dir or "/data/rscd"
+  for stage in config.stages.values():
+    if stage.data.source == "folder":
+      stage.data.root = stage.data.root or "/data/pool"
   configuration.check_config(config)
 
 
