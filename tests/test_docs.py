@@ -111,9 +111,10 @@ def test_every_results_file_says_how_it_was_measured():
     assert {"command", "machine", "commit", "date"} <= set(record), path
 
 
-def test_the_readme_headline_table_is_the_results_files():
+@pytest.mark.parametrize("block", sorted(headline.BLOCKS))
+def test_the_readme_tables_are_the_results_files(block):
   with open(README) as f:
-    assert headline.readme_table(f.read()) == headline.table()
+    assert headline.readme_block(f.read(), block) == headline.BLOCKS[block]()
 
 
 def test_the_readme_is_a_landing_page_linking_every_page():

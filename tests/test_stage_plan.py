@@ -253,3 +253,19 @@ def test_too_high_a_learning_rate_gets_the_one_line_warning(
       warnings
   ), "a learning rate of 0.05 with Adam should collapse the classifier"
   assert "learning rate (0.05)" in warnings[0]
+
+
+def test_a_stretched_epoch_is_evaluated_once_not_after_every_pass():
+  # 32 images at batch 8: 4 steps a pass; 10 epochs stretched to 200 steps.
+  plan = stage_plan.plan_stage(
+      default.stage(batch_size=8, epochs=10, min_steps=200), 32
+  )
+  assert (plan.steps_per_pass, plan.total_steps, plan.passes) == (4, 200, 50)
+  evaluated = [p for p in range(plan.passes) if plan.evaluates_after(p)]
+  assert evaluated == list(range(4, 50, 5))
+  # An epoch of one pass (a large split, or `steps`): after every pass,
+  # the last (partial) one included.
+  plan = stage_plan.plan_stage(default.stage(batch_size=8, steps=30), 32)
+  assert [p for p in range(plan.passes) if plan.evaluates_after(p)] == list(
+      range(8)
+  )

@@ -1,12 +1,14 @@
-"""The README's table of headline figures, rendered from docs/results.
+"""The README's tables of measured figures, rendered from docs/results:
+the headline figures, and accuracy with few labels (the label-efficiency
+benchmark's tables and plots).
 
-The README is read where no docs build runs (GitHub, PyPI), so its table is
-written into it between two markers by
+The README is read where no docs build runs (GitHub, PyPI), so each block is
+written into it between two markers (`<!-- NAME:start -->`, `:end`) by
 
-  python -m roadflax.results.headline          # rewrites README.md's table
+  python -m roadflax.results.headline          # rewrites README.md's blocks
 
-and a test fails when the README's table differs from what the results
-files give: a re-measured figure reaches the README by running this.
+and a test fails when a README block differs from what the results files
+give: a re-measured figure reaches the README by running this.
 """
 
 import os
@@ -19,7 +21,11 @@ ROOT = os.path.dirname(
 )
 RESULTS = os.path.join(ROOT, "docs", "results")
 README = os.path.join(ROOT, "README.md")
-START, END = "<!-- headline:start -->", "<!-- headline:end -->"
+# (title, results file): the label-efficiency runs the README shows.
+LABEL_EFFICIENCY = (
+    ("Photographs never seen in training", "label_efficiency"),
+    ("roadtex", "label_efficiency_roadtex"),
+)
 
 # (what, results file, figure, style): the rows of the table.
 ROWS = (
@@ -79,34 +85,69 @@ def table(results_dir: str = RESULTS) -> str:
   return "\n".join(lines)
 
 
-def _block(readme: str) -> re.Match:
+def labels_tables(results_dir: str = RESULTS) -> str:
+  """Each label-efficiency run's table (its markdown file) and plot."""
+  parts = []
+  for title, name in LABEL_EFFICIENCY:
+    record = records.read(results_dir, name)
+    settings = record["settings"]
+    with open(os.path.join(results_dir, f"{name}.md")) as f:
+      tables = f.read().strip()
+    parts += [
+        (
+            f"**{title}**: test accuracy, mean ± std over seeds"
+            f" {settings['seeds']}, {settings['image_size']} px"
+            f" ([{name}.json](docs/results/{name}.json), {record['date']})"
+        ),
+        "",
+        tables,
+        "",
+        (
+            f"![{title}: accuracy against labels per class]"
+            f"(docs/results/{name}.png)"
+        ),
+        "",
+    ]
+  return "\n".join(parts).rstrip("\n")
+
+
+BLOCKS = {"headline": table, "labels": labels_tables}
+
+
+def _markers(name: str) -> tuple[str, str]:
+  return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def _block(readme: str, name: str) -> re.Match:
+  start, end = _markers(name)
   match = re.search(
-      re.escape(START) + r"\n(.*?)" + re.escape(END), readme, re.S
+      re.escape(start) + r"\n(.*?)" + re.escape(end), readme, re.S
   )
   if match is None:
-    raise ValueError(f"README.md has no {START} ... {END} block")
+    raise ValueError(f"README.md has no {start} ... {end} block")
   return match
 
 
-def readme_table(readme: str) -> str:
-  """The table between the markers of `readme`'s text."""
-  return _block(readme).group(1).rstrip("\n")
+def readme_block(readme: str, name: str = "headline") -> str:
+  """The text between the markers of block `name` in `readme`'s text."""
+  return _block(readme, name).group(1).rstrip("\n")
 
 
 def main() -> None:
   with open(README) as f:
     readme = f.read()
-  block = _block(readme)
-  new = (
-      readme[: block.start()]
-      + f"{START}\n{table()}\n{END}"
-      + readme[block.end() :]
-  )
+  new = readme
+  for name, render in BLOCKS.items():
+    block = _block(new, name)
+    start, end = _markers(name)
+    new = (
+        new[: block.start()]
+        + f"{start}\n{render()}\n{end}"
+        + new[block.end() :]
+    )
   with open(README, "w") as f:
     f.write(new)
-  print(
-      "README.md: headline table", "unchanged" if new == readme else "updated"
-  )
+  print("README.md:", "unchanged" if new == readme else "updated")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ epochs of a hundred photos per class are ninety steps, far too few for any
 optimiser. `min_steps` sets a floor: a small train split is then passed over
 as often as it takes, and each of the config's epochs is stretched to
 `total_steps / epochs` steps, so that warm-up, decay boundaries and early
-stopping's patience keep their share of the stage. On a large split the floor
-does nothing and an epoch is one pass.
+stopping's patience keep their share of the stage, and validation and
+checkpoints come once per such epoch. On a large split the floor does
+nothing and an epoch is one pass.
 """
 
 import dataclasses
@@ -34,6 +35,16 @@ class StagePlan:
   @property
   def stretched(self) -> bool:
     return self.epoch_steps > self.steps_per_pass
+
+  def evaluates_after(self, pass_index: int) -> bool:
+    """Whether validation and a checkpoint follow pass `pass_index`: after
+    each of the config's epochs (the passes nearest one), and the last pass.
+
+    A stretched epoch of a small split is several passes; evaluating and
+    checkpointing after each pass would cost more than the steps it judges.
+    """
+    every = max(1, round(self.epoch_steps / self.steps_per_pass))
+    return (pass_index + 1) % every == 0 or pass_index + 1 == self.passes
 
 
 def plan_stage(stage_config: Any, num_train_examples: int) -> StagePlan:

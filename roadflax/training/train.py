@@ -79,15 +79,18 @@ def train_stage(
   stage, state = stage_setup.setup_stage(
       config, workdir, stage_name, dataset, run_info, memory_cache=memory_cache
   )
-  step, epochs = int(state.step), []
+  step, epochs, unevaluated = int(state.step), [], []
   with profiling.StepTrace(stage.directory, config.profile_steps) as trace:
     for epoch in range(step // stage.plan.steps_per_pass, stage.plan.passes):
-      if stops_early(stage, step):
+      if not unevaluated and stops_early(stage, step):
         break
       state, trained = train_epoch(stage, state, step, epoch, trace=trace)
-      end_epoch(stage, state, trained)
       step = trained.end_step
       epochs.append(trained)
+      unevaluated.append(trained)
+      if stage.plan.evaluates_after(epoch):
+        end_epoch(stage, state, EpochRun.joined(unevaluated))
+        unevaluated = []
   finish_stage(stage, state, step, epochs)
 
 
@@ -101,6 +104,30 @@ class EpochRun:
   started: float  # time.time() at its start
   seconds: float  # in the step loop, evaluation excluded
   train_metrics: dict[str, Any]  # averaged over the steps it trained
+
+  @classmethod
+  def joined(cls, runs: list["EpochRun"]) -> "EpochRun":
+    """Consecutive passes as one: the last pass's number, the metrics
+    averaged over all their steps."""
+    if len(runs) == 1:
+      return runs[0]
+    steps = [r.end_step - r.start_step for r in runs]
+    metrics = {
+        key: (
+            sum(r.train_metrics[key] * n for r, n in zip(runs, steps))
+            / max(sum(steps), 1)
+        )
+        for key in runs[-1].train_metrics
+        if all(key in r.train_metrics for r in runs)
+    }
+    return cls(
+        runs[-1].epoch,
+        runs[0].start_step,
+        runs[-1].end_step,
+        runs[0].started,
+        sum(r.seconds for r in runs),
+        metrics,
+    )
 
 
 def stops_early(stage: stage_setup.Stage, step: int) -> bool:
