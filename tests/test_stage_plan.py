@@ -263,9 +263,13 @@ def test_a_stretched_epoch_is_evaluated_once_not_after_every_pass():
   assert (plan.steps_per_pass, plan.total_steps, plan.passes) == (4, 200, 50)
   evaluated = [p for p in range(plan.passes) if plan.evaluates_after(p)]
   assert evaluated == list(range(4, 50, 5))
-  # An epoch of one pass (a large split, or `steps`): after every pass,
-  # the last (partial) one included.
-  plan = stage_plan.plan_stage(default.stage(batch_size=8, steps=30), 32)
-  assert [p for p in range(plan.passes) if plan.evaluates_after(p)] == list(
-      range(8)
+  # An epoch of one pass (a large split): after every pass.
+  plan = stage_plan.plan_stage(default.stage(batch_size=8, epochs=3), 32)
+  assert [p for p in range(plan.passes) if plan.evaluates_after(p)] == [0, 1, 2]
+  # An exact number of steps: the schedule's epoch stays a pass, but
+  # validation comes every steps / epochs, and after the last (partial) pass.
+  plan = stage_plan.plan_stage(
+      default.stage(batch_size=8, steps=34, epochs=3), 32
   )
+  assert (plan.epoch_steps, plan.passes) == (4.0, 9)
+  assert [p for p in range(plan.passes) if plan.evaluates_after(p)] == [2, 5, 8]

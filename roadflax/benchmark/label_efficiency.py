@@ -31,7 +31,6 @@ import argparse
 import collections
 import os
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -199,7 +198,9 @@ def classify(
     workdir: str,
     teacher: str = "",
 ) -> dict[str, Any]:
-  """Test accuracy and seconds of the classifier on `root`, from `encoder`
+  """Test accuracy and seconds (the stage's, as its summary.json says, so a
+  run already in `workdir` is read, not trained again) of the classifier on
+  `root`, from `encoder`
   (a pre-training stage directory, or "" for from scratch), and the linear
   probe's accuracy of that encoder; or with `teacher` (a classification
   stage directory), of the classifier fine-tuned from it on the labels and
@@ -213,15 +214,11 @@ def classify(
   if teacher:
     config.stages.classify.pseudo_label_threshold = args.pseudo_label_threshold
     config.stages.classify.data.update(source="folder", root=args.pool)
-  start = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir)  # skipped when it is complete
   report = read_json(os.path.join(workdir, "classify", "report.json"))
-  run = {
-      "accuracy": report["accuracy"],
-      "seconds": round(time.perf_counter() - start, 1),
-  }
+  summary = read_json(os.path.join(workdir, "classify", "summary.json"))
+  run = {"accuracy": report["accuracy"], "seconds": summary["seconds"]}
   if teacher:
-    summary = read_json(os.path.join(workdir, "classify", "summary.json"))
     run["pseudo_labelled"] = sum(
         summary["trained_on"]["pseudo_labelled"].values()
     )

@@ -35,7 +35,9 @@ def stage(**overrides) -> ml_collections.ConfigDict:
       # schedule and patience then count epochs of total_steps / epochs steps).
       epochs=10,
       min_steps=0,
-      steps=0,  # > 0 overrides `epochs` with an exact number of steps
+      # > 0: exactly this many steps, whatever `epochs` (which then sets how
+      # often the stage validates: every steps / epochs, at least a pass).
+      steps=0,
       # Stop when the validation metric that picks the best checkpoint has not
       # improved for this many epochs (0 = off); the best checkpoint is kept.
       early_stopping_patience=0,

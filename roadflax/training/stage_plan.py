@@ -26,6 +26,13 @@ class StagePlan:
   epoch_steps: (
       float  # steps in one of the config's epochs (schedules, patience)
   )
+  # Steps between validations (and checkpoints): an epoch, or with an exact
+  # number of `steps`, steps / epochs (at least a pass).
+  eval_steps: float = 0.0
+
+  def __post_init__(self):
+    if not self.eval_steps:
+      object.__setattr__(self, "eval_steps", self.epoch_steps)
 
   @property
   def passes(self) -> int:
@@ -37,13 +44,13 @@ class StagePlan:
     return self.epoch_steps > self.steps_per_pass
 
   def evaluates_after(self, pass_index: int) -> bool:
-    """Whether validation and a checkpoint follow pass `pass_index`: after
-    each of the config's epochs (the passes nearest one), and the last pass.
+    """Whether validation and a checkpoint follow pass `pass_index`: every
+    `eval_steps` (the passes nearest it), and after the last pass.
 
     A stretched epoch of a small split is several passes; evaluating and
     checkpointing after each pass would cost more than the steps it judges.
     """
-    every = max(1, round(self.epoch_steps / self.steps_per_pass))
+    every = max(1, round(self.eval_steps / self.steps_per_pass))
     return (pass_index + 1) % every == 0 or pass_index + 1 == self.passes
 
 
@@ -53,7 +60,12 @@ def plan_stage(stage_config: Any, num_train_examples: int) -> StagePlan:
       num_train_examples, stage_config.batch_size
   )
   if stage_config.steps:
-    return StagePlan(steps_per_pass, stage_config.steps, float(steps_per_pass))
+    return StagePlan(
+        steps_per_pass,
+        stage_config.steps,
+        float(steps_per_pass),
+        max(float(steps_per_pass), stage_config.steps / stage_config.epochs),
+    )
   total_steps = max(
       stage_config.epochs * steps_per_pass, stage_config.min_steps
   )
