@@ -290,11 +290,16 @@ def plot(results: dict[str, Any], path: str) -> None:
         axes.fill_between(
             counts, mean - std, mean + std, color=colour, alpha=0.15
         )
+  classes = results.get("classes")
+  if classes:
+    axes.axhline(100 / classes, color="grey", linestyle=":", label="chance")
   axes.set_xscale("log")
+  axes.minorticks_off()
   axes.set_xticks(counts, [str(c) for c in counts])
   axes.set_xlabel("labelled frames per class")
   axes.set_ylabel("test accuracy (%)")
-  axes.set_title(os.path.basename(results["settings"]["root"].rstrip("/")))
+  name = os.path.basename(results["settings"]["root"].rstrip("/"))
+  axes.set_title(ROADTEX if name.startswith(ROADTEX) else name)
   axes.legend(fontsize=7)
   axes.grid(alpha=0.3)
   figure.tight_layout()
@@ -384,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
           pretrainings
           + ([PSEUDO_LABELS] if args.pseudo_label_threshold else [])
       ),
+      "classes": len(dataset.class_names),
       "cells": {},
   }
   runs = collections.defaultdict(list)
