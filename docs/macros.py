@@ -93,10 +93,13 @@ def define_env(env) -> None:
   @env.macro
   def benchmark_table(name: str) -> str:
     """The table a benchmark suite prints, from its results file
-    (model_benchmark or pipeline_benchmark)."""
+    (model_benchmark, pipeline_benchmark or label_efficiency*)."""
+    from roadflax.benchmark import label_efficiency
     from roadflax.benchmark import model_benchmark, pipeline_benchmark
 
     record = records.read(RESULTS, name)
+    if name.startswith("label_efficiency"):
+      return label_efficiency.markdown(record)
     settings = record["settings"]
     if name == "model_benchmark":
       return model_benchmark.table(
