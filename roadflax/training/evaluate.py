@@ -75,6 +75,25 @@ def evaluate_split(
   return dataclasses.replace(result, logits=logits[mask], labels=labels[mask])
 
 
+def split_outputs(
+    fn: Callable[[jax.Array], jax.Array],
+    split: Any,
+    data_config: Any,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """(`fn` of every image of `split`, padding dropped; their labels), in
+  order, all computed in this one process (no sharding, no host sync)."""
+  pipeline = pipelines.pipeline_for(
+      split, data_config, process_index=0, process_count=1
+  )
+  outputs, labels = [], []
+  for batch in pipeline.eval_batches(batch_size=batch_size):
+    keep = np.asarray(batch["mask"])
+    outputs.append(np.asarray(fn(batch["image"]))[keep])
+    labels.append(np.asarray(batch["label"])[keep])
+  return np.concatenate(outputs), np.concatenate(labels)
+
+
 def known_groups(split: Any) -> np.ndarray | None:
   """The split's group keys, when they say which images belong together;
   None when it has none or every image is a group of its own (images lying

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from roadflax.data import pipelines
 from roadflax.data.contract import DataSet
 from roadflax.models.roadnet import RoadNet
+from roadflax.training import evaluate
 
 L2 = 1e-2  # of the mean cross-entropy's penalty, on standardised features
 STEPS = 200  # of L-BFGS
@@ -45,17 +45,12 @@ def split_features(
 ) -> tuple[np.ndarray, np.ndarray]:
   """(pooled features [N, 512], labels [N]) of every image of a split, as
   evaluation preprocesses them, in this one process."""
-  pipeline = pipelines.pipeline_for(
-      dataset.splits[split], data_config, process_index=0, process_count=1
+  return evaluate.split_outputs(
+      functools.partial(_pooled_features, model, params),
+      dataset.splits[split],
+      data_config,
+      batch_size,
   )
-  features, labels = [], []
-  for batch in pipeline.eval_batches(batch_size=batch_size):
-    keep = np.asarray(batch["mask"])
-    features.append(
-        np.asarray(_pooled_features(model, params, batch["image"]))[keep]
-    )
-    labels.append(np.asarray(batch["label"])[keep])
-  return np.concatenate(features), np.concatenate(labels)
 
 
 def fit_logistic_regression(

@@ -13,6 +13,7 @@ Every process computes all of them (the same on each), so every process
 sees the same training split.
 """
 
+import functools
 import os
 from typing import Any
 
@@ -20,12 +21,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from roadflax.data import image_folder, pipelines
+from roadflax.data import image_folder
 from roadflax.data.contract import AnySplit
 from roadflax.errors import UserError
 from roadflax.files import atomic_write_json, read_json
 from roadflax.models import roadnet, steps
 from roadflax.runs import workdirs
+from roadflax.training import evaluate
 
 FILE = "pseudo_labels.json"
 
@@ -39,7 +41,12 @@ def teacher_probabilities(
 ) -> np.ndarray:
   """The teacher's class probabilities [N, classes] of every pool image, in
   order, from its best checkpoint and with the run's test-time augmentation."""
-  like = roadnet.init_params(model, jax.random.key(0), config.data.image_size)
+  like = jax.eval_shape(
+      functools.partial(
+          roadnet.init_params, model, image_size=config.data.image_size
+      ),
+      jax.random.key(0),
+  )
   params, metadata, _ = workdirs.restore_best(teacher_dir, run_info, like)
   if "head" not in metadata["trained_trees"]:
     raise UserError(
@@ -47,14 +54,13 @@ def teacher_probabilities(
         " pseudo-labels need init_from to name a classification stage"
     )
   predict = steps.jit_predict_step(model, tta=config.model.tta)
-  pipeline = pipelines.pipeline_for(
-      pool, config.data, process_index=0, process_count=1
+  probabilities, _ = evaluate.split_outputs(
+      functools.partial(predict, params),
+      pool,
+      config.data,
+      config.eval_batch_size,
   )
-  probabilities = []
-  for batch in pipeline.eval_batches(batch_size=config.eval_batch_size):
-    keep = np.asarray(batch["mask"])
-    probabilities.append(np.asarray(predict(params, batch["image"]))[keep])
-  return np.concatenate(probabilities)
+  return probabilities
 
 
 def confident(

@@ -28,11 +28,7 @@ class StagePlan:
   )
   # Steps between validations (and checkpoints): an epoch, or with an exact
   # number of `steps`, steps / epochs (at least a pass).
-  eval_steps: float = 0.0
-
-  def __post_init__(self):
-    if not self.eval_steps:
-      object.__setattr__(self, "eval_steps", self.epoch_steps)
+  eval_steps: float
 
   @property
   def passes(self) -> int:
@@ -69,9 +65,8 @@ def plan_stage(stage_config: Any, num_train_examples: int) -> StagePlan:
   total_steps = max(
       stage_config.epochs * steps_per_pass, stage_config.min_steps
   )
-  return StagePlan(
-      steps_per_pass, total_steps, total_steps / stage_config.epochs
-  )
+  epoch_steps = total_steps / stage_config.epochs
+  return StagePlan(steps_per_pass, total_steps, epoch_steps, epoch_steps)
 
 
 def should_stop_early(
