@@ -1,10 +1,11 @@
 """The roadflax command (`roadflax ...`, or `python main.py ...` in a checkout):
-train, evaluate, predict, export, serve, compare, or summarise.
+train, evaluate, predict, label, export, serve, compare, or summarise.
 
 roadflax --config=roadflax:synthetic --workdir=runs/demo
 roadflax --mode=evaluate --workdir=runs/demo
 roadflax --mode=predict --workdir=runs/demo --input=photo.jpg [--explain]
 roadflax --mode=predict --workdir=runs/demo --input=drive.mp4 --gpx=track.gpx
+roadflax --mode=label --workdir=runs/demo --input=drives/ --output=labelled
 roadflax --mode=export --workdir=runs/demo --format=onnx --output=exports/onnx
 roadflax --mode=serve --workdir=runs/demo --workdir=runs/ground
 roadflax --mode=compare --workdir='runs/*' --output=runs
@@ -35,6 +36,7 @@ MODES = (
     "train",
     "evaluate",
     "predict",
+    "label",
     "export",
     "serve",
     "compare",
@@ -60,10 +62,20 @@ flags.DEFINE_multi_string(
     "input",
     [],
     "predict: image files or folders; or videos (.mp4, .mov, .mkv, ...) or"
-    " folders of them, in a run of their own.",
+    " folders of them, in a run of their own; label: videos, images or"
+    " folders of them to queue for labelling.",
 )
 flags.DEFINE_float(
-    "every", DEFAULT_EVERY, "predict, videos: seconds between sampled frames."
+    "every",
+    DEFAULT_EVERY,
+    "predict, videos: seconds between sampled frames; label: the same (1 s"
+    " when not given).",
+)
+flags.DEFINE_string(
+    "labels",
+    None,
+    "label: a CSV of labels made elsewhere (queue.csv with its label column"
+    " filled in, or file,label rows) to import into --output.",
 )
 flags.DEFINE_float(
     "min_segment_seconds",
@@ -100,7 +112,8 @@ flags.DEFINE_string(
     None,
     "predict: a JSON file for the predictions (videos: the folder for their"
     " timelines, default ./timelines); export: the folder to write;"
-    " compare: the folder for comparison.md/.csv/.png (default: .).",
+    " compare: the folder for comparison.md/.csv/.png (default: .); label:"
+    " the labelled folder (ROOT/CLASS/GROUP/*.jpg, labels.csv, queue.csv).",
 )
 flags.DEFINE_string(
     "stage",
@@ -138,6 +151,7 @@ flags.DEFINE_integer(
     "process_id", None, "With --coordinator: this process, 0 to N-1."
 )
 FLAGS = flags.FLAGS
+LABEL_EVERY = 1.0  # --mode=label's --every: frames 0.25 s apart look alike
 
 
 def run(argv: list[str]) -> None:
@@ -192,6 +206,16 @@ def run(argv: list[str]) -> None:
       evaluation.evaluate_export(workdir, data_config)
     else:
       evaluate.evaluate_workdir(workdir, data_config, tta=FLAGS.tta)
+  elif mode == "label":
+    from roadflax.labelling import label_mode
+
+    label_mode.label_main(
+        workdir,
+        FLAGS.input,
+        FLAGS.output,
+        FLAGS.labels,
+        FLAGS.every if FLAGS["every"].present else LABEL_EVERY,
+    )
   elif mode == "predict" and (videos := _videos()):
     _predict_videos(workdir, videos)
   elif mode == "predict":
