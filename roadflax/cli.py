@@ -8,6 +8,7 @@ roadflax --mode=predict --workdir=runs/demo --input=drive.mp4 --gpx=track.gpx
 roadflax --mode=label --workdir=runs/demo --input=drives/ --output=labelled
 roadflax --mode=export --workdir=runs/demo --format=onnx --output=exports/onnx
 roadflax --mode=serve --workdir=runs/demo --workdir=runs/ground
+roadflax --mode=serve --workdir=runs/demo --input=drives/ --output=labelled
 roadflax --mode=compare --workdir='runs/*' --output=runs
 roadflax --mode=summary --config=roadflax:default
 """
@@ -63,7 +64,8 @@ flags.DEFINE_multi_string(
     [],
     "predict: image files or folders; or videos (.mp4, .mov, .mkv, ...) or"
     " folders of them, in a run of their own; label: videos, images or"
-    " folders of them to queue for labelling.",
+    " folders of them to queue for labelling; serve: folders the Label page"
+    " may queue frames from.",
 )
 flags.DEFINE_float(
     "every",
@@ -112,8 +114,9 @@ flags.DEFINE_string(
     None,
     "predict: a JSON file for the predictions (videos: the folder for their"
     " timelines, default ./timelines); export: the folder to write;"
-    " compare: the folder for comparison.md/.csv/.png (default: .); label:"
-    " the labelled folder (ROOT/CLASS/GROUP/*.jpg, labels.csv, queue.csv).",
+    " compare: the folder for comparison.md/.csv/.png (default: .); label"
+    " and serve: the labelled folder (ROOT/CLASS/GROUP/*.jpg, labels.csv,"
+    " queue.csv).",
 )
 flags.DEFINE_string(
     "stage",
@@ -184,7 +187,12 @@ def run(argv: list[str]) -> None:
     from roadflax.serve import serving  # streamlit is needed by this mode only
 
     serving.serve(
-        workdirs, stage=FLAGS.stage, address=FLAGS.address, port=FLAGS.port
+        workdirs,
+        stage=FLAGS.stage,
+        address=FLAGS.address,
+        port=FLAGS.port,
+        label_inputs=FLAGS.input,
+        label_output=FLAGS.output,
     )
     return
   if len(workdirs) != 1:

@@ -833,7 +833,12 @@ def test_serve_refuses_an_unknown_stage(workdir):
 def test_serve_passes_every_path_on_to_the_app(workdir, runs_folder):
   paths = [workdir, str(runs_folder)]
   command = serving._streamlit_command(
-      paths, stage="classify", address="localhost", port=1
+      paths,
+      stage="classify",
+      address="localhost",
+      port=1,
+      label_inputs=["drives", "more"],
+      label_output="labelled",
   )
   script_args = command[command.index("--") + 1 :]
   assert script_args == [
@@ -841,12 +846,20 @@ def test_serve_passes_every_path_on_to_the_app(workdir, runs_folder):
       workdir,
       "--workdir",
       str(runs_folder),
+      "--input",
+      "drives",
+      "--input",
+      "more",
+      "--output",
+      "labelled",
       "--stage",
       "classify",
   ]
   assert vars(app._script_args(script_args)) == {
       "workdir": paths,
       "stage": "classify",
+      "input": ["drives", "more"],
+      "output": "labelled",
       "examples": os.environ.get(app.EXAMPLES_ENV),
   }
 

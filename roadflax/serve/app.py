@@ -27,6 +27,13 @@ Script arguments (after `--`):
                    load, so the page shows predictions before anyone uploads
                    (demos, screenshots). Defaults to $ROADFLAX_EXAMPLES, which
                    also reaches the app through `--mode=serve`.
+  --input DIR      a folder of drive videos or images the Label page may
+                   queue frames from (it and its subfolders); repeatable.
+  --output DIR     the labelled folder the Label page writes
+                   (`roadflax.labelling.store`).
+
+Two pages: Classify (the above) and Label (`label_page`: frames of a drive
+queued by the model's doubt, labelled with one key per class).
 
 What happens to the files is `uploads`, `videos`, `summary` and `catalog`,
 plain Python that tests call directly; this module and `cards` only draw.
@@ -47,7 +54,7 @@ import streamlit as st
 
 from roadflax.errors import UserError
 from roadflax.serve import cards, catalog, model, predict, summary, uploads
-from roadflax.serve import videos
+from roadflax.serve import label_page, videos
 from roadflax.serve.autoencoder import Autoencoder
 
 PAGE_TITLE = "roadflax — road surface classifier"
@@ -90,6 +97,13 @@ def _script_args(argv: Sequence[str]) -> argparse.Namespace:
           f"(default: ${EXAMPLES_ENV})"
       ),
   )
+  parser.add_argument(
+      "--input",
+      action="append",
+      default=[],
+      help="a folder to queue frames from for labelling; repeatable",
+  )
+  parser.add_argument("--output", default=None, help="the labelled folder")
   return parser.parse_args(argv)
 
 
@@ -272,9 +286,7 @@ def _settings() -> tuple[float, int]:
   return unsure_below, max_megapixels * 1_000_000
 
 
-def main() -> None:
-  st.set_page_config(page_title=PAGE_TITLE, page_icon="🛣️", layout="wide")
-  args = _script_args(sys.argv[1:])
+def _classify_page(args: argparse.Namespace) -> None:
   st.title(PAGE_TITLE)
   picked = _pick_run(catalog.find_runs(args.workdir), args.stage)
   if picked is None:
@@ -301,6 +313,36 @@ def main() -> None:
     cards.upload_card(photo, class_names, unsure_below)
   for clip in clips:
     cards.video_card(clip, unsure_below)
+
+
+def _label_page(args: argparse.Namespace) -> None:
+  picked = _pick_run(catalog.find_runs(args.workdir), args.stage)
+  if picked is None:
+    return
+  run, stage = picked
+  try:
+    predictor = _video_model(run.workdir, stage)
+  except UserError as error:
+    st.error(str(error))
+    return
+  label_page.label_page(predictor, args.input, args.output)
+
+
+def main() -> None:
+  st.set_page_config(page_title=PAGE_TITLE, page_icon="🛣️", layout="wide")
+  args = _script_args(sys.argv[1:])
+
+  def classify() -> None:
+    _classify_page(args)
+
+  def label() -> None:
+    _label_page(args)
+
+  pages = [
+      st.Page(classify, title="Classify", icon="🛣️", default=True),
+      st.Page(label, title="Label", icon="🏷️", url_path="label"),
+  ]
+  st.navigation(pages).run()
 
 
 if __name__ == "__main__":  # Streamlit runs this file as __main__.

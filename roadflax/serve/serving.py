@@ -26,7 +26,13 @@ _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _streamlit_command(
-    paths: Sequence[str], *, stage: str | None, address: str, port: int
+    paths: Sequence[str],
+    *,
+    stage: str | None,
+    address: str,
+    port: int,
+    label_inputs: Sequence[str] = (),
+    label_output: str | None = None,
 ) -> list[str]:
   """The command line that serves the app for the runs `paths` name."""
   command = [
@@ -54,11 +60,21 @@ def _streamlit_command(
   ]
   for path in paths:
     command += ["--workdir", path]
+  for path in label_inputs:
+    command += ["--input", path]
+  if label_output is not None:
+    command += ["--output", label_output]
   return command + (["--stage", stage] if stage is not None else [])
 
 
 def serve(
-    paths: Sequence[str], *, stage: str | None, address: str, port: int
+    paths: Sequence[str],
+    *,
+    stage: str | None,
+    address: str,
+    port: int,
+    label_inputs: Sequence[str] = (),
+    label_output: str | None = None,
 ) -> None:
   """Serves the web app for the runs `paths` name until Ctrl-C or SIGTERM.
 
@@ -67,6 +83,8 @@ def serve(
     stage: the classification stage the page selects first.
     address: the address to listen on.
     port: the port to listen on.
+    label_inputs: folders the Label page may queue frames from.
+    label_output: the folder the Label page writes labels to.
 
   Raises:
     UserError: `paths` name no run with a trained classifier, `stage` is
@@ -74,8 +92,16 @@ def serve(
       (its messages, such as a port already in use, are printed above).
   """
   runs = _runs_to_serve(paths, stage)
+  _check_label_folders(label_inputs, label_output)
   server = subprocess.Popen(
-      _streamlit_command(paths, stage=stage, address=address, port=port),
+      _streamlit_command(
+          paths,
+          stage=stage,
+          address=address,
+          port=port,
+          label_inputs=label_inputs,
+          label_output=label_output,
+      ),
       start_new_session=True,
   )
   stopped = _forward_signals_to(server)
@@ -118,6 +144,18 @@ def _runs_to_serve(
         f"no run has a trained classification stage {stage!r} ({stages})"
     )
   return found.runs
+
+
+def _check_label_folders(inputs: Sequence[str], output: str | None) -> None:
+  """Raises UserError unless the Label page's folders make sense together."""
+  if bool(inputs) != bool(output):
+    raise UserError(
+        "the Label page needs both --input=VIDEOS_OR_IMAGES (folders to"
+        " label from) and --output=LABELLED (the folder it writes)"
+    )
+  for folder in inputs:
+    if not os.path.isdir(folder):
+      raise UserError(f"--input={folder}: no such folder")
 
 
 def _forward_signals_to(server: subprocess.Popen) -> list[int]:
