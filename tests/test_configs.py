@@ -38,7 +38,17 @@ def test_shipped_config_passes_the_checks(name):
   for stage in config.stages.values():
     if stage.data.source == "folder":
       stage.data.root = stage.data.root or "/data/pool"
+    if stage.init_from is None:  # a fine-tune: the run to start from
+      stage.init_from = "/runs/roads/classify"
   configuration.check_config(config)
+
+
+def test_fine_tune_asks_for_the_run_it_fine_tunes():
+  config = _load("fine_tune.py")
+  config.data.root = "/data/labelled"
+  with pytest.raises(UserError, match="init_from=WORKDIR: name the trained"):
+    configuration.check_config(config)
+  assert config.stage_order == ("classify",)
 
 
 def test_published_config_is_the_published_recipe():

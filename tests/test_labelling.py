@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import roadflax
 from roadflax.errors import UserError
+from roadflax.files import read_json
 from roadflax.labelling import hashing, imports, queue, store
 from roadflax.labelling.store import LabelStore
 from tests import drive_video, helpers
@@ -315,3 +317,70 @@ def test_label_mode_queues_a_drive_and_imports_it(
       cwd=ROOT, capture_output=True, text=True, check=False,
   )  # fmt: skip
   assert "not both" in helpers.error_line(both)
+
+
+@pytest.mark.slow
+def test_a_fine_tune_reports_the_accuracy_before_and_after(
+    trained_workdir, data_root, tmp_path, monkeypatch
+):
+  from roadflax.configs import fine_tune
+  from roadflax.training import train
+
+  labelled = tmp_path / "labelled"  # as the Label page writes: CLASS/GROUP/
+  for split in ("train", "val", "test"):
+    for name in helpers.CLASSES:
+      for k, path in enumerate(
+          sorted(os.listdir(f"{data_root}/{split}/{name}"))
+      ):
+        group = labelled / name / f"drive{k % 4}"
+        group.mkdir(parents=True, exist_ok=True)
+        shutil.copy(
+            f"{data_root}/{split}/{name}/{path}", group / f"{split}-{k}.jpg"
+        )
+  config = fine_tune.get_config()
+  config.data.root = str(labelled)
+  config.data.image_size = 67
+  config.model.head_units = helpers.HEAD_UNITS
+  config.eval_batch_size = 8
+  config.stages.classify.update(
+      steps=4, batch_size=4, init_from=trained_workdir
+  )
+  workdir = tmp_path / "tuned"
+  train.train_and_evaluate(config, str(workdir))
+
+  report = read_json(workdir / "classify" / "report.json")
+  start = report["started_from"]
+  assert start["stage_dir"] == os.path.join(
+      os.path.abspath(trained_workdir), "classify"
+  )
+  # Before: the run fine-tuned from, on the same held-out groups.
+  split = read_json(workdir / "split.json")
+  test_images = [
+      str(labelled / name / group / image)
+      for name, entry in split["splits"]["test"]["classes"].items()
+      for group in entry["images_per_group"]
+      for image in sorted(os.listdir(labelled / name / group))
+  ]
+  labels = [
+      os.path.basename(os.path.dirname(os.path.dirname(p))) for p in test_images
+  ]
+  before = roadflax.load(trained_workdir).predict(test_images)
+  assert start["accuracy"] == pytest.approx(
+      np.mean([c == label for c, label in zip(before.classes, labels)])
+  )
+  assert start["per_group"].keys() == report["per_group"].keys()
+  with open(workdir / "classify" / "report.md", encoding="utf-8") as f:
+    assert f"Started from {start['stage_dir']}" in f.read()
+  # The app's model card shows the change.
+  from streamlit.testing.v1 import AppTest
+
+  app_script = os.path.join(ROOT, "roadflax", "serve", "app.py")
+  monkeypatch.setattr(sys, "argv", [app_script, "--workdir", str(workdir)])
+  at = AppTest.from_file(app_script, default_timeout=120)
+  at.run()
+  assert not at.exception, at.exception
+  [accuracy] = [m for m in at.metric if m.label == "Test accuracy"]
+  change = report["accuracy"] - start["accuracy"]
+  assert (
+      accuracy.delta == f"{change:+.1%} over the model it was fine-tuned from"
+  )

@@ -272,6 +272,16 @@ def format_markdown(report: dict) -> str:
           f"checkpoint step: {int(report['checkpoint_step'])}"
       ),
   ]
+  if "started_from" in report:
+    start = report["started_from"]
+    lines += [
+        "",
+        (
+            f"Started from {start['stage_dir']}, which scored"
+            f" {start['accuracy']:.1%} on these test images:"
+            f" {report['accuracy'] - start['accuracy']:+.1%}."
+        ),
+    ]
   if "calibration" in report:
     lines += ["", _calibration_line(report["calibration"])]
   if "per_group" in report:

@@ -146,16 +146,24 @@ def read_calibration(stage_dir: str) -> dict[str, Any] | None:
 
 
 def resolve_stage_dir(init_from: str, workdir: str) -> str:
-  """`init_from` names an earlier stage of this workdir or a stage directory."""
+  """`init_from` names an earlier stage of this workdir, a stage directory,
+  or another workdir (its last classification stage: a fine-tune)."""
   candidate = (
       init_from
-      if os.path.isabs(init_from) or os.sep in init_from
+      if os.path.isabs(init_from)
+      or os.sep in init_from
+      or not os.path.isdir(os.path.join(workdir, init_from))
       else os.path.join(workdir, init_from)
   )
+  if not os.path.isdir(os.path.join(candidate, "checkpoints")) and (
+      os.path.isfile(os.path.join(candidate, RUN_FILE))
+  ):
+    candidate = os.path.join(candidate, classifier_stage(candidate))
   if not os.path.isdir(os.path.join(candidate, "checkpoints")):
     raise UserError(
-        f"init_from {init_from!r}: {candidate} has no checkpoints/ "
-        "(name an earlier stage or a trained WORKDIR/STAGE directory)"
+        f"init_from {init_from!r}: {candidate} has no checkpoints/ (name an"
+        " earlier stage, a trained WORKDIR/STAGE directory or a trained"
+        " WORKDIR)"
     )
   return candidate
 

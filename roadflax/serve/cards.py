@@ -45,9 +45,22 @@ def model_card(
   with st.container(border=True):
     st.subheader(f"Model: {name}")
     columns = st.columns(4)
+    start = (report or {}).get("started_from")
     columns[0].metric(
         "Test accuracy",
         f"{report['accuracy']:.1%}" if report else "not evaluated",
+        (
+            f"{report['accuracy'] - start['accuracy']:+.1%} over the model it"
+            " was fine-tuned from"
+            if start
+            else None
+        ),
+        help=(
+            f"{start['stage_dir']} scored {start['accuracy']:.1%} on the same"
+            " test images (groups held out of training)"
+            if start
+            else None
+        ),
     )
     columns[1].metric(
         "Input",

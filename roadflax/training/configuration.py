@@ -19,6 +19,7 @@ from roadflax.models import objectives, optimizers, precision, roadnet
 from roadflax.models import test_time
 from roadflax.training import sharding, stage_plan
 from roadflax.errors import UserError
+from roadflax.runs import workdirs
 
 
 def _require(condition: bool, message: str) -> None:
@@ -251,9 +252,19 @@ def _check_stage(
       stage.label_smoothing < 1, f"--config.{key}.label_smoothing must be < 1"
   )
   init_from = stage.init_from
-  if init_from and not (os.sep in init_from or os.path.isabs(init_from)):
+  _require(
+      init_from is not None,
+      f"--config.{key}.init_from=WORKDIR: name the trained run this config"
+      " fine-tunes",
+  )
+  if init_from and not (
+      os.sep in init_from
+      or os.path.isabs(init_from)
+      or os.path.isfile(os.path.join(init_from, workdirs.RUN_FILE))
+  ):
     _require(
         init_from in earlier,
         f"--config.{key}.init_from={init_from!r} must name an earlier stage "
-        f"({', '.join(earlier) or 'none'}) or a WORKDIR/STAGE path",
+        f"({', '.join(earlier) or 'none'}), a WORKDIR/STAGE path or a"
+        " trained WORKDIR",
     )

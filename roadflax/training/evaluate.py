@@ -118,6 +118,7 @@ def write_test_report(
     writer: Any | None = None,
     memory_cache: caches.MemoryCache | None = None,
     val_groups: np.ndarray | None = None,
+    started_from: tuple[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Calibrates `params` on the validation split (STAGE/calibration.json:
   `calibrate`, guarded by `config.calibration`), then evaluates them on the
@@ -129,17 +130,20 @@ def write_test_report(
   video or subfolder) in the split's order; default: the validation split's
   own (`known_groups`); None there: unknown, and the calibration does not
   sharpen (`calibrate.guarded_temperature`).
+  `started_from`: (stage directory, parameters) of the classifier the stage
+  started from (`stage_state.classifier_start`), scored on the same test
+  split into the report's `started_from`: the accuracy before a fine-tune.
   """
   if val_groups is None and "val" in dataset.splits:
     val_groups = known_groups(dataset.splits["val"])
   evaluate_on = functools.partial(
       _split_logits,
-      params,
-      steps.jit_eval_step(
+      eval_step=steps.jit_eval_step(
           model, objectives.Objective("classification"), config.model.tta
       ),
-      dataset,
-      config,
+      dataset=dataset,
+      config=config,
+      params=params,
       mesh=mesh,
       memory_cache=memory_cache,
   )
@@ -165,6 +169,19 @@ def write_test_report(
         guard=calibrate.Guard.from_config(config),
     )
   result = evaluate_on("test")
+  before = {}
+  if started_from is not None:
+    source, start_params = started_from
+    start = evaluate_on("test", params=start_params)
+    before = {
+        "started_from": {
+            "stage_dir": os.path.abspath(source),
+            "accuracy": float(
+                np.mean(np.argmax(start.logits, axis=1) == start.labels)
+            ),
+            **_per_group(dataset.splits["test"], start, dataset.class_names),
+        }
+    }
   scaled = calibration.report_block(
       result.logits, result.labels, fitted["temperature"]
   )
@@ -180,6 +197,7 @@ def write_test_report(
           "loss": result.metrics["loss"],
           "skipped_files": list(dataset.splits["test"].skipped),
           **_per_group(dataset.splits["test"], result, dataset.class_names),
+          **before,
           "calibration": {
               "fitted": fitted["fitted"],
               "fitted_temperature": fitted["fitted_temperature"],
@@ -279,12 +297,12 @@ def _write_report_files(
 
 
 def _split_logits(
+    split: str,
+    *,
     params: Any,
     eval_step: Callable[..., Any],
     dataset: DataSet,
     config: ml_collections.ConfigDict,
-    split: str,
-    *,
     mesh: jax.sharding.Mesh,
     memory_cache: caches.MemoryCache | None,
 ) -> EvalResult:

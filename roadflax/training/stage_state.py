@@ -30,24 +30,55 @@ def initial_params(
 ) -> Any:
   """Fresh parameters, with the trees an earlier stage trained taken from its
   best checkpoint when `init_from` names one."""
+  params, source_dir, trees = _start(
+      config, workdir, stage_name, model, run_info
+  )
+  if source_dir is not None:
+    logging.info(
+        "stage %r starts from %s of %s",
+        stage_name,
+        ", ".join(trees),
+        source_dir,
+    )
+  return params
+
+
+def classifier_start(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stage_name: str,
+    model: roadnet.RoadNet,
+    run_info: dict[str, Any],
+) -> tuple[str, Any] | None:
+  """(stage directory, parameters) of the classifier a stage starts from,
+  when its `init_from` names a stage that trained a head (a classifier,
+  here or in another workdir: a fine-tune); else None."""
+  params, source_dir, trees = _start(
+      config, workdir, stage_name, model, run_info
+  )
+  return (source_dir, params) if "head" in trees else None
+
+
+def _start(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stage_name: str,
+    model: roadnet.RoadNet,
+    run_info: dict[str, Any],
+) -> tuple[Any, str | None, list[str]]:
+  """(the parameters a stage starts from, the stage directory they come
+  from or None, the trees taken from it)."""
   rng = jax.random.fold_in(
       jax.random.key(config.seed), config.stage_order.index(stage_name)
   )
   params = roadnet.init_params(model, rng, config.data.image_size)
   init_from = config.stages[stage_name].init_from
   if not init_from:
-    return params
+    return params, None, []
   source_dir = workdirs.resolve_stage_dir(init_from, workdir)
-  restored, metadata, step = workdirs.restore_best(source_dir, run_info, params)
+  restored, metadata, _ = workdirs.restore_best(source_dir, run_info, params)
   trees = metadata["trained_trees"]
-  logging.info(
-      "stage %r starts from %s of %s (step %d)",
-      stage_name,
-      ", ".join(trees),
-      source_dir,
-      step,
-  )
-  return {**params, **{tree: restored[tree] for tree in trees}}
+  return {**params, **{t: restored[t] for t in trees}}, source_dir, trees
 
 
 def initial_state(

@@ -333,6 +333,13 @@ def finish_stage(
         mesh=stage.mesh,
         writer=stage.writer,
         memory_cache=stage.memory_cache,
+        started_from=stage_state.classifier_start(
+            stage.config,
+            os.path.dirname(stage.directory),
+            stage.name,
+            stage.model,
+            workdirs.load_run(os.path.dirname(stage.directory)),
+        ),
     )
     summary["test_accuracy"] = report["accuracy"]
   stage.ckpts.close()
