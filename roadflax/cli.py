@@ -1,11 +1,12 @@
 """The roadflax command (`roadflax ...`, or `python main.py ...` in a checkout):
-train, evaluate, predict, label, export, serve, compare, or summarise.
+train, evaluate, predict, label, audit, export, serve, compare, or summarise.
 
 roadflax --config=roadflax:synthetic --workdir=runs/demo
 roadflax --mode=evaluate --workdir=runs/demo
 roadflax --mode=predict --workdir=runs/demo --input=photo.jpg [--explain]
 roadflax --mode=predict --workdir=runs/demo --input=drive.mp4 --gpx=track.gpx
 roadflax --mode=label --workdir=runs/demo --input=drives/ --output=labelled
+roadflax --mode=audit --workdir=runs/demo [--config=... --config.data.root=DIR]
 roadflax --mode=export --workdir=runs/demo --format=onnx --output=exports/onnx
 roadflax --mode=serve --workdir=runs/demo --workdir=runs/ground
 roadflax --mode=serve --workdir=runs/demo --input=drives/ --output=labelled
@@ -38,6 +39,7 @@ MODES = (
     "evaluate",
     "predict",
     "label",
+    "audit",
     "export",
     "serve",
     "compare",
@@ -214,6 +216,10 @@ def run(argv: list[str]) -> None:
       evaluation.evaluate_export(workdir, data_config)
     else:
       evaluate.evaluate_workdir(workdir, data_config, tta=FLAGS.tta)
+  elif mode == "audit":
+    from roadflax.labelling import audit
+
+    audit.audit_workdir(workdir, config.data if config is not None else None)
   elif mode == "label":
     from roadflax.labelling import label_mode
 

@@ -1,0 +1,83 @@
+"""The label audit: folds of whole groups, confident learning, and the whole
+command on a folder with deliberately flipped labels."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from roadflax.labelling import audit
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_folds_keep_groups_whole_and_alike_in_size():
+  groups = [f"drive{k % 7}" for k in range(70)] + ["long"] * 20
+  folds = audit.fold_of_groups(groups, 4)
+  for group in set(groups):
+    assert len({f for g, f in zip(groups, folds) if g == group}) == 1
+  sizes = np.bincount(folds)
+  assert len(sizes) == 4 and sizes.max() - sizes.min() <= 10
+
+
+def test_confident_learning_finds_the_confidently_contradicted_labels():
+  rng = np.random.default_rng(0)
+  labels = np.repeat([0, 1, 2], 30)
+  probabilities = np.full((90, 3), 0.1)
+  probabilities[np.arange(90), labels] = 0.8  # the model agrees ...
+  flipped = rng.choice(90, 9, replace=False)
+  truth = labels.copy()
+  labels[flipped] = (labels[flipped] + 1) % 3  # ... except with these
+  issue, suggested, order = audit.label_issues(probabilities, labels)
+  assert set(np.flatnonzero(issue)) == set(flipped)
+  assert np.array_equal(suggested[flipped], truth[flipped])
+  assert set(order[:9]) == set(flipped)
+
+
+def test_outliers_are_the_images_unlike_the_rest():
+  features = np.random.default_rng(0).normal(size=(50, 8))
+  features[17] += 12
+  assert np.argmax(audit.outlier_scores(features)) == 17
+
+
+def test_the_audit_ranks_flipped_labels_first(confident_workdir, tmp_path):
+  """10% of a folder's labels flipped; the audit of the folder with a
+  trained run's encoder ranks at least 80% of them among its top 10%."""
+  source = os.path.join(os.path.dirname(confident_workdir), "colours")
+  rng = np.random.default_rng(0)
+  flipped, root = {}, tmp_path / "flipped"  # file -> its true class
+  for split in ("train", "val", "test"):
+    for name in helpers.CLASSES:
+      for image in sorted(os.listdir(f"{source}/{split}/{name}")):
+        label = name
+        if rng.random() < 0.1:
+          label = rng.choice([c for c in helpers.CLASSES if c != name])
+          flipped[f"{split}/{label}/{name}-{image}"] = name
+        os.makedirs(root / split / label, exist_ok=True)
+        shutil.copy(
+            f"{source}/{split}/{name}/{image}",
+            root / split / label / f"{name}-{image}",
+        )
+  workdir = tmp_path / "run"
+  shutil.copytree(confident_workdir, workdir, symlinks=True)
+  result = subprocess.run(
+      [sys.executable, "main.py", "--mode=audit", f"--workdir={workdir}",
+       "--config=configs/default.py", f"--config.data.root={root}"],
+      cwd=ROOT, capture_output=True, text=True, check=False,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(workdir / "audit" / "audit.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == sum(helpers.COLOUR_SPLITS.values()) * 3
+  top = {r["file"] for r in rows[: len(flipped)]}
+  assert len(top & flipped.keys()) >= 0.8 * len(flipped)
+  for row in rows[: len(flipped)]:
+    if row["file"] in flipped:  # the suggestion is the class it came from
+      assert row["suggested"] == flipped[row["file"]]
+  markdown = (workdir / "audit" / "audit.md").read_text()
+  assert "## Labels that look wrong" in markdown
+  assert "## Near-duplicates across splits" in markdown
