@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import numpy as np
+from streamlit.testing.v1 import AppTest
 
 from roadflax.labelling import audit
 from tests import helpers
+from tests.test_label_page import label_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +46,9 @@ def test_outliers_are_the_images_unlike_the_rest():
   assert np.argmax(audit.outlier_scores(features)) == 17
 
 
-def test_the_audit_ranks_flipped_labels_first(confident_workdir, tmp_path):
+def test_the_audit_ranks_flipped_labels_first(
+    confident_workdir, tmp_path, monkeypatch
+):
   """10% of a folder's labels flipped; the audit of the folder with a
   trained run's encoder ranks at least 80% of them among its top 10%."""
   source = os.path.join(os.path.dirname(confident_workdir), "colours")
@@ -81,3 +85,14 @@ def test_the_audit_ranks_flipped_labels_first(confident_workdir, tmp_path):
   markdown = (workdir / "audit" / "audit.md").read_text()
   assert "## Labels that look wrong" in markdown
   assert "## Near-duplicates across splits" in markdown
+  # The app's Label page shows the list for review.
+  monkeypatch.setattr(sys, "argv", ["app.py", "--workdir", str(workdir)])
+  at = AppTest.from_file(label_script(tmp_path), default_timeout=120)
+  at.run()
+  assert not at.exception, at.exception
+  issues = sum(r["issue"] == "True" for r in rows)
+  assert at.expander[0].label == (
+      f"Label audit of this run's data: {issues} of {len(rows)} labels look"
+      " wrong"
+  )
+  assert len(at.dataframe[0].value) == issues

@@ -325,7 +325,7 @@ def _label_page(args: argparse.Namespace) -> None:
   except UserError as error:
     st.error(str(error))
     return
-  label_page.label_page(predictor, args.input, args.output)
+  label_page.label_page(predictor, run.workdir, args.input, args.output)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import uuid
 import streamlit as st
 
 from roadflax.errors import UserError
-from roadflax.labelling import queue, session, store
+from roadflax.labelling import audit, queue, session, store
 from roadflax.results import visuals
 from roadflax.serve import model
 
@@ -40,11 +40,13 @@ def _claims(output: str) -> session.Claims:
 
 def label_page(
     predictor: model.Model,
+    workdir: str,
     inputs: Sequence[str],
     output: str | None,
 ) -> None:
-  """The page, for the model `predictor` (the run and stage picked)."""
+  """The page, for the model `predictor` (of the run `workdir`, picked)."""
   st.header(TITLE)
+  _audit_section(workdir)
   folders = session.Folders.under(inputs)
   if not folders.choices or not output:
     st.info(NO_FOLDERS)
@@ -70,6 +72,30 @@ def label_page(
     st.info("No frame left to label: queue a folder's frames above.")
     return
   _frame_card(predictor, labels, frame)
+
+
+def _audit_section(workdir: str) -> None:
+  """The run's label audit (`--mode=audit`), when it has one, for review."""
+  rows = audit.read_audit(workdir)
+  if not rows:
+    return
+  issues = [r for r in rows if r["issue"] == "True"]
+  with st.expander(
+      f"Label audit of this run's data: {len(issues)} of {len(rows)} labels"
+      " look wrong"
+  ):
+    st.caption(
+        "Ranked by confident learning (python main.py --mode=audit): the"
+        " labels an out-of-fold model contradicts, least likely first."
+    )
+    st.dataframe(
+        [
+            {k: r[k] for k in ("rank", "file", "label", "suggested",
+                                "label_probability", "outlier_score")}
+            for r in issues
+        ],
+        hide_index=True,
+    )  # fmt: skip
 
 
 def _queue_form(
