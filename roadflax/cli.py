@@ -193,8 +193,7 @@ def run(argv: list[str]) -> None:
         stage=FLAGS.stage,
         address=FLAGS.address,
         port=FLAGS.port,
-        label_inputs=FLAGS.input,
-        label_output=FLAGS.output,
+        label=serving.LabelFolders(tuple(FLAGS.input), FLAGS.output),
     )
     return
   if len(workdirs) != 1:

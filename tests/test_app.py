@@ -837,8 +837,7 @@ def test_serve_passes_every_path_on_to_the_app(workdir, runs_folder):
       stage="classify",
       address="localhost",
       port=1,
-      label_inputs=["drives", "more"],
-      label_output="labelled",
+      label=serving.LabelFolders(("drives", "more"), "labelled"),
   )
   script_args = command[command.index("--") + 1 :]
   assert script_args == [

@@ -18,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 import websockets.sync.client
 
 from roadflax.labelling import queue, session, store
-from roadflax.serve import label_page
+from roadflax.errors import UserError
+from roadflax.serve import label_page, serving
 from tests import drive_video, helpers
 from tests.test_app import children, devtools_call, free_port, stop
 from tests.test_app import wait_until_healthy
@@ -267,3 +268,14 @@ def test_a_person_labels_twenty_frames_with_the_keyboard_in_two_tabs(
   ]
   assert sorted(images) == sorted(r["file"] for r in rows)
   assert {r["label"] for r in rows} <= set(helpers.CLASSES)
+
+
+def test_the_label_folders_are_both_given_and_exist(tmp_path):
+  with pytest.raises(UserError, match="needs both --input"):
+    serving.LabelFolders((str(tmp_path),), None).check()
+  with pytest.raises(UserError, match="needs both --input"):
+    serving.LabelFolders((), str(tmp_path)).check()
+  with pytest.raises(UserError, match="no such folder"):
+    serving.LabelFolders((str(tmp_path / "gone"),), str(tmp_path)).check()
+  serving.LabelFolders((str(tmp_path),), str(tmp_path / "new")).check()
+  serving.LabelFolders().check()  # no Label page folders: fine

@@ -10,6 +10,7 @@ which passes it on once, and a SIGTERM (a service manager stopping the app)
 is passed on as well instead of orphaning the server.
 """
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -25,14 +26,33 @@ APP_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.py")
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelFolders:
+  """The Label page's folders: those it queues frames from, and the one it
+  writes labels to (none: the page says how to give them)."""
+
+  inputs: tuple[str, ...] = ()
+  output: str | None = None
+
+  def check(self) -> None:
+    """Raises UserError unless the folders make sense together."""
+    if bool(self.inputs) != bool(self.output):
+      raise UserError(
+          "the Label page needs both --input=VIDEOS_OR_IMAGES (folders to"
+          " label from) and --output=LABELLED (the folder it writes)"
+      )
+    for folder in self.inputs:
+      if not os.path.isdir(folder):
+        raise UserError(f"--input={folder}: no such folder")
+
+
 def _streamlit_command(
     paths: Sequence[str],
     *,
     stage: str | None,
     address: str,
     port: int,
-    label_inputs: Sequence[str] = (),
-    label_output: str | None = None,
+    label: LabelFolders = LabelFolders(),
 ) -> list[str]:
   """The command line that serves the app for the runs `paths` name."""
   command = [
@@ -60,10 +80,10 @@ def _streamlit_command(
   ]
   for path in paths:
     command += ["--workdir", path]
-  for path in label_inputs:
+  for path in label.inputs:
     command += ["--input", path]
-  if label_output is not None:
-    command += ["--output", label_output]
+  if label.output is not None:
+    command += ["--output", label.output]
   return command + (["--stage", stage] if stage is not None else [])
 
 
@@ -73,8 +93,7 @@ def serve(
     stage: str | None,
     address: str,
     port: int,
-    label_inputs: Sequence[str] = (),
-    label_output: str | None = None,
+    label: LabelFolders = LabelFolders(),
 ) -> None:
   """Serves the web app for the runs `paths` name until Ctrl-C or SIGTERM.
 
@@ -83,8 +102,7 @@ def serve(
     stage: the classification stage the page selects first.
     address: the address to listen on.
     port: the port to listen on.
-    label_inputs: folders the Label page may queue frames from.
-    label_output: the folder the Label page writes labels to.
+    label: the Label page's folders.
 
   Raises:
     UserError: `paths` name no run with a trained classifier, `stage` is
@@ -92,15 +110,10 @@ def serve(
       (its messages, such as a port already in use, are printed above).
   """
   runs = _runs_to_serve(paths, stage)
-  _check_label_folders(label_inputs, label_output)
+  label.check()
   server = subprocess.Popen(
       _streamlit_command(
-          paths,
-          stage=stage,
-          address=address,
-          port=port,
-          label_inputs=label_inputs,
-          label_output=label_output,
+          paths, stage=stage, address=address, port=port, label=label
       ),
       start_new_session=True,
   )
@@ -144,18 +157,6 @@ def _runs_to_serve(
         f"no run has a trained classification stage {stage!r} ({stages})"
     )
   return found.runs
-
-
-def _check_label_folders(inputs: Sequence[str], output: str | None) -> None:
-  """Raises UserError unless the Label page's folders make sense together."""
-  if bool(inputs) != bool(output):
-    raise UserError(
-        "the Label page needs both --input=VIDEOS_OR_IMAGES (folders to"
-        " label from) and --output=LABELLED (the folder it writes)"
-    )
-  for folder in inputs:
-    if not os.path.isdir(folder):
-      raise UserError(f"--input={folder}: no such folder")
 
 
 def _forward_signals_to(server: subprocess.Popen) -> list[int]:
