@@ -19,7 +19,17 @@ MAY_IMPORT = {
     "results": {"", "models", "runs"},
     "training": {"", "data", "datasets", "models", "runs", "results"},
     "export": {"", "data", "datasets", "models", "runs", "results"},
-    "serve": {"", "data", "models", "runs", "results", "export", "drives"},
+    "labelling": {"", "data", "datasets", "drives", "runs", "training"},
+    "serve": {
+        "",
+        "data",
+        "models",
+        "runs",
+        "results",
+        "export",
+        "drives",
+        "labelling",
+    },
     "drives": {""},
     "benchmark": {
         "",

@@ -1,3 +1,10 @@
-"""From unlabelled drives to a labelled image folder: frames sampled and
-queued by the model's doubt (`queue`), labels written once and atomically
-(`store`), and an audit of the labels a folder already has (`audit`)."""
+"""From unlabelled drives to a labelled image folder: `candidates` (frames
+of videos and images), `hashing` (near-duplicate frames), `queue` (frames
+ordered by the model's doubt), `store` (labels written once, atomically),
+`imports` (labels made elsewhere), `session` (what the app's Label page
+works on), `label_mode` (`--mode=label`), and the label audit: `audit`
+(`--mode=audit`) and `audit_files` (its files).
+
+Imports data, datasets, drives, runs and training (the audit's probes); the
+model comes in through `roadflax.load`. `serve` (the Label page) builds on it.
+"""

@@ -23,9 +23,7 @@ to WORKDIR/audit/audit.csv (every image, ranked) and audit.md (the top of
 each list), which the app shows beside the images.
 """
 
-import csv
 import dataclasses
-import io
 import os
 from typing import Any
 
@@ -35,26 +33,11 @@ import numpy as np
 
 from roadflax.datasets import sources
 from roadflax.errors import UserError
-from roadflax.files import atomic_write_text
+from roadflax.labelling import audit_files
 from roadflax.runs import workdirs
 from roadflax.training import linear_probe, split_record
 
-AUDIT_DIR = "audit"
-CSV_FILE, MARKDOWN_FILE = "audit.csv", "audit.md"
-FIELDS = (
-    "rank",
-    "file",
-    "split",
-    "group",
-    "label",
-    "issue",
-    "suggested",
-    "label_probability",
-    "suggested_probability",
-    "outlier_score",
-)
 _NEIGHBOURS = 5  # outlier score: mean distance to this many nearest images
-_SHOWN = 20  # rows of each list in audit.md
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +211,7 @@ def audit_workdir(
       ),
       "near_duplicates": duplicates,
   }
-  _write(os.path.join(workdir, AUDIT_DIR), rows, summary)
+  audit_files.write(workdir, rows, summary)
   logging.info(
       "audit of %d images in %d groups: %d labels look wrong (out-of-fold"
       " accuracy %.1f%%): %s",
@@ -236,20 +219,9 @@ def audit_workdir(
       count,
       summary["label_issues"],
       100 * summary["out_of_fold_accuracy"],
-      os.path.join(workdir, AUDIT_DIR, MARKDOWN_FILE),
+      os.path.join(workdir, audit_files.AUDIT_DIR, audit_files.MARKDOWN_FILE),
   )
   return {"rows": rows, **summary}
-
-
-def read_audit(workdir: str) -> list[dict[str, str]]:
-  """The rows of WORKDIR/audit/audit.csv, ranked ([] when not audited)."""
-  try:
-    with open(
-        os.path.join(workdir, AUDIT_DIR, CSV_FILE), newline="", encoding="utf-8"
-    ) as f:
-      return list(csv.DictReader(f))
-  except FileNotFoundError:
-    return []
 
 
 def _images(dataset: Any) -> Images:
@@ -265,59 +237,3 @@ def _images(dataset: Any) -> Images:
     groups += list(keys)
     splits += [name] * len(split.paths)
   return Images(paths, np.asarray(labels), groups, splits)
-
-
-def _write(folder: str, rows: list[dict[str, Any]], summary: dict[str, Any]):
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, FIELDS)
-  writer.writeheader()
-  writer.writerows(rows)
-  atomic_write_text(os.path.join(folder, CSV_FILE), buffer.getvalue())
-  atomic_write_text(
-      os.path.join(folder, MARKDOWN_FILE), _markdown(rows, summary)
-  )
-
-
-def _markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
-  issues = [r for r in rows if r["issue"]]
-  lines = [
-      f"# Audit of {summary['root']}",
-      "",
-      (
-          f"{summary['images']} images in {summary['groups']} groups,"
-          f" {summary['folds']} folds of whole groups; out-of-fold accuracy of"
-          f" the linear probes {summary['out_of_fold_accuracy']:.1%}."
-      ),
-      "",
-      f"## Labels that look wrong: {len(issues)}",
-      "",
-      "| rank | file | label | suggested | p(label) | p(suggested) |",
-      "|---:|---|---|---|---:|---:|",
-      *(
-          f"| {r['rank']} | {r['file']} | {r['label']} | {r['suggested']} |"
-          f" {r['label_probability']:.2f} | {r['suggested_probability']:.2f} |"
-          for r in issues[:_SHOWN]
-      ),
-      "",
-      "## Outliers (farthest from their nearest images)",
-      "",
-      "| file | label | score |",
-      "|---|---|---:|",
-      *(
-          f"| {r['file']} | {r['label']} | {r['outlier_score']:.2f} |"
-          for r in sorted(rows, key=lambda r: -r["outlier_score"])[:_SHOWN]
-      ),
-  ]
-  duplicates = summary["near_duplicates"]
-  if duplicates is not None:
-    lines += ["", "## Near-duplicates across splits", ""]
-    for name in (n for n in ("val", "test") if n in duplicates):
-      found = duplicates[name]
-      lines.append(
-          f"- {name}: {found['images_with_near_duplicate']} images with a"
-          " near-duplicate in train"
-          + "".join(
-              f"; {e['image']} ~ {e['train_image']}" for e in found["examples"]
-          )
-      )
-  return "\n".join(lines) + "\n"

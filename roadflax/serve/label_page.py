@@ -16,7 +16,7 @@ import uuid
 import streamlit as st
 
 from roadflax.errors import UserError
-from roadflax.labelling import audit, queue, session, store
+from roadflax.labelling import audit_files, queue, session, store
 from roadflax.results import visuals
 from roadflax.serve import model
 
@@ -76,7 +76,7 @@ def label_page(
 
 def _audit_section(workdir: str) -> None:
   """The run's label audit (`--mode=audit`), when it has one, for review."""
-  rows = audit.read_audit(workdir)
+  rows = audit_files.read_audit(workdir)
   if not rows:
     return
   issues = [r for r in rows if r["issue"] == "True"]
