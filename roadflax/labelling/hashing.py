@@ -7,8 +7,6 @@ frames a parked or slow car films over and over differ in a few bits, while
 two different stretches of road differ in about half of the 64.
 """
 
-from typing import Iterable
-
 import numpy as np
 from PIL import Image
 
@@ -29,16 +27,3 @@ def dhash(pixels: np.ndarray) -> int:
 def distance(a: int, b: int) -> int:
   """How many bits two hashes differ in."""
   return (a ^ b).bit_count()
-
-
-def distinct(hashes: Iterable[int], near_bits: int = NEAR_BITS) -> list[bool]:
-  """For each hash in order, whether it is kept: it is not within
-  `near_bits` of a hash kept before it."""
-  kept: list[int] = []
-  keep = []
-  for h in hashes:
-    new = all(distance(h, k) > near_bits for k in kept)
-    if new:
-      kept.append(h)
-    keep.append(new)
-  return keep
