@@ -10,6 +10,7 @@ import sys
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
+from roadflax.benchmark import audit_recall
 from roadflax.labelling import audit
 from tests import helpers
 from tests.test_label_page import label_script
@@ -52,20 +53,8 @@ def test_the_audit_ranks_flipped_labels_first(
   """10% of a folder's labels flipped; the audit of the folder with a
   trained run's encoder ranks at least 80% of them among its top 10%."""
   source = os.path.join(os.path.dirname(confident_workdir), "colours")
-  rng = np.random.default_rng(0)
-  flipped, root = {}, tmp_path / "flipped"  # file -> its true class
-  for split in ("train", "val", "test"):
-    for name in helpers.CLASSES:
-      for image in sorted(os.listdir(f"{source}/{split}/{name}")):
-        label = name
-        if rng.random() < 0.1:
-          label = rng.choice([c for c in helpers.CLASSES if c != name])
-          flipped[f"{split}/{label}/{name}-{image}"] = name
-        os.makedirs(root / split / label, exist_ok=True)
-        shutil.copy(
-            f"{source}/{split}/{name}/{image}",
-            root / split / label / f"{name}-{image}",
-        )
+  root = tmp_path / "flipped"
+  flipped = audit_recall.flipped_copy(source, str(root), 0.1)  # file -> class
   workdir = tmp_path / "run"
   shutil.copytree(confident_workdir, workdir, symlinks=True)
   result = subprocess.run(
@@ -77,8 +66,7 @@ def test_the_audit_ranks_flipped_labels_first(
   with open(workdir / "audit" / "audit.csv", newline="") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == sum(helpers.COLOUR_SPLITS.values()) * 3
-  top = {r["file"] for r in rows[: len(flipped)]}
-  assert len(top & flipped.keys()) >= 0.8 * len(flipped)
+  assert audit_recall.recall(rows, flipped) >= 0.8
   for row in rows[: len(flipped)]:
     if row["file"] in flipped:  # the suggestion is the class it came from
       assert row["suggested"] == flipped[row["file"]]
@@ -96,3 +84,22 @@ def test_the_audit_ranks_flipped_labels_first(
       " wrong"
   )
   assert len(at.dataframe[0].value) == issues
+
+
+def test_a_flipped_copy_moves_a_share_of_images_and_keeps_every_one(tmp_path):
+  source = tmp_path / "source"
+  helpers.write_image_tree(str(source), {"train": 20, "val": 5, "test": 5})
+  flipped = audit_recall.flipped_copy(str(source), str(tmp_path / "c"), 0.2)
+  copied = sorted(
+      os.path.relpath(os.path.join(d, n), tmp_path / "c")
+      for d, _, names in os.walk(tmp_path / "c")
+      for n in names
+  )
+  assert len(copied) == 90
+  assert 8 <= len(flipped) <= 30
+  for path, true_class in flipped.items():
+    assert path in copied
+    split, label, name = path.split("/")
+    assert label != true_class and name.startswith(f"{true_class}-")
+  rows = [{"file": f} for f in [*flipped, *copied]]
+  assert audit_recall.recall(rows, flipped) == 1.0

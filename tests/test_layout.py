@@ -41,6 +41,7 @@ MAY_IMPORT = {
         "results",
         "training",
         "export",
+        "labelling",
     },
 }
 MAY_IMPORT["top"] = set(MAY_IMPORT)
