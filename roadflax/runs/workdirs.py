@@ -267,6 +267,27 @@ def recorded(info: dict[str, Any], key: str) -> Any:
   return info.get(key, _EARLIER.get(key))
 
 
+def best_trained_trees(stage_dir: str) -> list[str]:
+  """The parameter trees a stage trained, from its best checkpoint's
+  metadata alone (no parameters read).
+
+  Raises:
+    UserError: the stage has no checkpoint.
+  """
+  ckpts = checkpoints.StageCheckpoints(
+      os.path.join(stage_dir, "checkpoints"), read_only=True
+  )
+  try:
+    step = ckpts.best_step()
+    if step is None:
+      raise UserError(
+          f"no checkpoint in {ckpts.directory}: train this stage first"
+      )
+    return list(ckpts.restore_metadata(step)["trained_trees"])
+  finally:
+    ckpts.close()
+
+
 def restore_best(
     stage_dir: str, run: dict[str, Any], params: Any
 ) -> tuple[Any, dict[str, Any], int]:

@@ -53,10 +53,14 @@ def classifier_start(
   """(stage directory, parameters) of the classifier a stage starts from,
   when its `init_from` names a stage that trained a head (a classifier,
   here or in another workdir: a fine-tune); else None."""
-  params, source_dir, trees = _start(
-      config, workdir, stage_name, model, run_info
-  )
-  return (source_dir, params) if "head" in trees else None
+  init_from = config.stages[stage_name].init_from
+  if not init_from:
+    return None
+  source_dir = workdirs.resolve_stage_dir(init_from, workdir)
+  if "head" not in workdirs.best_trained_trees(source_dir):
+    return None  # a pre-training stage: nothing to score before
+  params, _, _ = _start(config, workdir, stage_name, model, run_info)
+  return source_dir, params
 
 
 def _start(
