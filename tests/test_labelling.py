@@ -380,3 +380,18 @@ def test_a_fine_tune_reports_the_accuracy_before_and_after(
   assert (
       accuracy.delta == f"{change:+.1%} over the model it was fine-tuned from"
   )
+
+
+def test_a_queue_on_a_read_only_disk_is_one_line(
+    drive, knowing, tmp_path, monkeypatch
+):
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+  monkeypatch.setattr(queue.files, "atomic_write", read_only)
+  with pytest.raises(UserError) as raised:
+    queue.build_queue(
+        knowing, [os.path.join(drive, "videos")], str(tmp_path / "out")
+    )
+  assert "read-only file system" in str(raised.value)
+  assert "\n" not in str(raised.value)

@@ -87,11 +87,6 @@ def build_queue(
     UserError: no videos or images under `inputs`, or none readable.
   """
   labelled = LabelStore(root, model.class_names).labels()
-  with writable(root):
-    return _build(model, inputs, root, every, near_bits, labelled)
-
-
-def _build(model, inputs, root, every, near_bits, labelled) -> Queue:
   warnings: list[str] = []
   kept_hashes: list[int] = []
   rows, batch = [], []
@@ -128,10 +123,11 @@ def _queued(model: Any, batch: list[candidates.Candidate], root: str) -> list:
   rows = []
   for c, p in zip(batch, predictions.probabilities):
     frame = os.path.join(FRAMES_DIR, f"{c.id}.jpg")
-    files.atomic_write(
-        os.path.join(root, frame),
-        functools.partial(_save_jpeg, c.pixels),
-    )
+    with writable(root):  # reading the inputs is not this error
+      files.atomic_write(
+          os.path.join(root, frame),
+          functools.partial(_save_jpeg, c.pixels),
+      )
     top = np.sort(p)[::-1]
     rows.append({
         "id": c.id,
@@ -159,7 +155,8 @@ def write_queue(root: str, rows: list[dict[str, Any]]) -> None:
     writer.writerow(
         {**row, "time_s": "" if row["time_s"] is None else row["time_s"]}
     )
-  files.atomic_write_text(os.path.join(root, QUEUE_FILE), buffer.getvalue())
+  with writable(root):
+    files.atomic_write_text(os.path.join(root, QUEUE_FILE), buffer.getvalue())
 
 
 def read_queue(root: str) -> list[dict[str, str]]:
