@@ -1,5 +1,6 @@
 """The roadflax command (`roadflax ...`, or `python main.py ...` in a checkout):
-train, evaluate, predict, label, audit, export, serve, compare, or summarise.
+train, evaluate, predict, label, audit, export, build the runtimes behind
+predictions, serve, compare, or summarise.
 
 roadflax --config=roadflax:synthetic --workdir=runs/demo
 roadflax --mode=evaluate --workdir=runs/demo
@@ -8,6 +9,7 @@ roadflax --mode=predict --workdir=runs/demo --input=drive.mp4 --gpx=track.gpx
 roadflax --mode=label --workdir=runs/demo --input=drives/ --output=labelled
 roadflax --mode=audit --workdir=runs/demo [--config=... --config.data.root=DIR]
 roadflax --mode=export --workdir=runs/demo --format=onnx --output=exports/onnx
+roadflax --mode=runtimes --workdir=runs/demo
 roadflax --mode=serve --workdir=runs/demo --workdir=runs/ground
 roadflax --mode=serve --workdir=runs/demo --input=drives/ --output=labelled
 roadflax --mode=compare --workdir='runs/*' --output=runs
@@ -27,7 +29,7 @@ from ml_collections import config_flags
 from roadflax import configs, console
 from roadflax.drives.segments import DEFAULT_MIN_SECONDS
 from roadflax.drives.timeline import DEFAULT_EVERY
-from roadflax.export import runtimes
+from roadflax.export import choice, runtimes
 from roadflax.models import layer_table, roadnet, test_time
 from roadflax.serve import predict
 from roadflax.serve.model import UNSURE_BELOW
@@ -41,6 +43,7 @@ MODES = (
     "label",
     "audit",
     "export",
+    "runtimes",
     "serve",
     "compare",
     "summary",
@@ -131,6 +134,14 @@ flags.DEFINE_enum(
     None,
     list(runtimes.FORMATS),
     "export: the file format.",
+)
+flags.DEFINE_enum(
+    "runtime",
+    "auto",
+    list(choice.CHOICES),
+    "predict (images and videos) and serve: what computes the predictions:"
+    " auto (the fastest runtime --mode=runtimes built and checked for the"
+    " checkpoint, else jax) or one by name.",
 )
 flags.DEFINE_enum(
     "tta",
@@ -229,6 +240,10 @@ def run(argv: list[str]) -> None:
         FLAGS.labels,
         FLAGS.every if FLAGS["every"].present else LABEL_EVERY,
     )
+  elif mode == "runtimes":
+    choice.build(
+        workdir, FLAGS.stage, config.data if config is not None else None
+    )
   elif mode == "predict" and (videos := _videos()):
     _predict_videos(workdir, videos)
   elif mode == "predict":
@@ -239,6 +254,7 @@ def run(argv: list[str]) -> None:
         FLAGS.stage,
         unsure_below=FLAGS.unsure_below,
         explain=FLAGS.explain,
+        runtime=FLAGS.runtime,
     )
   else:
     _export(workdir, config)
@@ -281,6 +297,7 @@ def _predict_videos(workdir: str, videos: list[str]) -> None:
       gpx_path=FLAGS.gpx,
       gpx_offset=FLAGS.gpx_offset,
       unsure_below=FLAGS.unsure_below,
+      runtime=FLAGS.runtime,
   )
 
 

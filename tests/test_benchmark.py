@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from roadflax.benchmark import model_benchmark, peaks, pipeline_benchmark
+from roadflax.export import choice
 from roadflax.models import roadnet
 from tests import helpers
 
@@ -77,7 +78,7 @@ def test_the_macs_count_is_the_networks_at_224():
 
 
 @pytest.mark.slow
-def test_model_suite_times_jax_against_keras_on_the_same_network(tmp_path):
+def test_model_suite_times_jax_and_runtimes_against_keras(tmp_path):
   result = subprocess.run(
       [
           sys.executable,
@@ -107,13 +108,27 @@ def test_model_suite_times_jax_against_keras_on_the_same_network(tmp_path):
   assert record["settings"]["model_batch_size"] == 2
   assert {"machine", "commit", "date"} <= set(record)
   figures = record["figures"]
-  assert list(figures) == list(model_benchmark.SYSTEMS)
-  assert list(figures) == [*JAX_SYSTEMS, "keras float32"]
-  for system in figures.values():
+  runtimes = [
+      f"runtime {name}"
+      for name in choice.RUNTIMES
+      if name != "jax" and choice.installed(name)
+  ]
+  assert "runtime openvino_int8" in runtimes
+  assert list(figures) == list(model_benchmark.systems())
+  assert list(figures) == [*JAX_SYSTEMS, *model_benchmark.REFERENCES, *runtimes]
+  for name, system in figures.items():
     assert system["parameters"] == PARAMETERS
     for phase in PHASES:
       speed = system[f"{phase}_images_per_second"]
-      assert math.isfinite(speed) and speed > 0
+      if phase == "train" and name in runtimes:
+        assert speed is None  # inference only
+      else:
+        assert math.isfinite(speed) and speed > 0
+  for reference, key in (
+      ("keras float32", "vs_reference"),
+      ("keras mixed_bfloat16", "vs_keras_mixed_bfloat16"),
+  ):
+    assert record[key] == model_benchmark.speed_ratios(figures, reference)
 
   expected = _expected_flops(67, batch_size=2)
   for name in JAX_SYSTEMS:
@@ -134,23 +149,27 @@ def test_model_suite_times_jax_against_keras_on_the_same_network(tmp_path):
       assert vendor_mfu is None or 0 < vendor_mfu <= 1, (name, phase)
 
   # The speed table: one row per system, its figures as measured and its
-  # ratios to Keras; then a row per JAX system and step with its FLOPs.
+  # ratios to both Keras systems; then a row per JAX system and step with
+  # its FLOPs.
   rows = [
       [cell.strip() for cell in line.strip("|").split(" | ")]
       for line in result.stdout.splitlines()
       if line.startswith("| ") and not line.startswith("| system ")
   ]
-  speed_rows, flops_rows = rows[:3], rows[3:]
+  speed_rows, flops_rows = rows[: len(figures)], rows[len(figures) :]
   assert [row[0] for row in speed_rows] == list(figures)
-  keras = figures["keras float32"]
   for row in speed_rows:
     measured = figures[row[0]]
-    for phase, speed, ratio in zip(PHASES, row[1::2], row[2::2]):
+    for phase, cells in zip(PHASES, (row[1:4], row[4:7])):
       key = f"{phase}_images_per_second"
-      assert float(speed) == pytest.approx(measured[key], abs=0.051)
-      assert float(ratio.rstrip("x")) == pytest.approx(
-          measured[key] / keras[key], abs=0.0051
-      )
+      if measured[key] is None:
+        assert cells == ["—"] * 3
+        continue
+      assert float(cells[0]) == pytest.approx(measured[key], abs=0.051)
+      for reference, ratio in zip(model_benchmark.REFERENCES, cells[1:]):
+        assert float(ratio.rstrip("x")) == pytest.approx(
+            measured[key] / figures[reference][key], abs=0.0051
+        )
   assert [row[:2] for row in flops_rows] == [
       [name, phase] for name in JAX_SYSTEMS for phase in PHASES
   ]
@@ -207,10 +226,25 @@ def test_tables_give_ratios_to_keras_and_utilisation():
           "train_images_per_second": 60.0,
           "infer_images_per_second": 200.0,
       },
+      "keras mixed_bfloat16": {
+          "parameters": 10,
+          "train_images_per_second": 120.0,
+          "infer_images_per_second": 400.0,
+      },
+      "runtime onnx": {
+          "parameters": 10,
+          "train_images_per_second": None,
+          "infer_images_per_second": 800.0,
+      },
   }
   table = model_benchmark.table(figures, image_size=224, batch_size=32)
-  assert "| jax float32 | 30.0 | 0.50x | 300.0 | 1.50x |" in table
-  assert "| keras float32 | 60.0 | 1.00x | 200.0 | 1.00x |" in table
+  assert "| jax float32 | 30.0 | 0.50x | 0.25x | 300.0 | 1.50x | 0.75x |" in (
+      table
+  )
+  assert "| keras float32 | 60.0 | 1.00x | 0.50x | 200.0 | 1.00x | 0.50x |" in (
+      table
+  )
+  assert "| runtime onnx | — | — | — | 800.0 | 4.00x | 2.00x |" in table
   assert (
       "| jax float32 | train | 6.000 | 0.18 | 800 | 22.5% | 495 | 36.4% |"
       in table
@@ -219,7 +253,10 @@ def test_tables_give_ratios_to_keras_and_utilisation():
       "| jax float32 | infer | 2.000 | 0.6 | 800 | 75.0% | 495 | 120.0% |"
       in table
   )
-  assert "JAX on NVIDIA H100 80GB HBM3 (gpu), Keras on the CPU" in table
+  assert (
+      "JAX on NVIDIA H100 80GB HBM3 (gpu), Keras and the runtimes on the CPU"
+      in table
+  )
 
 
 def test_unknown_devices_have_no_vendor_peak_in_the_table():

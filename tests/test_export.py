@@ -93,7 +93,7 @@ def test_the_export_keeps_its_parity_bound(exported, format_name):
   assert measured["images"] == 3 * TEST_PER_CLASS
   # What makes the int8 bound meaningful here (see `confident_workdir`).
   assert measured["jax_accuracy"] >= 0.95
-  if format_name == "tflite_int8":
+  if format_name in runtimes.QUANTISED_FORMATS:
     assert measured["top1_agreement"] >= 0.98
     assert abs(measured["accuracy"] - measured["jax_accuracy"]) <= 0.01
   else:
@@ -117,7 +117,7 @@ def test_load_export_gives_what_jax_gives(
   assert export.preprocessing == classifier.preprocessing
   assert got.dtype == np.float32 and got.shape == (len(some), 3)
   expected = trained.reference_probabilities(classifier, some)
-  if format_name == "tflite_int8":
+  if format_name in runtimes.QUANTISED_FORMATS:
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
     np.testing.assert_allclose(got, expected, atol=0.05)
   else:
@@ -155,11 +155,16 @@ def test_the_metadata_says_what_goes_in_and_comes_out(
   assert metadata["roadflax_version"] == roadflax.__version__
   assert metadata["data_config"]["root"] == workdir_data_root(confident_workdir)
   assert metadata["training_data"]["licence"] is None
-  assert ("calibration" in metadata) == (format_name == "tflite_int8")
+  assert ("calibration" in metadata) == (
+      format_name in runtimes.QUANTISED_FORMATS
+  )
 
 
-def test_int8_is_calibrated_on_the_whole_small_train_split(exported):
-  metadata = read_metadata(exported("tflite_int8"))
+@pytest.mark.parametrize("format_name", runtimes.QUANTISED_FORMATS)
+def test_int8_is_calibrated_on_the_whole_small_train_split(
+    exported, format_name
+):
+  metadata = read_metadata(exported(format_name))
 
   # 300 at most: all 60 training images here.
   assert metadata["calibration"] == {
@@ -257,14 +262,15 @@ def test_tflite_takes_one_uint8_image_and_gives_float_probabilities(
   assert list(returned["shape"]) == [1, 3]
 
 
-def test_int8_weights_take_a_quarter_of_the_float_file(exported):
+@pytest.mark.parametrize("family", ["tflite", "onnx"])
+def test_int8_weights_take_a_quarter_of_the_float_file(exported, family):
   sizes = {
       name: os.path.getsize(
           os.path.join(exported(name), runtimes.MODEL_FILES[name])
       )
-      for name in ("tflite", "tflite_int8")
+      for name in (family, f"{family}_int8")
   }
-  assert sizes["tflite_int8"] < 0.3 * sizes["tflite"]
+  assert sizes[f"{family}_int8"] < 0.3 * sizes[family]
 
 
 def test_onnx_has_a_dynamic_batch_and_the_class_names(exported, test_images):

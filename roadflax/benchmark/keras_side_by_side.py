@@ -36,9 +36,11 @@ def keras_model(
     dropout_rate: float,
     params: dict[str, Any] | None = None,
     head_units: int = 4096,
+    dtype_policy: str = "float32",
 ) -> Any:
   """A Keras build of roadflax's classifier (TensorFlow backend, GPUs hidden
-  from TensorFlow), holding the weights in `params` when given."""
+  from TensorFlow), holding the weights in `params` when given, its layers
+  under Keras's `dtype_policy` (e.g. "mixed_bfloat16")."""
   os.environ.setdefault("KERAS_BACKEND", "tensorflow")
   import keras
   import tensorflow as tf
@@ -47,10 +49,17 @@ def keras_model(
   layers = keras.layers
 
   def conv(name: str, features: int, size: int, **kwargs) -> Any:
-    return layers.Conv2D(features, size, activation="relu", name=name, **kwargs)
+    return layers.Conv2D(
+        features,
+        size,
+        activation="relu",
+        name=name,
+        dtype=dtype_policy,
+        **kwargs,
+    )
 
   def dense(name: str, units: int, **kwargs) -> Any:
-    return layers.Dense(units, name=name, **kwargs)
+    return layers.Dense(units, name=name, dtype=dtype_policy, **kwargs)
 
   model = keras.Sequential([
       keras.Input((image_size, image_size, 3)),

@@ -19,17 +19,29 @@ SGD on softmax cross-entropy:
          and the model FLOP utilisation (MFU) against the peak of a matrix
          product in that dtype measured in the same process and, on a known
          accelerator, against the vendor's peak (`peaks`).
-  keras float32
+  keras float32, keras mixed_bfloat16
          `keras.Sequential` with the same layers and parameter count (checked),
-         TensorFlow backend on the CPU, `train_on_batch` / `predict_on_batch`.
-         XLA is off (`jit_compile=False`): TensorFlow's oneDNN kernels are its
-         fast path on CPUs.
+         TensorFlow backend on the CPU, `train_on_batch` / `predict_on_batch`,
+         under that Keras dtype policy (mixed_bfloat16: float32 weights,
+         bfloat16 compute, what a Keras user picks on a CPU with bfloat16
+         units). XLA is off (`jit_compile=False`): TensorFlow's oneDNN
+         kernels are its fast path on CPUs.
+  runtime NAME
+         inference only: each installed runtime that can stand behind
+         roadflax's predictions (`export.choice.RUNTIMES`), its file made
+         from the same network with fresh weights (int8 files calibrated on
+         the random batch: their speed, not their accuracy, is measured
+         here; `--mode=runtimes` measures both on a trained workdir), fed
+         uint8 pixels as `roadflax.load` feeds it.
 
 Each is timed over `steps` steps after two warm-up steps (which compile),
-three times; the median of the three is reported.
+three times; the median of the three is reported. Ratios are given to both
+Keras systems.
 """
 
+import dataclasses
 import statistics
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -41,10 +53,29 @@ REPEATS = 3
 WARMUP_STEPS = 2
 NUM_CLASSES = 3
 JAX_DTYPES = ("float32", "bfloat16")
-# "FRAMEWORK DTYPE"; Keras is the reference of the ratios.
+# "FRAMEWORK DTYPE" (or "runtime NAME"); the Keras systems are the
+# references of the ratios.
 REFERENCE = "keras float32"
-SYSTEMS = tuple(f"jax {dtype}" for dtype in JAX_DTYPES) + (REFERENCE,)
+BFLOAT16_REFERENCE = "keras mixed_bfloat16"
+REFERENCES = (REFERENCE, BFLOAT16_REFERENCE)
+RUNTIME_PREFIX = "runtime "
 PHASES = ("train", "infer")
+
+
+def systems() -> tuple[str, ...]:
+  """The systems this environment can run: JAX's, Keras's, and each
+  installed runtime (inference only)."""
+  from roadflax.export import choice
+
+  return (
+      tuple(f"jax {dtype}" for dtype in JAX_DTYPES)
+      + REFERENCES
+      + tuple(
+          RUNTIME_PREFIX + name
+          for name in choice.RUNTIMES
+          if name != "jax" and choice.installed(name)
+      )
+  )
 
 
 def measure(
@@ -58,8 +89,17 @@ def measure(
       (batch_size, image_size, image_size, 3), np.float32
   )
   labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
+  if framework == "runtime":
+    pixels = rng.integers(0, 256, images.shape).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as directory:
+      infer, figures = _runtime_steps(pixels, dtype, directory)
+      figures["train_images_per_second"] = None
+      figures["infer_images_per_second"] = batch_size / _seconds_per_step(
+          infer, steps
+      )
+    return figures
   if framework == "keras":
-    train, infer, figures = _keras_steps(images, labels)
+    train, infer, figures = _keras_steps(images, labels, dtype)
   else:
     train, infer, figures = _jax_steps(images, labels, dtype)
   for phase, run_steps in zip(PHASES, (train, infer)):
@@ -164,12 +204,14 @@ def _add_utilisation(figures: dict[str, Any], dtype: str) -> None:
     figures[f"{phase}_vendor_mfu"] = achieved / vendor if vendor else None
 
 
-def _keras_steps(images: np.ndarray, labels: np.ndarray):
-  """The same classifier in Keras, compiled as a Keras user would."""
+def _keras_steps(images: np.ndarray, labels: np.ndarray, policy: str):
+  """The same classifier in Keras under dtype `policy`, compiled as a Keras
+  user would."""
   from roadflax.benchmark import keras_side_by_side
+
   # Dropout as in roadflax's head; Keras's own initial weights.
   model = keras_side_by_side.keras_model(
-      images.shape[1], NUM_CLASSES, dropout_rate=0.5
+      images.shape[1], NUM_CLASSES, dropout_rate=0.5, dtype_policy=policy
   )
   import keras  # after keras_model has chosen the TensorFlow backend
 
@@ -190,16 +232,67 @@ def _keras_steps(images: np.ndarray, labels: np.ndarray):
   return train, infer, {"parameters": model.count_params()}
 
 
+def _runtime_steps(pixels: np.ndarray, runtime: str, directory: str):
+  """Inference of the classifier through `runtime`, its file written to
+  `directory` from fresh weights."""
+  import jax
+
+  from roadflax.configs import default
+  from roadflax.data.preprocess import Preprocessing
+  from roadflax.export import choice, converters, runtimes
+  from roadflax.export.trained import TrainedClassifier
+  from roadflax.models import roadnet
+
+  config = default.get_config()
+  config.data.image_size = pixels.shape[1]
+  model = roadnet.create_model(config.model, NUM_CLASSES)
+  params = roadnet.init_params(model, jax.random.key(0), pixels.shape[1])
+  classifier = TrainedClassifier(
+      params=params,
+      model=model,
+      class_names=tuple(str(c) for c in range(NUM_CLASSES)),
+      preprocessing=Preprocessing.from_config(config.data),
+      workdir=directory,
+      stage="classify",
+      step=0,
+  )
+  format_name, engine = choice.RUNTIMES[runtime]
+  batch = converters.convert(format_name, classifier, directory, pixels)
+  export = runtimes.open_export(
+      directory,
+      {
+          "format": format_name,
+          "file": runtimes.MODEL_FILES[format_name],
+          "class_names": list(classifier.class_names),
+          "preprocessing": dataclasses.asdict(classifier.preprocessing),
+          "input": {"shape": [batch, *pixels.shape[1:]]},
+      },
+      engine,
+  )
+
+  def infer(count: int) -> None:
+    for _ in range(count):
+      export.probabilities(pixels)
+
+  parameters = roadnet.count_params(params["encoder"]) + roadnet.count_params(
+      params["head"]
+  )
+  return infer, {"parameters": parameters}
+
+
 def speed_ratios(
-    figures: dict[str, dict[str, Any]],
-) -> dict[str, dict[str, float]]:
-  """Each system's train and inference images/s over the reference's."""
-  reference = figures[REFERENCE]
+    figures: dict[str, dict[str, Any]], reference: str = REFERENCE
+) -> dict[str, dict[str, float | None]]:
+  """Each system's train and inference images/s over `reference`'s (None
+  for a phase the system does not run)."""
+  base = figures[reference]
   return {
       system: {
           phase: (
-              f[f"{phase}_images_per_second"]
-              / reference[f"{phase}_images_per_second"]
+              None
+              if f[f"{phase}_images_per_second"] is None
+              else f[f"{phase}_images_per_second"]
+              / base[f"{phase}_images_per_second"]
           )
           for phase in PHASES
       }
@@ -210,20 +303,31 @@ def speed_ratios(
 def table(
     figures: dict[str, dict[str, Any]], *, image_size: int, batch_size: int
 ) -> str:
-  """Markdown: each system's images/s and its ratio to Keras; then for JAX
-  per step its GFLOP per image, TFLOP/s and MFU."""
-  ratios = speed_ratios(figures)
+  """Markdown: each system's images/s and its ratios to both Keras
+  systems; then for JAX per step its GFLOP per image, TFLOP/s and MFU."""
+  ratios = {
+      reference: speed_ratios(figures, reference)
+      for reference in REFERENCES
+      if reference in figures
+  }
   lines = [
-      "| system | train images/s | vs Keras | inference images/s | vs Keras |",
-      "|---|---:|---:|---:|---:|",
+      "| system | train images/s | "
+      + " | ".join(f"vs {reference}" for reference in ratios)
+      + " | inference images/s | "
+      + " | ".join(f"vs {reference}" for reference in ratios)
+      + " |",
+      "|---|" + "---:|" * (2 + 2 * len(ratios)),
   ]
   for system, f in figures.items():
-    lines.append(
-        f"| {system} | {f['train_images_per_second']:.1f} |"
-        f" {ratios[system]['train']:.2f}x |"
-        f" {f['infer_images_per_second']:.1f} |"
-        f" {ratios[system]['infer']:.2f}x |"
-    )
+    cells = []
+    for phase in PHASES:
+      speed = f[f"{phase}_images_per_second"]
+      cells.append("—" if speed is None else f"{speed:.1f}")
+      cells += [
+          "—" if speed is None else f"{by[system][phase]:.2f}x"
+          for by in ratios.values()
+      ]
+    lines.append(f"| {system} | " + " | ".join(cells) + " |")
   lines += [
       "",
       (
@@ -251,11 +355,11 @@ def table(
       (
           f"classifier of {jax_figures['parameters']:,} parameters at"
           f" {image_size}x{image_size}, batch {batch_size}; JAX on"
-          f" {jax_figures['device_kind']} ({jax_figures['backend']}), Keras on"
-          " the CPU. FLOPs: XLA's cost analysis of the compiled step in"
-          " float32; peaks in TFLOP/s: an n x n matrix product timed here in"
-          " the step's dtype, and the vendor's dense peak of a known"
-          " accelerator; MFU = TFLOP/s / peak."
+          f" {jax_figures['device_kind']} ({jax_figures['backend']}), Keras and"
+          " the runtimes on the CPU. FLOPs: XLA's cost analysis of the"
+          " compiled step in float32; peaks in TFLOP/s: an n x n matrix"
+          " product timed here in the step's dtype, and the vendor's dense"
+          " peak of a known accelerator; MFU = TFLOP/s / peak."
       ),
   ]
   return "\n".join(lines) + "\n"

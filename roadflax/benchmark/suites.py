@@ -9,8 +9,10 @@ a ratio against a reference measured in the same run on the same machine.
 
 Suite `model` (`model_benchmark`): training and inference images/s of the
 classifier's jitted JAX steps, in float32 and in bfloat16 on whatever device
-JAX has, against a Keras build of the same network on the CPU (the
-reference); and for JAX the FLOPs per image, FLOP/s and MFU of each step.
+JAX has, and inference images/s of each installed runtime behind
+predictions, against a Keras build of the same network on the CPU in float32
+and in mixed_bfloat16 (the references); and for JAX the FLOPs per image,
+FLOP/s and MFU of each step.
 
 Suite `pipeline`: images/s, CPU cost and peak memory per way of feeding a
 model at scale, against the plain image-folder pipeline. It generates a release-shaped
@@ -248,14 +250,19 @@ def _pipeline_suite(paths: dict[str, str]) -> None:
 
 def _model_suite() -> None:
   figures = {}
-  for system in model_benchmark.SYSTEMS:
+  for system in model_benchmark.systems():
     logging.info("benchmark: model, %s ...", system)
     figures[system] = _phase_in_subprocess(MODEL_PHASE_PREFIX + system)
   model_benchmark.check_same_model(figures)
   _write_results(
       "model_benchmark",
       figures,
-      {"vs_reference": model_benchmark.speed_ratios(figures)},
+      {
+          "vs_reference": model_benchmark.speed_ratios(figures),
+          "vs_keras_mixed_bfloat16": model_benchmark.speed_ratios(
+              figures, model_benchmark.BFLOAT16_REFERENCE
+          ),
+      },
       model_benchmark.table(
           figures,
           image_size=FLAGS.image_size,

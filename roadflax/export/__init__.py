@@ -8,7 +8,11 @@
   exporters    `--mode=export`: the file, its metadata and model card
                (`cards`), after measuring its parity with JAX (`parity`) on
                test images (`samples`)
-  runtimes     an export run again by its format's runtime (`load_export`)
+  runtimes     an export run again by its format's runtime, or another
+               engine that runs its file (`load_export`)
+  choice       the runtime behind a workdir's predictions: each built and
+               measured once (`--mode=runtimes`), the fastest that keeps its
+               bound with JAX chosen (`runtime="auto"`)
   evaluation   `--mode=evaluate` of an export: its own test report
 
 Imports data, datasets, models, runs and results; never training or serve.

@@ -2,9 +2,10 @@
 
   export_model(workdir, stage, format, output)
 
-writes OUTPUT/ with the model file (`runtimes.MODEL_FILES`),
+(`Samples.read` and `write_export`, the same for several formats of one
+classifier) writes OUTPUT/ with the model file (`runtimes.MODEL_FILES`),
 `roadflax_export.json` and `model_card.md`, after measuring the file's
-parity with JAX on the workdir's test split (`parity`). The int8 format is
+parity with JAX on the workdir's test split (`parity`). The int8 formats are
 calibrated on training images read with the run's preprocessing. The folder
 is written beside OUTPUT and moved into place when complete, so an
 interrupted export leaves no folder that looks like an export.
@@ -18,6 +19,7 @@ import time
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 import roadflax
@@ -71,29 +73,88 @@ def export_model(
   start = time.time()
   classifier = TrainedClassifier.load(workdir, stage)
   data = workdirs.run_config(workdir, data_config).data
-  dataset = sources.load_dataset_for(
-      data, classifier.class_names, f"the model in {workdir}"
+  measured = Samples.read(
+      classifier, data, format in runtimes.QUANTISED_FORMATS
   )
-  pixels, labels = samples.read_pixels(
-      dataset.splits["test"], classifier.preprocessing, parity.PARITY_IMAGES
+  metadata = write_export(classifier, format, output, measured)
+  log = logging.info if metadata["parity"]["within_bound"] else logging.warning
+  log(
+      "exported %s to %s in %.0f s; parity %s",
+      format,
+      os.path.join(output, metadata["file"]),
+      time.time() - start,
+      parity.summary(metadata["parity"]),
   )
-  if not len(labels):
-    raise UserError(
-        f"no test image of {dataset.root} could be read to measure the export"
+  return output
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+  """What an export is measured on and calibrated with, read once for any
+  number of exports of one classifier."""
+
+  data: ml_collections.ConfigDict
+  pixels: np.ndarray  # test images, uint8 [N, S, S, 3]
+  labels: np.ndarray  # int [N]
+  reference: np.ndarray  # JAX's probabilities of `pixels`
+  calibration: np.ndarray | None  # training images, for int8 formats
+
+  @classmethod
+  def read(
+      cls,
+      classifier: TrainedClassifier,
+      data: ml_collections.ConfigDict,
+      calibrate: bool,
+  ) -> "Samples":
+    """Up to `parity.PARITY_IMAGES` test images of `data` and, when
+    `calibrate`, `CALIBRATION_IMAGES` training images.
+
+    Raises:
+      UserError: data of other classes, or no test image readable.
+    """
+    dataset = sources.load_dataset_for(
+        data, classifier.class_names, f"the model in {classifier.workdir}"
     )
-  calibration = None
-  if format == "tflite_int8":
-    calibration, _ = samples.read_pixels(
-        dataset.splits["train"], classifier.preprocessing, CALIBRATION_IMAGES
+    pixels, labels = samples.read_pixels(
+        dataset.splits["test"], classifier.preprocessing, parity.PARITY_IMAGES
+    )
+    if not len(labels):
+      raise UserError(
+          f"no test image of {dataset.root} could be read to measure the export"
+      )
+    calibration = None
+    if calibrate:
+      calibration, _ = samples.read_pixels(
+          dataset.splits["train"], classifier.preprocessing, CALIBRATION_IMAGES
+      )
+    return cls(
+        data,
+        pixels,
+        labels,
+        reference_probabilities(classifier, pixels),
+        calibration,
     )
 
+
+def write_export(
+    classifier: TrainedClassifier,
+    format: str,
+    output: str,
+    measured: Samples,
+) -> dict[str, Any]:
+  """Writes `classifier` as `format` to `output` (replacing an earlier
+  export there) and returns its metadata, with its parity measured on
+  `measured`'s test images."""
+  calibration = None
+  if format in runtimes.QUANTISED_FORMATS:
+    calibration = measured.calibration
   parent = os.path.dirname(os.path.abspath(output))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".roadflax-export-", dir=parent)
   os.chmod(staging, 0o755)  # mkdtemp's folder is private to its owner
   try:
     batch = converters.convert(format, classifier, staging, calibration)
-    metadata = _metadata(classifier, format, batch, data)
+    metadata = _metadata(classifier, format, batch, measured.data)
     if calibration is not None:
       metadata["calibration"] = {"split": "train", "images": len(calibration)}
     # The runtime reads the metadata: write it before measuring.
@@ -101,9 +162,9 @@ def export_model(
     export = runtimes.load_export(staging)
     metadata["parity"] = parity.measure(
         format,
-        export.probabilities(pixels),
-        reference_probabilities(classifier, pixels),
-        labels,
+        export.probabilities(measured.pixels),
+        measured.reference,
+        measured.labels,
     )
     atomic_write_json(os.path.join(staging, runtimes.METADATA_FILE), metadata)
     atomic_write_text(
@@ -115,16 +176,7 @@ def export_model(
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
-
-  log = logging.info if metadata["parity"]["within_bound"] else logging.warning
-  log(
-      "exported %s to %s in %.0f s; parity %s",
-      format,
-      os.path.join(output, metadata["file"]),
-      time.time() - start,
-      parity.summary(metadata["parity"]),
-  )
-  return output
+  return metadata
 
 
 def _check_output(output: str) -> None:
@@ -166,7 +218,7 @@ def _metadata(
         f" over {test_time.view_count(classifier.tta)} mirrored or turned"
         " views of each image, inside the file"
     )
-  if format_name == "tflite_int8":
+  if format_name in runtimes.QUANTISED_FORMATS:
     meaning += "; computed in int8 (steps of 1/256) and dequantised to float32"
   trained_on = workdirs.run_config(classifier.workdir, None).data
   return {

@@ -5,8 +5,8 @@ against `trained.reference_probabilities`:
 
   saved_model, onnx   max |p - p_jax| <= 1e-4   (float32, same arithmetic)
   tflite              max |p - p_jax| <= 1e-3   (float32, fused kernels)
-  tflite_int8         top-1 agreement >= 98% and accuracy within one point
-                      of JAX's (int8 probabilities move by up to a few %)
+  tflite_int8,        top-1 agreement >= 98% and accuracy within one point
+  onnx_int8           of JAX's (int8 probabilities move by up to a few %)
 """
 
 from typing import Any

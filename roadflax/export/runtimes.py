@@ -9,14 +9,17 @@ model takes and gives, where it came from, its measured parity with JAX: what
 network and the softmax are inside the file.
 
 The runtimes are optional packages (`pip install 'roadflax[export]'`):
-TensorFlow runs a SavedModel, LiteRT (`ai-edge-litert`) a TFLite file and
-ONNX Runtime an ONNX file.
+TensorFlow runs a SavedModel, LiteRT (`ai-edge-litert`) a TFLite file, and
+ONNX Runtime or OpenVINO an ONNX file (`load_export(directory, engine)`).
+Each uses as many threads as the process may use cores.
 """
 
 import abc
+import contextlib
 import importlib
+import importlib.util
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import ml_collections
 import numpy as np
@@ -26,7 +29,9 @@ from roadflax.data.preprocess import Preprocessing
 from roadflax.errors import UserError
 from roadflax.files import read_json
 
-FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
+FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_int8")
+# The formats computed in int8 (calibrated on training images).
+QUANTISED_FORMATS = ("tflite_int8", "onnx_int8")
 METADATA_FILE = "roadflax_export.json"
 CARD_FILE = "model_card.md"
 # The model file (or folder) of each format, inside the export folder.
@@ -35,6 +40,7 @@ MODEL_FILES = {
     "tflite": "model.tflite",
     "tflite_int8": "model_int8.tflite",
     "onnx": "model.onnx",
+    "onnx_int8": "model_int8.onnx",
 }
 # Names of the model's input and output, in every format.
 INPUT_NAME = "pixels"
@@ -46,14 +52,40 @@ RUNTIME_PACKAGES = {
     "tflite": ("ai_edge_litert",),
     "tflite_int8": ("ai_edge_litert",),
     "onnx": ("onnxruntime",),
+    "onnx_int8": ("onnxruntime",),
 }
+# The engines that run each format, the first the format's own; an engine
+# other than the first needs its package too.
+ENGINES = {
+    "saved_model": ("tensorflow",),
+    "tflite": ("litert",),
+    "tflite_int8": ("litert",),
+    "onnx": ("onnxruntime", "openvino"),
+    "onnx_int8": ("onnxruntime", "openvino"),
+}
+ENGINE_PACKAGES = {
+    "tensorflow": (),
+    "litert": ("ai_edge_litert",),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
+}
+
+
+def threads() -> int:
+  """The cores this process may run on (its affinity, not the machine's)."""
+  return len(os.sched_getaffinity(0))
+
+
+def installed(packages: tuple[str, ...]) -> bool:
+  """Whether every one of `packages` (import names) can be imported."""
+  return all(importlib.util.find_spec(package) for package in packages)
 
 
 def require_packages(format_name: str, packages: tuple[str, ...]) -> None:
   """Imports `packages`.
 
   Raises:
-    UserError: one is missing, naming the format that needs it.
+    UserError: one is missing, naming the format (or engine) that needs it.
   """
   missing = []
   for package in packages:
@@ -169,7 +201,9 @@ class LiteRtExport(Export):
     require_packages(self.format, RUNTIME_PACKAGES[self.format])
     from ai_edge_litert import interpreter  # optional: roadflax[export]
 
-    self._interpreter = interpreter.Interpreter(model_path=self.path)
+    self._interpreter = interpreter.Interpreter(
+        model_path=self.path, num_threads=threads()
+    )
     self._runner = self._interpreter.get_signature_runner("serving_default")
 
   def _run(self, pixels: np.ndarray) -> np.ndarray:
@@ -184,28 +218,89 @@ class OnnxExport(Export):
     require_packages(self.format, RUNTIME_PACKAGES[self.format])
     import onnxruntime  # optional: roadflax[export]
 
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads()
     self._session = onnxruntime.InferenceSession(
-        self.path, providers=onnxruntime.get_available_providers()
+        self.path, options, providers=onnxruntime.get_available_providers()
     )
 
   def _run(self, pixels: np.ndarray) -> np.ndarray:
     return self._session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
 
 
-_RUNTIMES = {
-    "saved_model": SavedModelExport,
-    "tflite": LiteRtExport,
-    "tflite_int8": LiteRtExport,
-    "onnx": OnnxExport,
+class OpenVinoExport(Export):
+  """An ONNX file, run by OpenVINO on the CPU: in bfloat16 where the CPU
+  computes it natively (OpenVINO's default there), int8 where the file is
+  quantised."""
+
+  def __init__(self, directory: str, metadata: dict[str, Any]):
+    super().__init__(directory, metadata)
+    with _openvino_telemetry_off():
+      require_packages("openvino engine", ENGINE_PACKAGES["openvino"])
+      import openvino  # optional: roadflax[export]
+
+    compiled = openvino.Core().compile_model(
+        self.path,
+        "CPU",
+        {"INFERENCE_NUM_THREADS": threads(), "PERFORMANCE_HINT": "LATENCY"},
+    )
+    self._request = compiled.create_infer_request()
+
+  def _run(self, pixels: np.ndarray) -> np.ndarray:
+    # Copied: the request reuses its output buffer on the next call.
+    return np.array(self._request.infer({INPUT_NAME: pixels})[OUTPUT_NAME])
+
+
+@contextlib.contextmanager
+def _openvino_telemetry_off() -> Iterator[None]:
+  """For importing OpenVINO: its import starts its model converter's usage
+  telemetry, which reports to Google Analytics from a forked process (a
+  hazard beside JAX's threads) unless the user opted out or it runs in CI
+  (`CI=true`, set here for the import alone)."""
+  saved = os.environ.get("CI")
+  os.environ["CI"] = "true"
+  try:
+    yield
+  finally:
+    if saved is None:
+      del os.environ["CI"]
+    else:
+      os.environ["CI"] = saved
+
+
+_ENGINE_CLASSES = {
+    "tensorflow": SavedModelExport,
+    "litert": LiteRtExport,
+    "onnxruntime": OnnxExport,
+    "openvino": OpenVinoExport,
 }
 
 
-def load_export(directory: str) -> Export:
-  """The export in `directory`, ready to run.
+def load_export(directory: str, engine: str | None = None) -> Export:
+  """The export in `directory`, ready to run by `engine` (one of its
+  format's `ENGINES`; default: the format's own).
 
   Raises:
-    UserError: `directory` is not an export, or its format's runtime is not
-      installed.
+    UserError: `directory` is not an export, the engine does not run its
+      format, or the engine is not installed.
   """
-  metadata = read_metadata(directory)
-  return _RUNTIMES[metadata["format"]](directory, metadata)
+  return open_export(directory, read_metadata(directory), engine)
+
+
+def open_export(
+    directory: str, metadata: dict[str, Any], engine: str | None = None
+) -> Export:
+  """`load_export` with the metadata given (what the file takes and gives:
+  format, file, class_names, preprocessing, input shape).
+
+  Raises:
+    UserError: as `load_export`.
+  """
+  engines = ENGINES[metadata["format"]]
+  engine = engine or engines[0]
+  if engine not in engines:
+    raise UserError(
+        f"{directory} is a {metadata['format']} export, which"
+        f" {' or '.join(engines)} runs, not {engine}"
+    )
+  return _ENGINE_CLASSES[engine](directory, metadata)

@@ -10,8 +10,10 @@ Every item goes through training's preprocessing (`preprocess`): files and
 bytes are decoded and turned upright by their EXIF orientation, PIL images
 by `ImageOps.exif_transpose`; then all are Lanczos-resized to the model's
 size and given the contrast it was trained with. A workdir predicts with
-JAX; an export with its own runtime (`export.runtimes`), from the same uint8
-pixels. Both give probabilities scaled by the temperature the stage's
+the runtime `runtime` names (`export.choice`: "auto", the fastest one built
+and checked for its checkpoint by `--mode=runtimes`, else JAX) and explains
+with JAX; an export with its own runtime (`export.runtimes`), from the same
+uint8 pixels. Both give probabilities scaled by the temperature the stage's
 calibration uses (calibration.json's `temperature`: 1 where its guard kept
 it, `training.calibrate`), and `unsure` is read from those.
 """
@@ -27,7 +29,7 @@ from PIL import Image, ImageOps
 from roadflax.data import preprocess
 from roadflax.data.preprocess import Preprocessing
 from roadflax.errors import UserError
-from roadflax.export import runtimes
+from roadflax.export import choice, runtimes
 from roadflax.export.trained import TrainedClassifier
 
 # Images per model call.
@@ -109,10 +111,12 @@ class Model:
       source: str,
       unsure_below: float = UNSURE_BELOW,
       explain: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
+      runtime: str = "jax",
   ):
     """`probabilities` maps uint8 pixels [N, S, S, 3] to [N, classes];
     `explain` to those and heat maps [N, S, S] (None: a model without
-    gradients, such as an export)."""
+    gradients, such as an export); `runtime` names what computes
+    `probabilities` (`export.choice.RUNTIMES`)."""
     if not 0 <= unsure_below <= 1:
       raise UserError(f"unsure_below={unsure_below} is not a probability")
     self._probabilities = probabilities
@@ -121,25 +125,39 @@ class Model:
     self.preprocessing = preprocessing
     self.source = source
     self.unsure_below = unsure_below
+    self.runtime = runtime
 
   @classmethod
   def of_classifier(
-      cls, classifier: TrainedClassifier, unsure_below: float = UNSURE_BELOW
+      cls,
+      classifier: TrainedClassifier,
+      unsure_below: float = UNSURE_BELOW,
+      runtime: str = "auto",
   ) -> "Model":
-    """A workdir's classifier, predicting and explaining with JAX."""
+    """A workdir's classifier, predicting with `runtime` (`choice.choose`)
+    and explaining with JAX.
+
+    Raises:
+      UserError: as `choice.choose`.
+    """
+    chosen = choice.choose(classifier, runtime)
     return cls(
-        classifier.jit_pixels_function(),
+        chosen.export.probabilities
+        if chosen.export
+        else classifier.jit_pixels_function(),
         classifier.class_names,
         classifier.preprocessing,
         os.path.join(classifier.workdir, classifier.stage),
         unsure_below,
         classifier.explain_function(),
+        chosen.runtime,
     )
 
   def __repr__(self) -> str:
     return (
         f"Model({self.source!r}, classes={list(self.class_names)},"
-        f" image_size={self.preprocessing.image_size})"
+        f" image_size={self.preprocessing.image_size},"
+        f" runtime={self.runtime!r})"
     )
 
   def predict(
@@ -292,7 +310,10 @@ def _check_array(array: np.ndarray, name: str, images: bool = True) -> None:
 
 
 def load(
-    path: str, stage: str | None = None, unsure_below: float | None = None
+    path: str,
+    stage: str | None = None,
+    unsure_below: float | None = None,
+    runtime: str = "auto",
 ) -> Model:
   """A trained model: a workdir's classifier, or an export folder.
 
@@ -302,9 +323,13 @@ def load(
     stage: for a workdir, which classification stage.
     unsure_below: predictions less confident than this are flagged `unsure`
       (default `UNSURE_BELOW`).
+    runtime: for a workdir, what predicts (`export.choice.CHOICES`): "auto"
+      the fastest runtime `--mode=runtimes` built and checked for its
+      checkpoint, else JAX; or one by name.
 
   Raises:
-    UserError: `path` is neither, or has no trained classifier.
+    UserError: `path` is neither, has no trained classifier, or the runtime
+      named cannot be used.
   """
   if unsure_below is None:
     unsure_below = UNSURE_BELOW
@@ -318,5 +343,8 @@ def load(
         export.preprocessing,
         path,
         unsure_below,
+        runtime=export.format,
     )
-  return Model.of_classifier(TrainedClassifier.load(path, stage), unsure_below)
+  return Model.of_classifier(
+      TrainedClassifier.load(path, stage), unsure_below, runtime
+  )

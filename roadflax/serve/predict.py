@@ -122,6 +122,7 @@ def predict_main(
     *,
     unsure_below: float | None = None,
     explain: bool = False,
+    runtime: str = "auto",
 ) -> None:
   """Prints each input file's class, `unsure` below `unsure_below`; writes
   them to `output` (JSON) when given and, with `explain`, each file's
@@ -136,7 +137,7 @@ def predict_main(
     raise UserError(
         "nothing to predict: give --input=PATH (image files or folders)"
     )
-  trained = model.load(workdir, stage, unsure_below)
+  trained = model.load(workdir, stage, unsure_below, runtime)
   paths = image_paths(inputs)
   found = trained.explain(paths) if explain else trained.predict(paths)
   results = records(paths, found)

@@ -64,6 +64,7 @@ def predict_videos(
     gpx_path: str | None = None,
     gpx_offset: float = 0.0,
     unsure_below: float | None = None,
+    runtime: str = "auto",
 ) -> None:
   """Classifies each video and writes its files (`outputs.write_drive`).
 
@@ -82,7 +83,7 @@ def predict_videos(
     )
   folders = _output_folders(videos, output or DEFAULT_OUTPUT)
   track = gpx.read_gpx(gpx_path) if gpx_path else None
-  trained = model.load(workdir, stage, unsure_below)
+  trained = model.load(workdir, stage, unsure_below, runtime)
   failures = []
   for video, folder in folders.items():
     try:
