@@ -558,7 +558,12 @@ def test_page_shows_the_model_card(workdir, classifier, monkeypatch):
       "test images",
   ]
   assert at.caption[0].value.startswith("reconstructions by stage pretrain")
-  assert [box.value for box in at.sidebar.selectbox] == [workdir, "classify"]
+  assert [box.value for box in at.sidebar.selectbox] == [
+      workdir,
+      "classify",
+      "auto",  # the runtime of videos; none was built here
+  ]
+  assert at.sidebar.selectbox[2].options == ["auto"]
   assert not at.error
   assert not at.dataframe[1:] and not at.download_button  # Nothing uploaded.
 
@@ -569,7 +574,7 @@ def test_page_lists_the_runs_given_and_has_no_box_for_a_path(
   at = page(monkeypatch, "--workdir", str(runs_folder))
 
   assert not at.text_input and not at.text_area
-  run, stage = at.sidebar.selectbox
+  run, stage, _ = at.sidebar.selectbox
   assert run.options == [str(runs_folder / "a"), str(runs_folder / "b")]
   assert stage.options == ["classify"]
   assert not at.sidebar.warning  # A run still training is simply not listed.

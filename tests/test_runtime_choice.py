@@ -6,6 +6,7 @@ JAX in one line, and Grad-CAM stays with JAX."""
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -202,3 +203,18 @@ def test_an_engine_that_does_not_run_the_format_is_refused(built):
   assert str(error.value) == (
       f"{folder} is a saved_model export, which tensorflow runs, not openvino"
   )
+
+
+def test_the_app_offers_the_runtimes_built_for_videos(built, monkeypatch):
+  from streamlit.testing.v1 import AppTest
+
+  script = os.path.join(helpers.ROOT, "roadflax", "serve", "app.py")
+  monkeypatch.setattr(sys, "argv", [script, "--workdir", built])
+  at = AppTest.from_file(script, default_timeout=120)
+  at.run()
+
+  assert not at.exception, at.exception
+  [runtime] = [box for box in at.sidebar.selectbox if box.label == "Runtime"]
+  assert runtime.options == ["auto", *read_record(built)["runtimes"]]
+  runtime.select("onnx_int8").run()
+  assert not at.exception and not at.error

@@ -215,6 +215,15 @@ def table(record: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def recorded(workdir: str, stage: str) -> list[str]:
+  """The runtimes `--mode=runtimes` built for `stage` of `workdir` (none:
+  []), whether or not still of its checkpoint."""
+  record = read_json_if_present(
+      os.path.join(workdir, stage, FOLDER, RECORD_FILE)
+  )
+  return [] if record is None else list(record["runtimes"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
   """The runtime that will predict, and why."""

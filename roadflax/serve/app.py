@@ -16,7 +16,9 @@ JSON; then, for each photo, the predicted class, the class probabilities, the
 image as the model saw it (resized and contrast-enhanced, exactly as in
 training) beside its Grad-CAM heat map and, when the run has a reconstruction
 stage, the autoencoder's reconstruction of it; for each video, its timeline
-(`roadflax.drives`): the class over time, the segments and a CSV download. A
+(`roadflax.drives`): the class over time, the segments and a CSV download,
+its frames classified by the runtime the sidebar names (`export.choice`;
+auto: the fastest built for the checkpoint, else JAX). A
 file is classified once per model: a rerun computes only the files it has
 not seen (`st.cache_data`, keyed by their contents).
 
@@ -53,6 +55,7 @@ from PIL import Image
 import streamlit as st
 
 from roadflax.errors import UserError
+from roadflax.export import choice
 from roadflax.serve import cards, catalog, model, predict, summary, uploads
 from roadflax.serve import label_page, videos
 from roadflax.serve.autoencoder import Autoencoder
@@ -120,9 +123,26 @@ def _explainer(workdir: str, stage: str) -> Callable[[np.ndarray], Any]:
 
 
 @st.cache_resource(show_spinner=False)  # Compiled on first use.
-def _video_model(workdir: str, stage: str) -> model.Model:
-  """The classifier as `drives.timeline.classify_video` takes it."""
-  return model.Model.of_classifier(_classifier(workdir, stage).trained)
+def _video_model(workdir: str, stage: str, runtime: str) -> model.Model:
+  """The classifier as `drives.timeline.classify_video` takes it, predicting
+  with `runtime` (`export.choice`); one per server, shared by sessions."""
+  return model.Model.of_classifier(
+      _classifier(workdir, stage).trained, runtime=runtime
+  )
+
+
+def _runtime(workdir: str, stage: str) -> str:
+  """The sidebar's choice of what classifies videos and queues frames."""
+  return st.sidebar.selectbox(
+      "Runtime",
+      ["auto", *choice.recorded(workdir, stage)],
+      help=(
+          "What classifies the frames of videos: auto is the fastest runtime"
+          " that --mode=runtimes built and checked against JAX for this"
+          " checkpoint (JAX where none was). Photos are classified and"
+          " explained (Grad-CAM) by JAX."
+      ),
+  )
 
 
 @st.cache_resource(show_spinner="Loading the autoencoder...")
@@ -175,12 +195,13 @@ def _classified_video(
     name: str,
     stage_dir: str,
     step: int,
+    runtime: str,
     _data: bytes,
     _model: model.Model,
 ) -> videos.Video:
   """One video's timeline, computed once per contents, name (its messages
-  and picture name it) and model."""
-  del digest, stage_dir, step  # The cache's key.
+  and picture name it), model and runtime."""
+  del digest, stage_dir, step, runtime  # The cache's key.
   return videos.classify_upload(name, _data, _model)
 
 
@@ -190,6 +211,7 @@ def _describe(
     stage: str,
     autoencoder: Autoencoder | None,
     max_pixels: int,
+    runtime: str,
 ) -> tuple[list[uploads.Upload], list[videos.Video]]:
   """Each photo's `Upload` and each video's `Video`, from the cache where
   the file was seen before (a photo under any name)."""
@@ -199,8 +221,10 @@ def _describe(
   for name, data in files:
     digest = uploads.digest(data)
     if videos.is_video(name):
-      video_model = _video_model(run.workdir, stage)
-      clips.append(_classified_video(digest, name, *key, data, video_model))
+      video_model = _video_model(run.workdir, stage, runtime)
+      clips.append(
+          _classified_video(digest, name, *key, runtime, data, video_model)
+      )
       continue
     photo = _described_file(
         digest,
@@ -302,9 +326,14 @@ def _classify_page(args: argparse.Namespace) -> None:
   autoencoder = _autoencoder_or_warning(run.workdir)
   name = f"{run.label} · {stage}"
   cards.model_card(classifier, autoencoder, name)
-  photos, clips = _describe(
-      examples + _inputs(), run, stage, autoencoder, max_pixels
-  )
+  runtime = _runtime(run.workdir, stage)
+  try:
+    photos, clips = _describe(
+        examples + _inputs(), run, stage, autoencoder, max_pixels, runtime
+    )
+  except UserError as error:  # a runtime of another checkpoint
+    st.error(str(error))
+    return
   class_names = classifier.class_names
   if photos:
     results = summary.records(photos, class_names, unsure_below)
@@ -321,7 +350,7 @@ def _label_page(args: argparse.Namespace) -> None:
     return
   run, stage = picked
   try:
-    predictor = _video_model(run.workdir, stage)
+    predictor = _video_model(run.workdir, stage, _runtime(run.workdir, stage))
   except UserError as error:
     st.error(str(error))
     return
