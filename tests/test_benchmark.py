@@ -398,3 +398,28 @@ def test_pipeline_table_gives_per_core_figures_and_ratios_to_folder():
       in table
   )
   assert "3,000 frames at 224x224, batch 64" in table
+
+
+def test_the_layer_profile_times_each_pass_in_jax_and_tensorflow():
+  from roadflax.benchmark import layer_profile
+
+  result = layer_profile.profile(image_size=67, batch=2, repeats=1)
+
+  passes = [(row["layer"], row["pass"]) for row in result["rows"]]
+  layers = [layer["name"] for layer in layer_profile.layers(67)]
+  assert passes == [
+      (layer, name)
+      for layer in layers
+      for name in layer_profile.PASSES
+      if (layer, name) != ("conv1", "input gradient")  # the image's
+  ]
+  systems = ("jax float32", "tf float32", "tf bfloat16")
+  for system in systems:
+    assert all(row[system] > 0 for row in result["rows"])
+    assert result["totals_ms"][system] == pytest.approx(
+        sum(row[system] for row in result["rows"])
+    )
+  lines = layer_profile.table(result).splitlines()
+  assert len(lines) == 2 + len(passes) + 1 and lines[-1].startswith(
+      "| all | sum |"
+  )
