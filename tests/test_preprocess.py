@@ -78,6 +78,22 @@ def test_contrast_matches_pil():
   assert np.abs(out.astype(int) - pil).max() <= 2
 
 
+def test_a_batch_is_resized_as_each_of_its_images_alone():
+  rng = np.random.default_rng(2)
+  # Different brightness: each image keeps its own mean grey level.
+  frames = np.stack([
+      rng.integers(low, low + 100, (40, 60, 3), np.uint8) for low in (0, 150)
+  ])
+
+  batch = preprocess.resize_and_contrast(frames, 16, 1.5).numpy()
+
+  assert batch.shape == (2, 16, 16, 3) and batch.dtype == np.uint8
+  for frame, resized in zip(frames, batch):
+    np.testing.assert_array_equal(
+        resized, preprocess.resize_and_contrast(frame, 16, 1.5).numpy()
+    )
+
+
 def test_resize_ignores_aspect():
   image = np.zeros((40, 60, 3), np.uint8)
   assert preprocess.resize_and_contrast(image, 16, 1.5).shape == (16, 16, 3)

@@ -18,6 +18,7 @@ calibration uses (calibration.json's `temperature`: 1 where its guard kept
 it, `training.calibrate`), and `unsure` is read from those.
 """
 
+import collections
 import dataclasses
 import os
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -220,14 +221,40 @@ class Model:
     items in turn; an unreadable item's reason goes to `errors[place]`."""
     for start in range(0, len(items), batch_size):
       pixels, places = [], []
-      for place in range(start, min(start + batch_size, len(items))):
-        try:
-          pixels.append(self.pixels(items[place]))
+      chunk = range(start, min(start + batch_size, len(items)))
+      for place, seen in zip(
+          chunk, self._many_pixels(items[start : start + batch_size])
+      ):
+        if isinstance(seen, UserError):
+          errors[place] = str(seen)
+        else:
+          pixels.append(seen)
           places.append(place)
-        except UserError as error:
-          errors[place] = str(error)
       if pixels:
         yield places, np.stack(pixels)
+
+  def _many_pixels(self, items: list[Any]) -> list[Any]:
+    """`pixels` of each item, or the UserError that stopped it; arrays of
+    one shape (a video's frames) are resized together, in one call."""
+    found: list[Any] = [None] * len(items)
+    arrays = collections.defaultdict(list)  # shape: places
+    for place, item in enumerate(items):
+      if isinstance(item, np.ndarray):
+        arrays[item.shape].append(place)
+        continue
+      try:
+        found[place] = self.pixels(item)
+      except UserError as error:
+        found[place] = error
+    p = self.preprocessing
+    for places in arrays.values():
+      batch = np.stack([items[place] for place in places])
+      resized = preprocess.resize_and_contrast(
+          tf.constant(batch), p.image_size, p.contrast
+      ).numpy()
+      for place, pixels in zip(places, resized):
+        found[place] = pixels
+    return found
 
   def _no_probabilities(self, count: int) -> np.ndarray:
     return np.full((count, len(self.class_names)), np.nan, np.float32)
