@@ -81,9 +81,9 @@ def test_contrast_matches_pil():
 def test_a_batch_is_resized_as_each_of_its_images_alone():
   rng = np.random.default_rng(2)
   # Different brightness: each image keeps its own mean grey level.
-  frames = np.stack([
-      rng.integers(low, low + 100, (40, 60, 3), np.uint8) for low in (0, 150)
-  ])
+  frames = np.stack(
+      [rng.integers(low, low + 100, (40, 60, 3), np.uint8) for low in (0, 150)]
+  )
 
   batch = preprocess.resize_and_contrast(frames, 16, 1.5).numpy()
 
