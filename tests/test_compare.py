@@ -164,7 +164,7 @@ def test_table_csv_and_plot(runs, tmp_path, capsys):
   assert first == [
       "a_pretrained",
       (
-          "pretrain(reconstruction, adam 1e-3, 2 ep) ->"
+          "pretrain(reconstruction of noise 0.5, adam 1e-3, 2 ep) ->"
           " classify(classification, momentum 0.01, 3 ep)"
       ),
       "momentum",
@@ -323,7 +323,7 @@ def test_descriptions_name_corruption_and_normalisation():
 
   config = default.get_config()
   assert compare.describe_stages(config) == (
-      "pretrain(reconstruction, adam 1e-3, 10 ep) -> "
+      "pretrain(reconstruction of noise 0.5, adam 1e-3, 10 ep) -> "
       "classify(classification, adam 3e-4, 10 ep)"
   )
   config.stages.pretrain.corruption = "mask"

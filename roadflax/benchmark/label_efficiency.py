@@ -42,8 +42,11 @@ from roadflax.results import records
 
 # Pre-training objectives compared with training from scratch.
 PRETRAININGS = {
-    "reconstruction": {},
-    "denoising": {
+    "reconstruction": {  # the published plain reconstruction
+        "stages.pretrain.corruption": "none",
+        "stages.pretrain.corruption_amount": 0.0,
+    },
+    "denoising": {  # configs/default.py's
         "stages.pretrain.corruption": "noise",
         "stages.pretrain.corruption_amount": 0.5,
     },
@@ -51,7 +54,10 @@ PRETRAININGS = {
         "stages.pretrain.corruption": "mask",
         "stages.pretrain.corruption_amount": 0.5,
     },
-    "contrastive": {"stages.pretrain.objective": "contrastive"},
+    "contrastive": {
+        "stages.pretrain.objective": "contrastive",
+        "stages.pretrain.corruption": "none",
+    },
 }
 ROADTEX = "roadtex"
 ROADTEX_PER_SPLIT = {  # frames per class of the generated set

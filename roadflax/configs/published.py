@@ -20,7 +20,11 @@ _AS_PUBLISHED = dict(
 def get_config(base=None):
   config = configs.base_config(base)
   config.stages.pretrain.update(
-      optimizer="adam", learning_rate=1e-3, **_AS_PUBLISHED
+      optimizer="adam",
+      learning_rate=1e-3,
+      corruption="none",  # the published autoencoder: plain reconstruction
+      corruption_amount=0.0,
+      **_AS_PUBLISHED,
   )
   config.stages.classify.update(
       optimizer="sgd", learning_rate=0.1, **_AS_PUBLISHED
