@@ -489,6 +489,8 @@ def test_roadflax_load_predicts_with_an_export_as_with_its_workdir(
     assert result.classes[3] is None and "not readable" in result.errors[3]
   with pytest.raises(UserError, match="is an export"):
     roadflax.load(exported("onnx"), "classify")
+  with pytest.raises(UserError, match="its own format's runtime"):
+    roadflax.load(exported("onnx"), runtime="openvino")
 
 
 def test_the_command_exports_and_takes_an_export_as_its_workdir(

@@ -363,6 +363,12 @@ def load(
   if runtimes.is_export(path):
     if stage is not None:
       raise UserError(f"{path} is an export: it has no stages to choose from")
+    if runtime != "auto":
+      raise UserError(
+          f"{path} is an export: it runs with its own format's runtime, not"
+          f" runtime={runtime!r}; give the workdir it was exported from to"
+          " choose one"
+      )
     export = runtimes.load_export(path)
     return Model(
         export.probabilities,
