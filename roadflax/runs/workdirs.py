@@ -15,10 +15,11 @@ WORKDIR/STAGE/        TensorBoard events, checkpoints/, summary.json when the
                       that scales their probabilities)
 """
 
+import contextlib
 import functools
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import ml_collections
@@ -274,6 +275,19 @@ def best_trained_trees(stage_dir: str) -> list[str]:
   Raises:
     UserError: the stage has no checkpoint.
   """
+  with _best_checkpoint(stage_dir) as (ckpts, step):
+    return list(ckpts.restore_metadata(step)["trained_trees"])
+
+
+@contextlib.contextmanager
+def _best_checkpoint(
+    stage_dir: str,
+) -> Iterator[tuple[checkpoints.StageCheckpoints, int]]:
+  """A stage's checkpoints, opened read-only, and its best step.
+
+  Raises:
+    UserError: the stage has no checkpoint.
+  """
   ckpts = checkpoints.StageCheckpoints(
       os.path.join(stage_dir, "checkpoints"), read_only=True
   )
@@ -283,7 +297,7 @@ def best_trained_trees(stage_dir: str) -> list[str]:
       raise UserError(
           f"no checkpoint in {ckpts.directory}: train this stage first"
       )
-    return list(ckpts.restore_metadata(step)["trained_trees"])
+    yield ckpts, step
   finally:
     ckpts.close()
 
@@ -299,20 +313,10 @@ def restore_best(
   Raises:
     UserError: the stage has no checkpoint, or one of another model.
   """
-  ckpts = checkpoints.StageCheckpoints(
-      os.path.join(stage_dir, "checkpoints"), read_only=True
-  )
-  try:
-    step = ckpts.best_step()
-    if step is None:
-      raise UserError(
-          f"no checkpoint in {ckpts.directory}: train this stage first"
-      )
+  with _best_checkpoint(stage_dir) as (ckpts, step):
     metadata = ckpts.restore_metadata(step)
     check_compatible(metadata, run, ckpts.directory)
     return ckpts.restore_params(step, params), metadata, step
-  finally:
-    ckpts.close()
 
 
 def load_best_params(
