@@ -264,13 +264,14 @@ def linked_workdir(workdir: str, folder, stage: str = "classify") -> str:
   return folder
 
 
-def learning_test_accuracy(
+def learning_test_run(
     write_folder, tmp_path, *, classify_min_steps: int, seed: int = 0
-) -> float:
-  """Test accuracy of configs/default.py on the real-photo folder that
-  `write_folder(root, train_per_class=60, val_per_class=15,
+) -> tuple[str, str]:
+  """(folder, workdir): configs/default.py trained on the real-photo folder
+  that `write_folder(root, train_per_class=60, val_per_class=15,
   test_per_class=30)` writes, at the smallest input size (67 px) and a step
-  floor small enough for CI: what the real-photo learning tests assert on."""
+  floor small enough for CI: the run the real-photo learning tests (and the
+  audit's) assert on."""
   from roadflax.training import train
 
   root = write_folder(
@@ -286,5 +287,15 @@ def learning_test_accuracy(
   config.stages.pretrain.update(epochs=2, min_steps=40)
   config.stages.classify.update(epochs=10, min_steps=classify_min_steps)
   train.train_and_evaluate(config, str(tmp_path / "run"))
-  with open(tmp_path / "run" / "classify" / "report.json") as f:
+  return root, str(tmp_path / "run")
+
+
+def learning_test_accuracy(
+    write_folder, tmp_path, *, classify_min_steps: int, seed: int = 0
+) -> float:
+  """The test accuracy of `learning_test_run`'s workdir."""
+  _, workdir = learning_test_run(
+      write_folder, tmp_path, classify_min_steps=classify_min_steps, seed=seed
+  )
+  with open(os.path.join(workdir, "classify", "report.json")) as f:
     return json.load(f)["accuracy"]

@@ -1,13 +1,17 @@
 """The small real-photo set (scikit-image's brick, grass and gravel photos)."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from roadflax.benchmark import audit_recall
+from roadflax.configs import default
 from roadflax.data import image_folder
 from roadflax.datasets import ground_photos
+from roadflax.labelling import audit
 from tests import helpers
 
 
@@ -76,14 +80,40 @@ def test_colour_alone_does_not_separate_the_classes(photos):
   assert accuracy < 0.7
 
 
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+  """(folder, workdir) of configs/default.py at 67 px on 60/15/30 ground
+  photos per class."""
+  return helpers.learning_test_run(
+      ground_photos.write_folder,
+      tmp_path_factory.mktemp("learned"),
+      classify_min_steps=100,
+  )
+
+
 @pytest.mark.slow
-def test_default_recipe_learns_real_photos(tmp_path):
+def test_default_recipe_learns_real_photos(learned):
   """configs/default.py, at the smallest input size (67 px) and a smaller
   step floor to fit CI, learns the real photos well above chance (1/3):
   0.67-0.77 over seeds 0-3. At this size and budget grass and gravel stay
   hard to tell apart (two of three classes are learned); at the default
   224 px the own-images command measures 95%+ (docs/study/measured.md)."""
-  accuracy = helpers.learning_test_accuracy(
-      ground_photos.write_folder, tmp_path, classify_min_steps=100
-  )
-  assert accuracy >= 0.6
+  with open(os.path.join(learned[1], "classify", "report.json")) as f:
+    assert json.load(f)["accuracy"] >= 0.6
+
+
+@pytest.mark.slow
+def test_the_audit_finds_flipped_labels_of_real_photos(learned, tmp_path):
+  """10% of the labels flipped (three draws): the audit with that run's
+  encoder ranks on average at least 80% of them among as many top-ranked
+  images (84.8, 85.7 and 84.4% measured; docs/guides/labelling.md)."""
+  folder, workdir = learned
+  recalls = []
+  for seed in range(3):
+    copy = str(tmp_path / f"flipped{seed}")
+    flipped = audit_recall.flipped_copy(folder, copy, 0.1, seed)
+    data = default.get_config().data
+    data.root = copy
+    found = audit.audit_workdir(workdir, data)
+    recalls.append(audit_recall.recall(found["rows"], flipped))
+  assert np.mean(recalls) >= 0.8, recalls

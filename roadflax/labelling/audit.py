@@ -13,8 +13,12 @@ trained on all the images but one fold of groups (drives, videos,
 subfolders: `data.group_by`) and predicting that fold, so frames of one
 drive never vouch for each other. Class j's threshold is the mean
 probability of j over the images labelled j; an image labelled i is an
-issue when some other class reaches its threshold, and images are ranked by
-their label's probability (self-confidence), issues first.
+issue when some other class reaches its threshold. The probes are then
+fitted again without the issues (prune and refit: wrong labels no longer
+teach them), and the second pass gives the issues and the ranking: every
+image by its label's probability (self-confidence), lowest first: both
+find more deliberately flipped labels than ranking the first pass's issues
+first did (docs/guides/labelling.md).
 
 Near-duplicates across splits are the ones training counts
 (`split_record.near_duplicates_between`); outliers are the images farthest
@@ -71,14 +75,18 @@ def out_of_fold_probabilities(
     labels: np.ndarray,
     folds: np.ndarray,
     num_classes: int,
+    trusted: np.ndarray | None = None,
 ) -> np.ndarray:
   """float [N, classes]: each image's probabilities from the probe fitted on
-  every other fold."""
+  every other fold (on its `trusted` images only, bool [N], when given)."""
   probabilities = np.zeros((len(labels), num_classes))
+  if trusted is None:
+    trusted = np.ones(len(labels), bool)
   for fold in np.unique(folds):
     held = folds == fold
+    fit = ~held & trusted
     weights, bias, mean, std = linear_probe.fit_logistic_regression(
-        features[~held], labels[~held], num_classes
+        features[fit], labels[fit], num_classes
     )
     logits = ((features[held] - mean) / std) @ weights + bias
     logits -= logits.max(axis=1, keepdims=True)
@@ -93,8 +101,9 @@ def label_issues(
   """(issue bool [N], suggested class int [N], order int [N]) by confident
   learning: an issue where another class reaches its threshold (its mean
   probability over the images labelled with it); the suggestion is the
-  likeliest such class; the order puts issues first, each part by the
-  probability of its label, lowest first."""
+  likeliest such class; the order ranks every image by the probability of
+  its label, lowest first (an unsure image whose label is unlikely but no
+  other class confident is as suspect as an issue)."""
   num_classes = probabilities.shape[1]
   thresholds = np.array([
       probabilities[labels == c, c].mean() if np.any(labels == c) else np.inf
@@ -109,7 +118,7 @@ def label_issues(
       np.argmax(probabilities, axis=1),
   )
   quality = probabilities[np.arange(len(labels)), labels]
-  order = np.lexsort((quality, ~issue))
+  order = np.argsort(quality, kind="stable")
   return issue, suggested, order
 
 
@@ -167,8 +176,14 @@ def audit_workdir(
       for name in dataset.splits
   ])
   fold = fold_of_groups(images.groups, min(folds, count), config.seed)
+  first_pass, _, _ = label_issues(
+      out_of_fold_probabilities(
+          features, images.labels, fold, len(dataset.class_names)
+      ),
+      images.labels,
+  )
   probabilities = out_of_fold_probabilities(
-      features, images.labels, fold, len(dataset.class_names)
+      features, images.labels, fold, len(dataset.class_names), ~first_pass
   )
   issue, suggested, order = label_issues(probabilities, images.labels)
   outliers = outlier_scores(features)
