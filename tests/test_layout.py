@@ -42,6 +42,7 @@ MAY_IMPORT = {
         "training",
         "export",
         "labelling",
+        "serve",
     },
 }
 MAY_IMPORT["top"] = set(MAY_IMPORT)

@@ -57,7 +57,7 @@ import streamlit as st
 from roadflax.errors import UserError
 from roadflax.export import choice
 from roadflax.serve import cards, catalog, model, predict, summary, uploads
-from roadflax.serve import label_page, videos
+from roadflax.serve import batcher, label_page, videos
 from roadflax.serve.autoencoder import Autoencoder
 
 PAGE_TITLE = "roadflax — road surface classifier"
@@ -118,8 +118,9 @@ def _classifier(workdir: str, stage: str) -> predict.Classifier:
 
 @st.cache_resource(show_spinner=False)  # Compiled on first use.
 def _explainer(workdir: str, stage: str) -> Callable[[np.ndarray], Any]:
-  """Predictions with their Grad-CAM heat maps, from uint8 pixels."""
-  return _classifier(workdir, stage).trained.explain_function()
+  """Predictions with their Grad-CAM heat maps, from uint8 pixels; the
+  concurrent requests of all sessions in shared batches."""
+  return batcher.Batcher(_classifier(workdir, stage).trained.explain_function())
 
 
 @st.cache_resource(show_spinner=False)  # Compiled on first use.
@@ -150,6 +151,12 @@ def _autoencoder(workdir: str) -> Autoencoder | None:
   return Autoencoder.load(workdir)
 
 
+@st.cache_resource(show_spinner=False)
+def _reconstructor(workdir: str) -> Callable[[np.ndarray], Any]:
+  """The autoencoder's reconstructions, all sessions' in shared batches."""
+  return batcher.Batcher(_autoencoder(workdir).reconstruct)
+
+
 def _autoencoder_or_warning(workdir: str) -> Autoencoder | None:
   """The autoencoder, or None with a warning: predictions work without it."""
   try:
@@ -170,6 +177,7 @@ def _described_file(
     _classifier: predict.Classifier,
     _explain: Callable[[np.ndarray], Any],
     _autoencoder: Autoencoder | None,
+    _reconstruct: Callable[[np.ndarray], Any] | None,
 ) -> uploads.Upload:
   """One photo's `Upload`, computed once per contents, models and pixel
   limit (the arguments hashed: those not starting with `_`)."""
@@ -180,6 +188,7 @@ def _described_file(
       _autoencoder,
       max_pixels=max_pixels,
       explain=_explain,
+      reconstruct=_reconstruct,
   )
   return dataclasses.replace(upload, model_input=None)  # Not needed again.
 
@@ -234,6 +243,7 @@ def _describe(
         classifier,
         _explainer(run.workdir, stage),
         autoencoder,
+        None if autoencoder is None else _reconstructor(run.workdir),
     )
     photos.append(dataclasses.replace(photo, name=name))
   return photos, clips

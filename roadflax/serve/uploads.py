@@ -60,6 +60,7 @@ def describe_uploads(
     *,
     max_pixels: int,
     explain: Callable[[np.ndarray], tuple[Any, Any]] | None = None,
+    reconstruct: Callable[[np.ndarray], Any] | None = None,
 ) -> list[Upload]:
   """Classifies (and reconstructs) every readable file; the rest get errors.
 
@@ -75,6 +76,8 @@ def describe_uploads(
     explain: the classifier's `TrainedClassifier.explain_function()`: uint8
       pixels [N, S, S, 3] to (probabilities, Grad-CAM heat maps); given, it
       predicts in place of `classifier.predict`, in the same pass.
+    reconstruct: given, it reconstructs in place of
+      `autoencoder.reconstruct` (the app's batched one, `batcher.Batcher`).
 
   Returns:
     One `Upload` per file, in order: with `error` set, or with a prediction.
@@ -94,7 +97,7 @@ def describe_uploads(
     views = np.stack([upload.model_view for upload in readable])
     probabilities, heatmaps = model.in_batches(explain, views)
   reconstructions = (
-      model.in_batches(autoencoder.reconstruct, images)
+      model.in_batches(reconstruct or autoencoder.reconstruct, images)
       if autoencoder is not None
       else [None] * len(readable)
   )
