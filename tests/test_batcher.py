@@ -93,3 +93,10 @@ def test_the_app_load_benchmark_times_both_ways(trained_workdir):
   assert set(ways) == {"pass per request", "batcher"}
   for figures in ways.values():
     assert 0 < figures["p50_s"] <= figures["p95_s"] <= figures["all_served_s"]
+
+
+def test_an_empty_request_fails_alone_and_the_worker_keeps_serving():
+  batched = batcher.Batcher(lambda x: x + 1, max_wait_s=0.0)
+  with pytest.raises(ValueError, match="at least one image"):
+    batched(np.zeros((0, 2)))
+  np.testing.assert_array_equal(batched(np.zeros((1, 2))), np.ones((1, 2)))

@@ -10,6 +10,7 @@ A lone request waits `max_wait_s` longer; a crowd is served in a few passes
 instead of twenty interleaved ones.
 """
 
+import collections
 import dataclasses
 import threading
 import time
@@ -51,7 +52,8 @@ class Batcher:
     self._max_wait_s = max_wait_s
     self._pending: list[_Request] = []
     self._arrived = threading.Condition()
-    self.batch_sizes: list[int] = []  # images per model pass, for tests
+    # Images per model pass, the latest ones (a server runs for weeks).
+    self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
     threading.Thread(target=self._serve, daemon=True).start()
 
   def __call__(self, images: np.ndarray) -> Any:
@@ -79,7 +81,9 @@ class Batcher:
         self._arrived.wait(left)
       alike = self._alike()
       rows = min(self._max_batch, sum(map(len, alike)))
-      target = 1 << (rows.bit_length() - 1)
+      # At least 1: an empty request still gets its pass (and in_batches'
+      # error) rather than stopping the worker that every caller waits on.
+      target = 1 << max(rows.bit_length() - 1, 0)
       batch, taken = [], 0
       for request in alike:
         if batch and taken + len(request) > target:
@@ -103,9 +107,9 @@ class Batcher:
         images = np.concatenate([r.images for r in batch])
         self.batch_sizes.append(len(images))
         outputs = model.in_batches(self._function, images, self._max_batch)
-        ends = np.cumsum([len(r.images) for r in batch])
+        ends = np.cumsum([len(r) for r in batch])
         for request, end in zip(batch, ends):
-          start = end - len(request.images)
+          start = end - len(request)
           request.result = (
               tuple(part[start:end] for part in outputs)
               if isinstance(outputs, tuple)

@@ -51,6 +51,8 @@ def in_batches(
   (1, 2, 4, ... up to `batch_size` images), and memory stays that of one batch.
   A function that returns a tuple of arrays gives a tuple of arrays.
   """
+  if not len(images):  # nothing would tell the outputs' shapes
+    raise ValueError("in_batches needs at least one image")
   outputs = []
   for start in range(0, len(images), batch_size):
     chunk = images[start : start + batch_size]
